@@ -1,0 +1,419 @@
+"""One typed config for every command: dataclasses, YAML loading, presets and `--set` overrides.
+
+Resolution order (later wins): dataclass defaults (the lab's values) -> the preset's values ->
+the YAML file -> command-line shortcuts (--data, --epochs, ...) -> `--set section.key=value`.
+Every problem fails at load time with one line naming the key and the value (ConfigError).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cvae.errors import ConfigError
+
+KL_ANNEAL_TYPES = ("Monotonic", "Cyclical", "None")
+OUTPUT_ACTIVATIONS = ("none", "sigmoid")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class DataConfig:
+    """Where the frames come from and how they are cut into clips."""
+
+    root: str = "data/dance"  # a lab-layout folder or a Parquet pack made by `cvae-data pack`
+    height: int = 32  # frames are resized to height x width
+    width: int = 64
+    clip_len: int = 16  # the lab's train_vi_len: frames per training clip
+    partial: float = 1.0  # fraction of the training clips used per epoch (the lab's `partial`)
+    fast_train: bool = False  # the lab's fast_train: use `fast_partial` for the first epochs
+    fast_partial: float = 0.4
+    fast_train_epochs: int = 5
+    loader_workers: int = 0  # torch DataLoader worker processes (single-process training)
+    shuffle: bool = True  # shuffle clips each epoch (reseeded per epoch)
+    shuffle_buffer: int = 256  # Ray Data local shuffle buffer, in clips
+
+
+@dataclass
+class ModelConfig:
+    """Channel widths of the five parts (SPEC section 3). Set by `preset` unless overridden."""
+
+    preset: str = "lab"
+    frame_channels: int = 128  # F: frame encoder output
+    label_channels: int = 32  # L: pose encoder output
+    latent_channels: int = 12  # N: z channels
+    decoder_channels: int = 192  # D: decoder fusion output
+    output_activation: str = "none"  # "none" as in the lab, or "sigmoid"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, teacher forcing and KL annealing (SPEC section 4)."""
+
+    epochs: int = 70
+    batch_size: int = 2
+    lr: float = 1e-3
+    lr_milestones: list[int] = field(default_factory=lambda: [2, 5])
+    lr_gamma: float = 0.1
+    grad_clip: float = 1.0
+    tfr: float = 1.0  # teacher-forcing ratio at the start
+    tfr_sde: int = 10  # epoch after which the ratio starts to decay
+    tfr_d_step: float = 0.1  # decay per epoch, floored at 0
+    kl_anneal_type: str = "Cyclical"
+    kl_anneal_cycle: int = 10
+    kl_anneal_ratio: float = 1.0
+    per_save: int = 3  # also keep checkpoints/epoch_<n>.pt every n epochs (0: never)
+    max_steps_per_epoch: int = 0  # 0: the whole epoch; >0 caps it (smoke tests, benchmarks)
+    bf16: bool = False  # bf16 autocast (GPU path)
+    channels_last: bool = False  # channels_last memory format (GPU path)
+
+
+@dataclass
+class ValidationConfig:
+    """The long autoregressive rollout on the validation video."""
+
+    val_len: int = 630  # capped by the length of the data's validation video
+    every: int = 1  # validate every n epochs (and always after the last)
+    seed: int = 0  # seeds z ~ N(0, I) so epochs are compared on the same noise
+
+
+@dataclass
+class TestConfig:
+    """The Tester (`cvae-test`)."""
+
+    checkpoint: str = ""
+    seq_len: int = 630  # frames per test sequence, frame 0 included
+    seed: int = 0
+    gif_fps: int = 20
+
+
+@dataclass
+class RunConfig:
+    """Where a run writes and how it runs."""
+
+    out: str = "runs/train"
+    seed: int = 1
+    device: str = "auto"  # auto: cuda when available, else cpu
+    threads: int = 0  # torch intra-op threads; 0: torch's default
+    progress: bool = True  # tqdm bars
+    flush_denormal: bool = True  # CPU speed: denormals are ~10x slower and invisible in PSNR
+    fail_at_step: int = -1  # fault injection for tests: the worker given by fail_rank exits
+    fail_rank: int = 0  # once at this global step (-1: never)
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> Config:
+        """Build and validate a config from a nested dict (e.g. one stored in a checkpoint)."""
+        cfg = cls()
+        _apply_nested(cfg, values, source)
+        validate(cfg)
+        return cfg
+
+
+# A preset sets these keys; the YAML file and --set can still override any of them.
+PRESETS: dict[str, dict[str, Any]] = {
+    "lab": {
+        "model.frame_channels": 128,
+        "model.label_channels": 32,
+        "model.latent_channels": 12,
+        "model.decoder_channels": 192,
+        "data.height": 32,
+        "data.width": 64,
+        "data.clip_len": 16,
+        "validation.val_len": 630,
+    },
+    # Same architecture, ~16x fewer FLOPs: trains in minutes on a 2-core CPU.
+    "small": {
+        "model.frame_channels": 32,
+        "model.label_channels": 16,
+        "model.latent_channels": 8,
+        "model.decoder_channels": 48,
+        "data.height": 32,
+        "data.width": 64,
+        "data.clip_len": 16,
+        "validation.val_len": 630,
+    },
+}
+
+
+def _sections(cfg: Config) -> dict[str, Any]:
+    return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+
+
+def all_keys() -> list[str]:
+    """Every settable `section.key`."""
+    cfg = Config()
+    return [
+        f"{name}.{f.name}"
+        for name, section in _sections(cfg).items()
+        for f in dataclasses.fields(section)
+    ]
+
+
+def _unknown(key: str, source: str) -> ConfigError:
+    hint = difflib.get_close_matches(key, all_keys(), n=1)
+    more = f" (did you mean '{hint[0]}'?)" if hint else ""
+    return ConfigError(f"{source}: unknown key '{key}'{more}")
+
+
+def _coerce(key: str, value: Any, annotation: Any, source: str) -> Any:
+    """Check `value` against a field's type; ints are accepted for floats, nothing else is."""
+    bad = ConfigError(f"{source}: {key} = {value!r}: expected {_type_name(annotation)}")
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if annotation is str:
+        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+            raise bad
+        return str(value)
+    if typing.get_origin(annotation) is list:
+        (item_type,) = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise bad
+        return [_coerce(key, v, item_type, source) for v in value]
+    raise bad  # pragma: no cover - every field type is handled above
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is list:
+        return f"a list of {typing.get_args(annotation)[0].__name__}"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        annotation, str(annotation)
+    )
+
+
+def _field_types(section: Any) -> dict[str, Any]:
+    hints = typing.get_type_hints(type(section))
+    return {f.name: hints[f.name] for f in dataclasses.fields(section)}
+
+
+def set_key(cfg: Config, key: str, value: Any, source: str = "--set") -> None:
+    """Set `section.key` to `value` after checking that the key exists and the type fits."""
+    section_name, _, name = key.partition(".")
+    sections = _sections(cfg)
+    if section_name not in sections or not name:
+        raise _unknown(key, source)
+    section = sections[section_name]
+    types_ = _field_types(section)
+    if name not in types_:
+        raise _unknown(key, source)
+    setattr(section, name, _coerce(key, value, types_[name], source))
+
+
+def _apply_nested(cfg: Config, values: Any, source: str) -> None:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(values).__name__}")
+    for section_name, section_values in values.items():
+        if section_name not in _sections(cfg):
+            raise _unknown(str(section_name), source)
+        if section_values is None:
+            continue
+        if not isinstance(section_values, dict):
+            raise ConfigError(f"{source}: section '{section_name}' must be a mapping")
+        for name, value in section_values.items():
+            set_key(cfg, f"{section_name}.{name}", value, source)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse `section.key=value`; the value is read as YAML (so 3, 0.5, true, [2, 5] work)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {text!r}: expected section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _check(ok: bool, key: str, value: Any, why: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key} = {value!r}: {why}")
+
+
+def validate(cfg: Config) -> None:
+    """Reject impossible values, naming the key."""
+    d, m, t, v, te, r = cfg.data, cfg.model, cfg.train, cfg.validation, cfg.test, cfg.run
+    # The pose encoder reflection-pads by 3, which needs at least 4 pixels per side.
+    _check(4 <= d.height <= 2048, "data.height", d.height, "must be between 4 and 2048")
+    _check(4 <= d.width <= 2048, "data.width", d.width, "must be between 4 and 2048")
+    _check(d.clip_len >= 2, "data.clip_len", d.clip_len, "must be >= 2 (one input, one target)")
+    _check(0 < d.partial <= 1, "data.partial", d.partial, "must be in (0, 1]")
+    _check(0 < d.fast_partial <= 1, "data.fast_partial", d.fast_partial, "must be in (0, 1]")
+    _check(d.fast_train_epochs >= 0, "data.fast_train_epochs", d.fast_train_epochs, "must be >= 0")
+    _check(d.loader_workers >= 0, "data.loader_workers", d.loader_workers, "must be >= 0")
+    _check(d.shuffle_buffer >= 1, "data.shuffle_buffer", d.shuffle_buffer, "must be >= 1")
+    _check(m.preset in PRESETS, "model.preset", m.preset, f"must be one of {sorted(PRESETS)}")
+    _check(
+        m.frame_channels >= 8 and m.frame_channels % 8 == 0,
+        "model.frame_channels", m.frame_channels, "must be a positive multiple of 8",
+    )
+    _check(
+        m.label_channels >= 2 and m.label_channels % 2 == 0,
+        "model.label_channels", m.label_channels, "must be a positive even number",
+    )
+    _check(
+        m.latent_channels >= 4 and m.latent_channels % 4 == 0,
+        "model.latent_channels", m.latent_channels, "must be a positive multiple of 4",
+    )
+    _check(
+        m.decoder_channels >= 8 and m.decoder_channels % 8 == 0,
+        "model.decoder_channels", m.decoder_channels, "must be a positive multiple of 8",
+    )
+    fused = m.frame_channels + m.label_channels + m.latent_channels
+    _check(
+        fused % 4 == 0, "model.label_channels", m.label_channels,
+        f"frame + label + latent channels ({fused}) must be a multiple of 4",
+    )
+    _check(
+        m.output_activation in OUTPUT_ACTIVATIONS, "model.output_activation",
+        m.output_activation, f"must be one of {list(OUTPUT_ACTIVATIONS)}",
+    )
+    _check(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
+    _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
+    _check(t.lr > 0, "train.lr", t.lr, "must be > 0")
+    _check(
+        all(x >= 0 for x in t.lr_milestones) and t.lr_milestones == sorted(t.lr_milestones),
+        "train.lr_milestones", t.lr_milestones, "must be non-negative and increasing",
+    )
+    _check(0 < t.lr_gamma <= 1, "train.lr_gamma", t.lr_gamma, "must be in (0, 1]")
+    _check(t.grad_clip > 0, "train.grad_clip", t.grad_clip, "must be > 0")
+    _check(0 <= t.tfr <= 1, "train.tfr", t.tfr, "must be in [0, 1]")
+    _check(t.tfr_sde >= 0, "train.tfr_sde", t.tfr_sde, "must be >= 0")
+    _check(0 <= t.tfr_d_step <= 1, "train.tfr_d_step", t.tfr_d_step, "must be in [0, 1]")
+    _check(
+        t.kl_anneal_type in KL_ANNEAL_TYPES, "train.kl_anneal_type", t.kl_anneal_type,
+        f"must be one of {list(KL_ANNEAL_TYPES)}",
+    )
+    _check(t.kl_anneal_cycle >= 1, "train.kl_anneal_cycle", t.kl_anneal_cycle, "must be >= 1")
+    _check(0 <= t.kl_anneal_ratio <= 1, "train.kl_anneal_ratio", t.kl_anneal_ratio,
+           "must be in [0, 1]")
+    _check(t.per_save >= 0, "train.per_save", t.per_save, "must be >= 0")
+    _check(t.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", t.max_steps_per_epoch,
+           "must be >= 0")
+    _check(v.val_len >= 2, "validation.val_len", v.val_len, "must be >= 2")
+    _check(v.every >= 1, "validation.every", v.every, "must be >= 1")
+    _check(te.seq_len >= 1, "test.seq_len", te.seq_len, "must be >= 1")
+    _check(te.gif_fps >= 1, "test.gif_fps", te.gif_fps, "must be >= 1")
+    _check(r.device in DEVICES, "run.device", r.device, f"must be one of {list(DEVICES)}")
+    _check(r.threads >= 0, "run.threads", r.threads, "must be >= 0")
+    _check(bool(r.out), "run.out", r.out, "must not be empty")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    return values or {}
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    preset: str | None = None,
+    shortcuts: dict[str, Any] | None = None,
+) -> Config:
+    """Load a config: defaults -> preset -> YAML -> shortcuts -> overrides, then validate."""
+    file_values: dict[str, Any] = _read_yaml(Path(path)) if path else {}
+    source = str(path) if path else "config"
+    parsed = [parse_override(text) for text in overrides]
+    # The preset is chosen first (flag > --set > file) because it supplies defaults the file
+    # and the flags may override.
+    chosen = preset
+    for key, value in parsed:
+        if key == "model.preset":
+            chosen = chosen or value
+    if chosen is None and isinstance(file_values.get("model"), dict):
+        chosen = file_values["model"].get("preset")
+    cfg = Config()
+    if chosen is not None:
+        if chosen not in PRESETS:
+            raise ConfigError(f"model.preset = {chosen!r}: must be one of {sorted(PRESETS)}")
+        for key, value in PRESETS[chosen].items():
+            set_key(cfg, key, value, "preset")
+    _apply_nested(cfg, file_values, source)
+    if chosen is not None:
+        cfg.model.preset = chosen
+    for key, value in (shortcuts or {}).items():
+        if value is not None:
+            set_key(cfg, key, value, "command line")
+    for key, value in parsed:
+        if key != "model.preset":
+            set_key(cfg, key, value, "--set")
+    validate(cfg)
+    return cfg
+
+
+# ---- command-line plumbing shared by cvae-train, cvae-test and the Ray entrypoints ----
+
+def add_config_args(parser: argparse.ArgumentParser, default_config: str) -> None:
+    """The flags every command takes; cluster layers add only their own flags on top."""
+    parser.add_argument("--config", default=default_config, help="YAML config file")
+    parser.add_argument("--data", help="lab-layout folder or Parquet pack (data.root)")
+    parser.add_argument("--out", help="output folder (run.out)")
+    parser.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="model size preset")
+    parser.add_argument("--seed", type=int, help="random seed (run.seed)")
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override any config key, e.g. --set train.lr=3e-4 (repeatable)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    shortcuts = {
+        "data.root": args.data,
+        "run.out": args.out,
+        "train.epochs": args.epochs,
+        "run.seed": args.seed,
+    }
+    config_path = args.config
+    if config_path and not Path(config_path).exists() and not Path(config_path).is_absolute():
+        # Let commands work from any folder: fall back to the config shipped with the checkout.
+        shipped = Path(__file__).resolve().parent.parent / config_path
+        config_path = str(shipped) if shipped.exists() else config_path
+    return load_config(config_path, args.overrides, args.preset, shortcuts)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+__all__ = [
+    "Config", "DataConfig", "ModelConfig", "TrainConfig", "ValidationConfig", "TestConfig",
+    "RunConfig", "PRESETS", "load_config", "set_key", "validate", "add_config_args",
+    "config_from_args", "parse_override", "all_keys", "to_yaml",
+]

@@ -1,0 +1,157 @@
+"""``cvae-data``: make synthetic data, pack it into Parquet shards, preview it, describe it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from cvae.data import frame_files, image_size, split_dirs, split_videos
+from cvae.errors import CvaeError, DataError, cli_entry
+
+DEFAULT_HEIGHT, DEFAULT_WIDTH, DEFAULT_CLIP_LEN = 32, 64, 16
+
+
+def _given(args: argparse.Namespace, names: list[str]) -> dict:
+    """The options the user gave (None = left to the library's default)."""
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def lab_summary(root: str | Path) -> dict:
+    """Counts of a lab-layout folder: {split: {frames, videos, size}} and test sequences."""
+    root = Path(root)
+    out: dict = {}
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            continue
+        img_dir, _, videos = split_videos(root, split)
+        w, h = image_size(img_dir / videos[0].names[0])
+        out[split] = {"frames": sum(len(v.names) for v in videos), "videos": len(videos),
+                      "size": f"{w}x{h}",
+                      "manifest": (root / split / "manifest.json").is_file()}
+    img_dir, label_dir = split_dirs(root, "test")
+    if label_dir.is_dir():
+        ks = sorted(int(p.name) for p in label_dir.iterdir() if p.name.isdigit())
+        lengths = [len(frame_files(label_dir / str(k))) for k in ks]
+        out["test"] = {"sequences": len(ks), "poses": lengths}
+    return out
+
+
+def _cmd_synth(args: argparse.Namespace) -> None:
+    try:
+        from cvae.synth import generate
+    except ImportError as err:
+        raise CvaeError(f"synthetic data generator not available ({err})") from None
+    t0 = time.perf_counter()
+    opts = _given(args, ["seed", "train_videos", "frames_per_video", "val_frames",
+                         "test_sequences", "test_frames", "height", "width"])
+    generate(args.out, progress=not args.quiet, **opts)
+    s = lab_summary(args.out)
+    tr, va = s.get("train", {}), s.get("val", {})
+    print(f"wrote {args.out}: {tr.get('frames', 0)} train frames in {tr.get('videos', 0)} "
+          f"videos, {va.get('frames', 0)} val frames, "
+          f"{s.get('test', {}).get('sequences', 0)} test sequences, "
+          f"{tr.get('size', '?')} (WxH) in {time.perf_counter() - t0:.1f} s")
+
+
+def _cmd_pack(args: argparse.Namespace) -> None:
+    from cvae.parquet import pack
+
+    r = pack(args.root, args.out, clip_len=args.clip_len, height=args.height,
+             width=args.width, rows_per_file=args.rows_per_file, progress=not args.quiet)
+    tr, va = r["splits"]["train"], r["splits"]["val"]
+    print(f"packed {tr['num_clips']} train clips of {tr['clip_len']} frames "
+          f"({len(tr['files'])} files) and a {va['clip_len']}-frame val video, "
+          f"{r['height']}x{r['width']} (HxW), into {r['out']} in {r['seconds']:.1f} s")
+
+
+def _cmd_preview(args: argparse.Namespace) -> None:
+    from cvae.preview import contact_sheet
+
+    path = contact_sheet(args.root, args.out, **_given(args, ["videos", "frames", "scale"]))
+    print(f"wrote {path}")
+
+
+def _cmd_info(args: argparse.Namespace) -> None:
+    root = Path(args.root)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found")
+    if (root / "meta.json").is_file():
+        from cvae.parquet import check_pack, read_meta
+
+        meta = read_meta(root)
+        tr = meta["splits"]["train"]
+        check_pack(root, height=tr["height"], width=tr["width"], clip_len=tr["clip_len"])
+        print(f"{root}: clip pack ({meta['format']}) of {meta['source']}")
+        for split, s in meta["splits"].items():
+            print(f"  {split}: {s['num_clips']} clips of {s['clip_len']} frames, "
+                  f"{s['height']}x{s['width']} (HxW), {len(s['files'])} files")
+        return
+    if not any((root / s).is_dir() for s in ("train", "val", "test")):
+        raise DataError(f"{root}: neither a lab-layout data folder (train/, val/, test/) "
+                        f"nor a clip pack (meta.json)")
+    s = lab_summary(root)
+    print(f"{root}: lab-layout data")
+    for split in ("train", "val"):
+        if split in s:
+            d = s[split]
+            where = "per manifest.json" if d["manifest"] else "no manifest"
+            print(f"  {split}: {d['frames']} frames in {d['videos']} videos ({where}), "
+                  f"{d['size']} (WxH)")
+    if "test" in s:
+        print(f"  test: {s['test']['sequences']} sequences, poses per sequence "
+              f"{json.dumps(s['test']['poses'])}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cvae-data", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="generate a synthetic lab-layout dataset")
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--seed", type=int)
+    s.add_argument("--train-videos", type=int)
+    s.add_argument("--frames-per-video", type=int)
+    s.add_argument("--val-frames", type=int)
+    s.add_argument("--test-sequences", type=int)
+    s.add_argument("--test-frames", type=int)
+    s.add_argument("--height", type=int, help="source frame height (generator default)")
+    s.add_argument("--width", type=int, help="source frame width (generator default)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_synth)
+
+    s = sub.add_parser("pack", help="write train clips and the val video as Parquet shards")
+    s.add_argument("--root", required=True, type=Path, help="lab-layout data folder")
+    s.add_argument("--out", required=True, type=Path, help="new (or empty) pack folder")
+    s.add_argument("--clip-len", type=int, default=DEFAULT_CLIP_LEN)
+    s.add_argument("--height", type=int, default=DEFAULT_HEIGHT)
+    s.add_argument("--width", type=int, default=DEFAULT_WIDTH)
+    s.add_argument("--rows-per-file", type=int, default=64)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_pack)
+
+    s = sub.add_parser("preview", help="contact sheet PNG of a data folder")
+    s.add_argument("root", type=Path)
+    s.add_argument("--out", required=True, type=Path)
+    s.add_argument("--videos", type=int)
+    s.add_argument("--frames", type=int)
+    s.add_argument("--scale", type=int)
+    s.set_defaults(func=_cmd_preview)
+
+    s = sub.add_parser("info", help="what a data folder or clip pack holds")
+    s.add_argument("root", type=Path)
+    s.set_defaults(func=_cmd_info)
+    return p
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``cvae-data``."""
+    args = build_parser().parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    main()

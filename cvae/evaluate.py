@@ -1,0 +1,58 @@
+"""Autoregressive validation: roll out the validation video, PSNR per frame, and the baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from cvae.losses import psnr
+from cvae.model import CVAE
+
+
+@dataclass
+class Validation:
+    psnr: list[float]  # model PSNR of frames 1..T-1
+    baseline: list[float]  # copy-the-last-true-frame PSNR of frames 1..T-1
+    short_len: int  # frames in the short-horizon mean (clip_len - 1)
+    pred: torch.Tensor  # [T,3,H,W] float in [0,1] on the CPU (frame 0 = the given frame)
+    target: torch.Tensor  # [T,3,H,W] the true video
+
+    @staticmethod
+    def _mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    def metrics(self) -> dict[str, float]:
+        n = self.short_len
+        return {
+            "val_psnr": self._mean(self.psnr),
+            "val_psnr_short": self._mean(self.psnr[:n]),
+            "baseline_psnr": self._mean(self.baseline),
+            "baseline_psnr_short": self._mean(self.baseline[:n]),
+        }
+
+
+def copy_last_baseline(frames: torch.Tensor) -> list[float]:
+    """PSNR of predicting frame t as frame t-1: what a model must beat. frames [T,3,H,W]."""
+    return psnr(frames[:-1], frames[1:]).tolist()
+
+
+@torch.no_grad()
+def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, clip_len: int,
+             device: torch.device, seed: int = 0, progress=None) -> Validation:
+    """frames, poses: float [T,3,H,W] in [0,1]. The model is put in eval mode and restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        rng = torch.Generator(device="cpu").manual_seed(seed)
+        pred = model.generate(frames[:1].to(device), poses[None].to(device), rng=rng,
+                              progress=progress)[0].float().cpu()
+    finally:
+        model.train(was_training)
+    return Validation(
+        psnr=psnr(pred[1:], frames[1:].float()).tolist(),
+        baseline=copy_last_baseline(frames.float()),
+        short_len=max(1, min(clip_len - 1, frames.shape[0] - 1)),
+        pred=pred,
+        target=frames.float(),
+    )

@@ -1,0 +1,38 @@
+"""The lab's loss: sum over the clip's predicted frames of MSE + beta * KL (SPEC section 4)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """KL(N(mu, e^logvar) || N(0, I)) summed over every latent element, divided by the batch."""
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / batch_size
+
+
+def clip_loss(pred: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
+              beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """pred, target [B,S,3,H,W]; mu, logvar [B,S,N,H,W].
+
+    Returns (loss, mse, kl), each summed over the S steps as the lab does per step:
+    MSE_t is the mean over the batch and pixels, KL_t is summed over latents / B.
+    """
+    steps = pred.shape[1]
+    # Every step's MSE averages the same number of elements, so the sum of per-step means is
+    # steps * (mean over everything).
+    mse = F.mse_loss(pred.float(), target.float()) * steps
+    kl = kl_divergence(mu.float(), logvar.float(), pred.shape[0])
+    return mse + beta * kl, mse, kl
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-frame PSNR for images in [0,1]: 20 log10(1) - 10 log10(MSE). [...,C,H,W] -> [...]."""
+    mse = (pred.float() - target.float()).pow(2).flatten(-3).mean(-1)
+    return -10.0 * torch.log10(mse.clamp_min(1e-10))
+
+
+def finite(x: float) -> bool:
+    return math.isfinite(x)

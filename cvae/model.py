@@ -1,0 +1,237 @@
+"""The conditional VAE, block for block as the lab template (SPEC section 3).
+
+Shapes: B batch, T frames per clip, F/L/N/D channel widths (frame, label, latent, decoder),
+H x W frame size. Every block keeps H x W.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cvae.config import ModelConfig
+
+
+class ResidualBlock(nn.Module):
+    """3x3 conv -> LeakyReLU -> 3x3 conv -> LeakyReLU, plus identity or a 1x1 adaptor."""
+
+    def __init__(self, in_ch: int, out_ch: int, slope: float = 0.01):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        self.act = nn.LeakyReLU(slope)
+        self.adaptor = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.adaptor is None else self.adaptor(x)
+        return self.act(self.conv2(self.act(self.conv1(x)))) + identity
+
+
+class DepthConv(nn.Module):
+    """1x1 conv -> LeakyReLU -> depthwise 3x3 -> 1x1 conv, plus identity or a 1x1 adaptor."""
+
+    def __init__(self, in_ch: int, out_ch: int, slope: float = 0.01):
+        super().__init__()
+        self.conv1 = nn.Sequential(nn.Conv2d(in_ch, in_ch, 1), nn.LeakyReLU(slope))
+        self.depth_conv = nn.Conv2d(in_ch, in_ch, 3, padding=1, groups=in_ch)
+        self.conv2 = nn.Conv2d(in_ch, out_ch, 1)
+        self.adaptor = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.adaptor is None else self.adaptor(x)
+        return self.conv2(self.depth_conv(self.conv1(x))) + identity
+
+
+class ConvFFN(nn.Module):
+    """Gated 1x1 feed-forward: c -> 4c, a * LeakyReLU(0.1)(b), 2c -> c, plus identity."""
+
+    def __init__(self, ch: int, slope: float = 0.1):
+        super().__init__()
+        hidden = max(min(ch * 4, 1024), ch * 2)  # the template's width rule (4c for c <= 256)
+        self.conv = nn.Conv2d(ch, hidden, 1)
+        self.conv_out = nn.Conv2d(hidden // 2, ch, 1)
+        self.act = nn.LeakyReLU(slope)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.conv(x).chunk(2, dim=1)
+        return x + self.conv_out(a * self.act(b))
+
+
+class DepthConvBlock(nn.Sequential):
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__(DepthConv(in_ch, out_ch), ConvFFN(out_ch))
+
+
+def frame_encoder(out_ch: int) -> nn.Sequential:
+    """RGB frame [*,3,H,W] -> features [*,F,H,W]."""
+    return nn.Sequential(
+        ResidualBlock(3, out_ch // 8),
+        DepthConvBlock(out_ch // 8, out_ch // 8),
+        ResidualBlock(out_ch // 8, out_ch // 4),
+        DepthConvBlock(out_ch // 4, out_ch // 4),
+        ResidualBlock(out_ch // 4, out_ch // 2),
+        DepthConvBlock(out_ch // 2, out_ch // 2),
+        nn.Conv2d(out_ch // 2, out_ch, 3, padding=1),
+    )
+
+
+def pose_encoder(out_ch: int) -> nn.Sequential:
+    """Pose skeleton image [*,3,H,W] -> features [*,L,H,W]."""
+    return nn.Sequential(
+        nn.ReflectionPad2d(3),
+        nn.Conv2d(3, out_ch // 2, 7),
+        nn.BatchNorm2d(out_ch // 2),
+        # The template passes `True` as the negative slope: an identity, kept for parity.
+        nn.LeakyReLU(1.0),
+        ResidualBlock(out_ch // 2, out_ch),
+    )
+
+
+class Posterior(nn.Sequential):
+    """(frame features, pose features) -> z, mu, logvar, each [*,N,H,W] (the Gaussian predictor)."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__(
+            ResidualBlock(in_ch, out_ch // 4),
+            DepthConvBlock(out_ch // 4, out_ch // 4),
+            ResidualBlock(out_ch // 4, out_ch // 2),
+            DepthConvBlock(out_ch // 2, out_ch // 2),
+            ResidualBlock(out_ch // 2, out_ch),
+            nn.LeakyReLU(1.0),  # slope `True` in the template, kept for parity
+            nn.Conv2d(out_ch, out_ch * 2, 1),
+        )
+
+    def forward(self, frame_feat: torch.Tensor, pose_feat: torch.Tensor,
+                eps: torch.Tensor | None = None):
+        mu, logvar = super().forward(torch.cat([frame_feat, pose_feat], dim=1)).chunk(2, dim=1)
+        if eps is None:
+            eps = torch.randn_like(mu)
+        z = mu + torch.exp(0.5 * logvar) * eps  # reparameterization: std = exp(logvar / 2)
+        return z, mu, logvar
+
+
+class DecoderFusion(nn.Sequential):
+    """(prev frame features, pose features, z) [*,F+L+N,H,W] -> [*,D,H,W]."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__(
+            DepthConvBlock(in_ch, in_ch),
+            ResidualBlock(in_ch, in_ch // 4),
+            DepthConvBlock(in_ch // 4, in_ch // 2),
+            ResidualBlock(in_ch // 2, in_ch // 2),
+            DepthConvBlock(in_ch // 2, out_ch // 2),
+            nn.Conv2d(out_ch // 2, out_ch, 1),
+        )
+
+    def forward(self, frame_feat, pose_feat, z):
+        return super().forward(torch.cat([frame_feat, pose_feat, z], dim=1))
+
+
+def generator(in_ch: int, activation: str) -> nn.Sequential:
+    """Decoder features [*,D,H,W] -> RGB frame [*,3,H,W]."""
+    layers: list[nn.Module] = [
+        DepthConvBlock(in_ch, in_ch),
+        ResidualBlock(in_ch, in_ch // 2),
+        DepthConvBlock(in_ch // 2, in_ch // 2),
+        ResidualBlock(in_ch // 2, in_ch // 4),
+        DepthConvBlock(in_ch // 4, in_ch // 4),
+        ResidualBlock(in_ch // 4, in_ch // 8),
+        DepthConvBlock(in_ch // 8, in_ch // 8),
+        nn.Conv2d(in_ch // 8, 3, 1),
+    ]
+    if activation == "sigmoid":
+        layers.append(nn.Sigmoid())
+    return nn.Sequential(*layers)
+
+
+PARTS = ("frame_encoder", "pose_encoder", "posterior", "decoder_fusion", "generator")
+
+
+class CVAE(nn.Module):
+    """Predicts frame t from frame t-1 (true or predicted), pose t and z."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        F, L, N, D = cfg.frame_channels, cfg.label_channels, cfg.latent_channels, cfg.decoder_channels
+        self.latent_channels = N
+        self.frame_encoder = frame_encoder(F)
+        self.pose_encoder = pose_encoder(L)
+        self.posterior = Posterior(F + L, N)
+        self.decoder_fusion = DecoderFusion(F + L + N, D)
+        self.generator = generator(D, cfg.output_activation)
+
+    def forward(self, frames: torch.Tensor, poses: torch.Tensor, teacher_forced: bool,
+                noise: torch.Tensor | None = None, stepwise: bool = False):
+        """Predict frames 1..T-1 of a clip.
+
+        frames, poses: [B,T,3,H,W] in [0,1]; noise: eps [B,T-1,N,H,W] (drawn if None).
+        Returns pred [B,T-1,3,H,W], mu and logvar [B,T-1,N,H,W].
+
+        Teacher-forced clips run as one batched pass (time folded into the batch): every input
+        is ground truth, so each frame is encoded once. Free-running clips batch everything that
+        does not depend on a prediction (pose features, the posterior on true frames) and step
+        only the previous-frame encoder, fusion and generator. `stepwise=True` forces the
+        per-frame loop (the reference the batched path is tested against).
+        """
+        B, T = frames.shape[:2]
+        S = T - 1  # predicted steps
+        # The pose encoder's BatchNorm sees all S*B poses of the clip as one batch on both
+        # paths, which is what makes them equal.
+        pose_feat = self.pose_encoder(poses[:, 1:].flatten(0, 1))  # [B*S,L,H,W]
+        if teacher_forced and not stepwise:
+            feat = self.frame_encoder(frames.flatten(0, 1)).unflatten(0, (B, T))  # [B,T,F,H,W]
+            prev_feat, true_feat = feat[:, :-1].flatten(0, 1), feat[:, 1:].flatten(0, 1)
+        else:
+            true_feat = self.frame_encoder(frames[:, 1:].flatten(0, 1))  # [B*S,F,H,W]
+        if noise is None:
+            noise = torch.randn(B, S, self.latent_channels, *frames.shape[-2:],
+                                device=frames.device, dtype=true_feat.dtype)
+        z, mu, logvar = self.posterior(true_feat, pose_feat, noise.flatten(0, 1))
+        if teacher_forced and not stepwise:
+            pred = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))
+            return (pred.unflatten(0, (B, S)), mu.unflatten(0, (B, S)),
+                    logvar.unflatten(0, (B, S)))
+        pose_feat, z = pose_feat.unflatten(0, (B, S)), z.unflatten(0, (B, S))
+        preds = []
+        prev = frames[:, 0]
+        for t in range(S):
+            fused = self.decoder_fusion(self.frame_encoder(prev), pose_feat[:, t], z[:, t])
+            pred_t = self.generator(fused)  # [B,3,H,W]
+            preds.append(pred_t)
+            prev = frames[:, t + 1] if teacher_forced else pred_t
+        return torch.stack(preds, 1), mu.unflatten(0, (B, S)), logvar.unflatten(0, (B, S))
+
+    @torch.no_grad()
+    def generate(self, first_frame: torch.Tensor, poses: torch.Tensor,
+                 rng: torch.Generator | None = None, progress=None) -> torch.Tensor:
+        """Autoregressive rollout with z ~ N(0, I).
+
+        first_frame [B,3,H,W], poses [B,T,3,H,W] -> frames [B,T,3,H,W] (frame 0 = first_frame).
+        Predictions are clamped to [0,1] before being fed back: they are images, and a long
+        rollout otherwise drifts out of range.
+        """
+        B, T, _, H, W = poses.shape
+        frames = [first_frame]
+        prev = first_frame
+        for t in range(1, T):
+            pose_feat = self.pose_encoder(poses[:, t])
+            z = torch.randn(B, self.latent_channels, H, W, generator=rng,
+                            device="cpu" if rng is None else rng.device).to(first_frame)
+            prev = self.generator(self.decoder_fusion(self.frame_encoder(prev), pose_feat, z))
+            prev = prev.clamp(0.0, 1.0)
+            frames.append(prev)
+            if progress is not None:
+                progress.update(1)
+        return torch.stack(frames, 1)
+
+
+def parameter_table(model: CVAE) -> list[tuple[str, int]]:
+    """(part, parameter count) for the five parts, then ("total", n)."""
+    rows = [(name, sum(p.numel() for p in getattr(model, name).parameters())) for name in PARTS]
+    rows.append(("total", sum(p.numel() for p in model.parameters())))
+    return rows
+
+
+def unwrap(model: nn.Module) -> CVAE:
+    """The CVAE inside a DDP (or other `.module`) wrapper."""
+    return getattr(model, "module", model)

@@ -1,0 +1,74 @@
+"""Figures, written atomically (matplotlib's Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def training_curve(rows: Sequence[dict], path: str | Path) -> Path:
+    """Training loss per epoch, with beta and the teacher-forcing ratio on a second axis."""
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(epochs, [float(r["loss"]) for r in rows], "o-", color="tab:blue", label="loss")
+    ax.plot(epochs, [float(r["mse"]) for r in rows], ".--", color="tab:cyan", label="MSE part")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (per clip)")
+    ax.set_yscale("log")
+    ax2 = ax.twinx()
+    ax2.plot(epochs, [float(r["beta"]) for r in rows], "s-", color="tab:red", label="beta")
+    ax2.plot(epochs, [float(r["tfr"]) for r in rows], "^-", color="tab:green", label="tfr")
+    ax2.set_ylabel("beta, teacher-forcing ratio")
+    ax2.set_ylim(-0.05, 1.05)
+    lines = ax.get_lines() + ax2.get_lines()
+    ax.legend(lines, [line.get_label() for line in lines], loc="upper right", fontsize=8)
+    ax.set_title("Training")
+    return _save(fig, path)
+
+
+def psnr_per_frame(psnr: Sequence[float], path: str | Path, *, baseline: Sequence[float] = (),
+                   title: str = "PSNR per frame") -> Path:
+    """PSNR of each predicted frame (1..T-1), with the copy-last-frame baseline if given."""
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    frames = range(1, len(psnr) + 1)
+    ax.plot(frames, psnr, lw=1, label=f"model (mean {sum(psnr) / max(len(psnr), 1):.2f} dB)")
+    if len(baseline):
+        mean = sum(baseline) / len(baseline)
+        ax.plot(frames, baseline, lw=1, alpha=0.7, label=f"copy last frame (mean {mean:.2f} dB)")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("PSNR (dB)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, *,
+          xlabel: str, ylabel: str, title: str, logy: bool = False) -> Path:
+    """One line per named (x, y) series: the report's comparison plots."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, (xs, ys) in series.items():
+        ax.plot(xs, ys, ".-", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if logy:
+        ax.set_yscale("log")
+    if series:
+        ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,78 @@
+"""KL-weight (beta) annealing and teacher-forcing ratio: pure functions of the epoch.
+
+Epochs count from 0. The objects only remember the epoch, so saving and restoring them with a
+checkpoint is saving one integer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+def kl_beta(epoch: int, anneal_type: str, cycle: int, ratio: float) -> float:
+    """The KL weight at `epoch`.
+
+    Monotonic: rises linearly from 0 to 1 over the first cycle*ratio epochs, then stays 1.
+    Cyclical: in each cycle of `cycle` epochs, rises over the first ratio*cycle epochs, then 1.
+    None: always 1. A ramp of length 0 (ratio 0) means beta is 1 from the start.
+    """
+    if anneal_type == "None":
+        return 1.0
+    if anneal_type == "Monotonic":
+        position = epoch
+    elif anneal_type == "Cyclical":
+        position = epoch % cycle
+    else:
+        raise ValueError(f"unknown kl_anneal_type {anneal_type!r}")
+    ramp = cycle * ratio
+    if ramp <= 0:
+        return 1.0
+    return min(1.0, position / ramp)
+
+
+def teacher_forcing_ratio(epoch: int, start: float, decay_start: int, decay_step: float) -> float:
+    """tfr at `epoch`: `start` up to epoch `decay_start`, then minus `decay_step` per epoch, >= 0."""
+    decayed_epochs = max(0, epoch - decay_start)
+    return max(0.0, start - decay_step * decayed_epochs)
+
+
+@dataclass
+class KLAnnealing:
+    anneal_type: str
+    cycle: int
+    ratio: float
+    epoch: int = 0
+
+    @property
+    def beta(self) -> float:
+        return kl_beta(self.epoch, self.anneal_type, self.cycle, self.ratio)
+
+    def update(self) -> None:
+        self.epoch += 1
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+
+
+@dataclass
+class TeacherForcing:
+    start: float
+    decay_start: int
+    decay_step: float
+    epoch: int = 0
+
+    @property
+    def ratio(self) -> float:
+        return teacher_forcing_ratio(self.epoch, self.start, self.decay_start, self.decay_step)
+
+    def update(self) -> None:
+        self.epoch += 1
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])

@@ -1,0 +1,129 @@
+"""The Tester: roll out every test sequence from its first frame and write submission.csv.
+
+submission.csv (SPEC section 6): header `id,0,1,...,3*H*W-1`; one row per generated frame,
+sequences stacked in order (id = k * T + t); values = frame in C,H,W order x 255, rounded to ints;
+frame 0 of each sequence is the given first frame.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from cvae import plots
+from cvae.checkpoint import checkpoint_config, load_checkpoint, resolve_checkpoint_path
+from cvae.config import Config
+from cvae.data import TestSequence, load_test_sequences, load_video
+from cvae.errors import CvaeError, DataError
+from cvae.evaluate import Validation, validate
+from cvae.model import CVAE
+
+
+def load_model(checkpoint: str | Path, device: torch.device) -> tuple[CVAE, Config]:
+    """Rebuild the model from the config stored in the checkpoint and load its weights."""
+    path = resolve_checkpoint_path(checkpoint)
+    state = load_checkpoint(path)
+    cfg = checkpoint_config(state, path)
+    model = CVAE(cfg.model)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise CvaeError(f"{path}: weights do not match the stored model config ({first})") from None
+    return model.to(device).eval(), cfg
+
+
+def to_uint8(frames: torch.Tensor) -> np.ndarray:
+    """float [...] in [0,1] -> uint8 [...] (x 255, rounded)."""
+    return frames.clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+
+
+def write_submission(sequences: list[np.ndarray], path: str | Path) -> Path:
+    """sequences: uint8 [T,3,H,W] each, all the same T. Written to a temp file, then renamed."""
+    path = Path(path)
+    lengths = {s.shape for s in sequences}
+    if len(lengths) != 1:
+        raise CvaeError(f"test sequences differ in shape: {sorted(lengths)}")
+    rows = np.concatenate([s.reshape(s.shape[0], -1) for s in sequences])  # [K*T, 3*H*W]
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        fh.write("id," + ",".join(map(str, range(rows.shape[1]))) + "\n")
+        for i, row in enumerate(rows):
+            fh.write(f"{i}," + ",".join(map(str, row.tolist())) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_gif(frames: np.ndarray, path: str | Path, fps: int, scale: int = 2) -> Path:
+    """uint8 [T,3,H,W] -> an animated GIF, enlarged `scale` times so a person can see it."""
+    path = Path(path)
+    images = [
+        Image.fromarray(f.transpose(1, 2, 0)).resize(
+            (f.shape[2] * scale, f.shape[1] * scale), Image.NEAREST
+        )
+        for f in frames
+    ]
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
+    os.replace(tmp, path)
+    return path
+
+
+def check_sequences(sequences: list[TestSequence], seq_len: int, root: str | Path) -> int:
+    """All sequences must have the same number of poses (>= 2); returns the frames to generate."""
+    counts = {s.index: s.poses.shape[0] for s in sequences}
+    n = min(counts.values())
+    if n != max(counts.values()):
+        detail = ", ".join(f"{k}: {c}" for k, c in counts.items())
+        raise DataError(f"{root}/test/test_label: sequences have different pose counts ({detail})")
+    if n < 2:
+        raise DataError(f"{root}/test/test_label: {n} pose per sequence, need at least 2")
+    return min(n, seq_len)
+
+
+def run_tester(cfg: Config, checkpoint: str | Path, device: torch.device) -> dict:
+    """Generate every test sequence; write submission.csv, GIFs and the validation PSNR."""
+    model, trained = load_model(checkpoint, device)
+    height, width = trained.data.height, trained.data.width
+    root = Path(cfg.data.root)
+    sequences = load_test_sequences(root, height, width, max_len=cfg.test.seq_len)
+    length = check_sequences(sequences, cfg.test.seq_len, root)
+    out = Path(cfg.run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rng = torch.Generator().manual_seed(cfg.test.seed)
+    generated = []
+    bar = tqdm(total=len(sequences) * (length - 1), desc="generating", unit="frame",
+               disable=not cfg.run.progress, dynamic_ncols=True)
+    with bar:
+        for seq in sequences:
+            first = seq.first_frame.float().div(255)[None].to(device)  # [1,3,H,W]
+            poses = seq.poses[:length].float().div(255)[None].to(device)  # [1,T,3,H,W]
+            pred = to_uint8(model.generate(first, poses, rng=rng, progress=bar)[0])
+            pred[0] = seq.first_frame.numpy()  # frame 0 is the given frame, exactly
+            generated.append(pred)
+            write_gif(pred, out / f"pred_seq{seq.index}.gif", cfg.test.gif_fps)
+    submission = write_submission(generated, out / "submission.csv")
+    result = {"submission": str(submission), "sequences": len(sequences), "frames": length,
+              "gifs": [str(out / f"pred_seq{s.index}.gif") for s in sequences]}
+    if (root / "val" / "val_img").is_dir():
+        frames, poses = load_video(root, "val", height, width, max_len=cfg.test.seq_len)
+        validation = validate(model, frames.float() / 255, poses.float() / 255,
+                              clip_len=trained.data.clip_len, device=device, seed=cfg.test.seed)
+        result.update(write_validation(validation, out))
+    return result
+
+
+def write_validation(validation: Validation, out: Path) -> dict:
+    from cvae.training import write_psnr_csv
+
+    write_psnr_csv(out / "psnr_per_frame.csv", validation)
+    m = validation.metrics()
+    plots.psnr_per_frame(validation.psnr, out / "psnr_per_frame.png", baseline=validation.baseline,
+                         title=f"Validation video: mean PSNR {m['val_psnr']:.2f} dB")
+    return {**m, "psnr_csv": str(out / "psnr_per_frame.csv"),
+            "psnr_png": str(out / "psnr_per_frame.png")}
