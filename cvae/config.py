@@ -104,6 +104,7 @@ class RunConfig:
     threads: int = 0  # torch intra-op threads; 0: torch's default
     progress: bool = True  # tqdm bars
     flush_denormal: bool = True  # CPU speed: denormals are ~10x slower and invisible in PSNR
+    log_clip_ids: bool = False  # write each epoch's clip ids per worker to <out>/clip_ids/
     fail_at_step: int = -1  # fault injection for tests: the worker given by fail_rank exits
     fail_rank: int = 0  # once at this global step (-1: never)
 

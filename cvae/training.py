@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import math
 import os
 import random
@@ -113,9 +114,8 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batche
     steps = clips = 0
     bar = tqdm(total=max_steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     try:
-        for frames_u8, poses_u8, _ids in batches:
-            if max_steps is not None and steps >= max_steps:
-                break
+        # islice: stop before fetching a batch that will not be trained on
+        for frames_u8, poses_u8, _ids in itertools.islice(batches, max_steps):
             if on_step is not None:
                 on_step(steps)
             frames = to_device(frames_u8, device, channels_last)
@@ -296,8 +296,12 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
             if t.max_steps_per_epoch:
                 max_steps = min(max_steps, t.max_steps_per_epoch)
             beta, tfr, lr = kl_annealing.beta, teacher_forcing.ratio, optimizer.param_groups[0]["lr"]
+            batches = data.batches(epoch)
+            if cfg.run.log_clip_ids:
+                batches = _record_clip_ids(batches, Path(cfg.run.out) / "clip_ids"
+                                           / f"epoch{epoch + 1}_rank{rank}.txt")
             stats = train_epoch(
-                wrapped, optimizer, data.batches(epoch), epoch=epoch, beta=beta, tfr=tfr,
+                wrapped, optimizer, batches, epoch=epoch, beta=beta, tfr=tfr,
                 grad_clip=t.grad_clip, device=device, tf_rng=tf_rng, max_steps=max_steps,
                 channels_last=t.channels_last, autocast_dtype=autocast_dtype,
                 progress=cfg.run.progress and is_main,
@@ -341,8 +345,7 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
                 if t.per_save and (epoch + 1) % t.per_save == 0:
                     save_checkpoint(state, run.ckpt_dir / f"epoch_{epoch + 1}.pt")
                 run.log_epoch(metrics, validation)
-                if cfg.run.progress:
-                    tqdm.write(_epoch_line(metrics, t.epochs))
+                tqdm.write(_epoch_line(metrics, t.epochs))
             last_metrics = metrics
             if report is not None:
                 report(metrics, checkpoint_file)
@@ -362,6 +365,16 @@ def _epoch_line(m: dict[str, Any], epochs: int) -> str:
         line += (f"  val_psnr {m['val_psnr']:.2f} (baseline {m['baseline_psnr']:.2f})"
                  f"  short {m['val_psnr_short']:.2f} (baseline {m['baseline_psnr_short']:.2f})")
     return line
+
+
+def _record_clip_ids(batches: Iterable[Batch], path: Path) -> Iterator[Batch]:
+    """Pass batches through, writing the clip ids this worker trained on (sharding tests)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        for batch in batches:
+            fh.write("".join(f"{int(i)}\n" for i in batch[2]))
+            fh.flush()
+            yield batch
 
 
 class _FaultInjector:

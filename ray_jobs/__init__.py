@@ -1,0 +1,1 @@
+"""Thin Ray entrypoints (`python -m ray_jobs.train`, `python -m ray_jobs.tune`)."""

@@ -1,0 +1,232 @@
+"""Wiring between the plain-PyTorch core (cvae/) and Ray: nothing here trains.
+
+- `add_cluster_args`: the flags the cluster layer adds over the core's.
+- `prepare_data`: pack a lab-layout folder to Parquet if needed, check it against the config.
+- `connect`: attach to RAY_ADDRESS / --address, or start an embedded Ray sized to this machine.
+- `check_resources`: fail fast when the request cannot fit, instead of waiting forever.
+- `train_loop_per_worker`: one Ray Train worker = `cvae.training.fit` on its Ray Data shard.
+- `build_trainer`: the TorchTrainer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cvae import datasource, parquet
+from cvae.config import Config
+from cvae.errors import CvaeError
+
+TRAIN_NAME = "train"
+
+
+def add_cluster_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--num-workers", type=int, default=2, help="Ray Train workers (DDP ranks)")
+    parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker, nccl")
+    parser.add_argument("--cpus-per-worker", type=float, default=None,
+                        help="CPUs per worker (default: fits the cluster, fractional on a laptop)")
+    parser.add_argument("--address", default=None,
+                        help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local "
+                             "Ray sized to this machine)")
+    parser.add_argument("--max-failures", type=int, default=1,
+                        help="worker-group restarts allowed (each resumes from the last checkpoint)")
+    parser.add_argument("--storage-path", default=None,
+                        help="where Ray keeps checkpoints (default <out>/ray; use shared storage, "
+                             "e.g. s3://bucket/prefix, on a multi-node cluster)")
+    parser.add_argument("--resource-timeout", type=float, default=None,
+                        help="seconds to wait for the cluster to offer the resources (default: 0 "
+                             "on an embedded Ray, 600 on a cluster, where an autoscaler may add "
+                             "nodes)")
+
+
+def absolutize(cfg: Config) -> None:
+    """Workers run in another working directory: give them absolute paths."""
+    cfg.data.root = str(Path(cfg.data.root).resolve())
+    cfg.run.out = str(Path(cfg.run.out).resolve())
+
+
+def prepare_data(cfg: Config) -> tuple[Path, dict]:
+    """A Parquet pack for `data.root` (made under <out>/pack from a lab-layout folder) and its
+    train metadata, checked against the config before any worker starts."""
+    root = datasource.check_root(cfg)
+    d = cfg.data
+    if not datasource.is_pack(root):
+        pack_dir = Path(cfg.run.out) / "pack"
+        if not (pack_dir / "meta.json").is_file():
+            print(f"packing {root} into {pack_dir} (Parquet shards for Ray Data)")
+            parquet.pack(root, pack_dir, clip_len=d.clip_len, height=d.height, width=d.width,
+                         progress=cfg.run.progress)
+        root = pack_dir
+    meta = parquet.check_pack(root, height=d.height, width=d.width, clip_len=d.clip_len)
+    cfg.data.root = str(root)
+    datasource.val_video(cfg)  # a broken validation video fails here, not on rank 0 later
+    return root, meta["splits"]["train"]
+
+
+def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
+    """Attach to a cluster or start an embedded Ray. Returns True when attached to a cluster."""
+    import ray
+
+    address = address or os.environ.get("RAY_ADDRESS")
+    if ray.is_initialized():
+        return address is not None
+    # Token auth makes a fresh local Ray write ~/.ray/auth_token; the job CLI then needs
+    # RAY_AUTH_MODE=token. Keep the embedded Ray and the CLI consistent.
+    ray.init(address=address, ignore_reinit_error=True, log_to_driver=True,
+             logging_level="WARNING", **({} if address else {
+                 # One more logical CPU than cores: Ray Data's read tasks need a whole free CPU
+                 # beside the train workers (SPEC section 8).
+                 "num_cpus": num_cpus or (os.cpu_count() or 1) + 1,
+                 "include_dashboard": True,
+             }))
+    return address is not None
+
+
+def worker_cpus(args: argparse.Namespace, cluster_cpus: float) -> float:
+    """CPUs per worker: the flag, or what fits beside one CPU kept for Ray Data."""
+    if args.cpus_per_worker is not None:
+        if args.cpus_per_worker <= 0:
+            raise CvaeError(f"--cpus-per-worker {args.cpus_per_worker}: must be > 0")
+        return args.cpus_per_worker
+    if args.use_gpu:
+        return 1.0
+    share = (cluster_cpus - 1) / max(args.num_workers, 1)
+    return max(0.25, min(1.0, math.floor(share * 4) / 4))
+
+
+def check_resources(args: argparse.Namespace, cpus_per_worker: float, attached: bool) -> None:
+    """Fail fast (or after --resource-timeout) when the request cannot be placed."""
+    import ray
+
+    if args.num_workers < 1:
+        raise CvaeError(f"--num-workers {args.num_workers}: must be >= 1")
+    need_cpu = args.num_workers * cpus_per_worker
+    need_gpu = args.num_workers if args.use_gpu else 0
+    timeout = args.resource_timeout if args.resource_timeout is not None else (
+        600.0 if attached else 0.0)
+    if attached and timeout > 0:
+        from ray.autoscaler.sdk import request_resources
+
+        bundle = {"CPU": cpus_per_worker, **({"GPU": 1} if args.use_gpu else {})}
+        request_resources(bundles=[bundle] * args.num_workers)
+    deadline = time.monotonic() + timeout
+    while True:
+        have = ray.cluster_resources()
+        cpu, gpu = have.get("CPU", 0.0), have.get("GPU", 0.0)
+        if cpu >= need_cpu and gpu >= need_gpu:
+            return
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(5)
+    raise CvaeError(
+        f"the cluster cannot fit {args.num_workers} workers x {cpus_per_worker:g} CPU"
+        + (" + 1 GPU" if args.use_gpu else "")
+        + f" (it has {cpu:g} CPU, {gpu:g} GPU"
+        + (f", waited {timeout:.0f} s" if timeout else "")
+        + "); lower --num-workers or --cpus-per-worker"
+        + ("" if args.use_gpu else ", or add nodes")
+    )
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """One Ray Train worker: `cvae.training.fit` over this worker's Ray Data shard."""
+    import ray.train
+    import ray.train.torch
+
+    from cvae.checkpoint import CHECKPOINT_FILE, load_checkpoint
+    from cvae.train_cli import configure_torch
+    from cvae.training import EpochData, epoch_seed, fit, resume_state_for
+
+    cfg = Config.from_dict(loop_config["config"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    configure_torch(cfg)
+    device = ray.train.torch.get_device()
+    shard = ray.train.get_dataset_shard("train")
+    clips, batch = loop_config["num_clips"], cfg.train.batch_size
+    height, width, clip_len = cfg.data.height, cfg.data.width, cfg.data.clip_len
+
+    def collate(numpy_batch):
+        return parquet.decode_batch(numpy_batch, height=height, width=width, clip_len=clip_len)
+
+    def batches(epoch: int):
+        shuffle = cfg.data.shuffle
+        return iter(shard.iter_torch_batches(
+            batch_size=batch, collate_fn=collate, prefetch_batches=2,
+            local_shuffle_buffer_size=max(cfg.data.shuffle_buffer, batch) if shuffle else None,
+            local_shuffle_seed=epoch_seed(cfg.run.seed + 2, epoch, rank) if shuffle else None,
+            pin_memory=device.type == "cuda",
+        ))
+
+    # streaming_split(equal=True): every worker gets clips // world clips, the same step count
+    # on every rank, which DDP needs.
+    data = EpochData(batches, math.ceil((clips // world) / batch))
+    resume_state = None
+    checkpoint = ray.train.get_checkpoint()  # set after a worker failure or a --resume
+    if checkpoint is not None:
+        with checkpoint.as_directory() as folder:
+            resume_state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+    elif loop_config["resume"]:
+        resume_state = resume_state_for(cfg, True)
+
+    def report(metrics: dict, checkpoint_file: Path | None) -> None:
+        metrics = {k: v for k, v in metrics.items() if v is not None}
+        if checkpoint_file is None or "val_psnr" not in metrics:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as folder:
+            shutil.copy2(checkpoint_file, Path(folder) / CHECKPOINT_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+    val = datasource.val_video(cfg) if rank == 0 else None
+    fit(cfg, data=data, val_video=val, device=device, rank=rank,
+        prepare_model=ray.train.torch.prepare_model, report=report, resume_state=resume_state)
+
+
+def build_trainer(cfg: Config, args: argparse.Namespace, *, pack_dir: Path, num_clips: int,
+                  cpus_per_worker: float, resume: bool, name: str = TRAIN_NAME,
+                  storage_path: str | None = None, callbacks: list | None = None):
+    """The TorchTrainer: DDP workers over Ray Data shards of the Parquet pack."""
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    context = ray.data.DataContext.get_current()
+    # Deterministic sharding: the same clips go to the same worker in the same order.
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = cfg.run.progress
+    dataset = ray.data.read_parquet(str(pack_dir / "train"),
+                                    columns=["clip_id", "frames", "poses"])
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.to_dict(), "num_clips": num_clips, "resume": resume},
+        torch_config=TorchConfig(backend="nccl" if args.use_gpu else "gloo"),
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=args.num_workers, use_gpu=args.use_gpu,
+            resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if args.use_gpu else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            name=name,
+            storage_path=storage_path or args.storage_path or str(Path(cfg.run.out) / "ray"),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=2, checkpoint_score_attribute="val_psnr",
+                checkpoint_score_order="max",
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=args.max_failures),
+            callbacks=callbacks,
+        ),
+        datasets={"train": dataset},
+    )
+
+
+def best_checkpoint(result) -> tuple[float, str] | None:
+    """(val_psnr, path) of the best checkpoint a Ray Train result kept."""
+    scored = [(m["val_psnr"], c.path) for c, m in (result.best_checkpoints or [])
+              if "val_psnr" in m]
+    return max(scored) if scored else None
