@@ -152,7 +152,8 @@ class CVAE(nn.Module):
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        F, L, N, D = cfg.frame_channels, cfg.label_channels, cfg.latent_channels, cfg.decoder_channels
+        F, L = cfg.frame_channels, cfg.label_channels
+        N, D = cfg.latent_channels, cfg.decoder_channels
         self.latent_channels = N
         self.frame_encoder = frame_encoder(F)
         self.pose_encoder = pose_encoder(L)

@@ -31,7 +31,7 @@ def kl_beta(epoch: int, anneal_type: str, cycle: int, ratio: float) -> float:
 
 
 def teacher_forcing_ratio(epoch: int, start: float, decay_start: int, decay_step: float) -> float:
-    """tfr at `epoch`: `start` up to epoch `decay_start`, then minus `decay_step` per epoch, >= 0."""
+    """tfr at `epoch`: `start` up to `decay_start`, then minus `decay_step` per epoch, >= 0."""
     decayed_epochs = max(0, epoch - decay_start)
     return max(0.0, start - decay_step * decayed_epochs)
 

@@ -1,4 +1,4 @@
-"""`cvae-test`: the Tester. Generates the test sequences from a checkpoint; writes submission.csv."""
+"""`cvae-test`: Generates the test sequences from a checkpoint, writes submission.csv."""
 
 from __future__ import annotations
 

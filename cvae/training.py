@@ -211,7 +211,7 @@ class RunDir:
 def write_psnr_csv(path: str | Path, validation: Validation) -> None:
     lines = ["frame,psnr,baseline_psnr"] + [
         f"{t},{p:.4f},{b:.4f}"
-        for t, (p, b) in enumerate(zip(validation.psnr, validation.baseline), start=1)
+        for t, (p, b) in enumerate(zip(validation.psnr, validation.baseline, strict=True), start=1)
     ]
     _atomic_write(Path(path), "\n".join(lines) + "\n")
 
@@ -295,7 +295,8 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
             max_steps = max(1, math.ceil(data.steps_per_epoch * fraction))
             if t.max_steps_per_epoch:
                 max_steps = min(max_steps, t.max_steps_per_epoch)
-            beta, tfr, lr = kl_annealing.beta, teacher_forcing.ratio, optimizer.param_groups[0]["lr"]
+            beta, tfr = kl_annealing.beta, teacher_forcing.ratio
+            lr = optimizer.param_groups[0]["lr"]
             batches = data.batches(epoch)
             if cfg.run.log_clip_ids:
                 batches = _record_clip_ids(batches, Path(cfg.run.out) / "clip_ids"

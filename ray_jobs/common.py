@@ -35,7 +35,8 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
                         help="Ray cluster address (default: $RAY_ADDRESS, else an embedded local "
                              "Ray sized to this machine)")
     parser.add_argument("--max-failures", type=int, default=1,
-                        help="worker-group restarts allowed (each resumes from the last checkpoint)")
+                        help="worker-group restarts allowed (each resumes from the last "
+                             "checkpoint)")
     parser.add_argument("--storage-path", default=None,
                         help="where Ray keeps checkpoints (default <out>/ray; use shared storage, "
                              "e.g. s3://bucket/prefix, on a multi-node cluster)")

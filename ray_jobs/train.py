@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     psnr, path = best
     last = result.metrics or {}
-    print(f"best val_psnr {psnr:.2f} dB; last epoch val_psnr {last.get('val_psnr', float('nan')):.2f}"
-          f" dB vs copy-last baseline {last.get('baseline_psnr', float('nan')):.2f} dB, "
-          f"short {last.get('val_psnr_short', float('nan')):.2f} vs "
-          f"{last.get('baseline_psnr_short', float('nan')):.2f} dB")
+    nan = float("nan")
+    print(f"best val_psnr {psnr:.2f} dB; last epoch val_psnr {last.get('val_psnr', nan):.2f} dB "
+          f"vs copy-last baseline {last.get('baseline_psnr', nan):.2f} dB, short "
+          f"{last.get('val_psnr_short', nan):.2f} vs {last.get('baseline_psnr_short', nan):.2f} dB")
     print(f"best checkpoint: {path}")
     print(f"run folder: {cfg.run.out} (metrics.csv, training.png, psnr_per_frame.png, tb/)")
     return 0

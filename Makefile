@@ -1,0 +1,56 @@
+# The two commands of a fresh machine (Python 3.11 + pip):
+#   make run    set up .venv, make the synthetic data, train through Ray, run the Tester
+#   make test   set up .venv, lint, run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DATA ?= data/dance
+OUT ?= runs/quickstart
+EPOCHS ?= 12
+WORKERS ?= 2
+# The quickstart recipe for the small preset on a 2-core CPU (see README, "Quickstart figures").
+TRAIN_SETTINGS ?= --set train.lr_milestones=[8,11] --set train.batch_size=2
+
+.PHONY: setup run data train test-model test lint sweep bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade --quiet pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+setup: $(BIN)/.installed
+
+data: setup
+	@if [ ! -d $(DATA) ]; then $(BIN)/cvae-data synth --out $(DATA); fi
+	@if [ ! -d $(DATA).pack ]; then $(BIN)/cvae-data pack --root $(DATA) --out $(DATA).pack; fi
+	$(BIN)/cvae-data preview $(DATA) --out $(DATA).preview.png
+
+train: data
+	rm -rf $(OUT)
+	RAY_AUTH_MODE=token $(BIN)/python -m ray_jobs.train --preset small --data $(DATA).pack \
+		--out $(OUT)/train --epochs $(EPOCHS) --num-workers $(WORKERS) $(TRAIN_SETTINGS)
+
+test-model: setup
+	$(BIN)/cvae-test --checkpoint $(OUT)/train --data $(DATA) --out $(OUT)/test
+
+run: train test-model
+	@echo "data preview: $(DATA).preview.png"
+	@echo "training run: $(OUT)/train (metrics.csv, training.png, psnr_per_frame.png, tb/)"
+	@echo "Tester output: $(OUT)/test (submission.csv, pred_seq*.gif, psnr_per_frame.png)"
+
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/python -m pytest
+
+sweep: data
+	RAY_AUTH_MODE=token $(BIN)/python -m ray_jobs.tune --space tune_spaces/smoke.yaml \
+		--data $(DATA).pack --out runs/sweep
+
+bench: setup
+	$(BIN)/python -m benchmarks.run_all --quick
+
+clean:
+	rm -rf runs $(DATA) $(DATA).pack $(DATA).preview.png
