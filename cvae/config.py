@@ -273,22 +273,15 @@ def validate(cfg: Config) -> None:
     _check(d.loader_workers >= 0, "data.loader_workers", d.loader_workers, "must be >= 0")
     _check(d.shuffle_buffer >= 1, "data.shuffle_buffer", d.shuffle_buffer, "must be >= 1")
     _check(m.preset in PRESETS, "model.preset", m.preset, f"must be one of {sorted(PRESETS)}")
-    _check(
-        m.frame_channels >= 8 and m.frame_channels % 8 == 0,
-        "model.frame_channels", m.frame_channels, "must be a positive multiple of 8",
-    )
-    _check(
-        m.label_channels >= 2 and m.label_channels % 2 == 0,
-        "model.label_channels", m.label_channels, "must be a positive even number",
-    )
-    _check(
-        m.latent_channels >= 4 and m.latent_channels % 4 == 0,
-        "model.latent_channels", m.latent_channels, "must be a positive multiple of 4",
-    )
-    _check(
-        m.decoder_channels >= 8 and m.decoder_channels % 8 == 0,
-        "model.decoder_channels", m.decoder_channels, "must be a positive multiple of 8",
-    )
+    # The blocks divide these widths by 8 (F, D), 4 (N) and 2 (L).
+    for key, value, multiple in (
+        ("model.frame_channels", m.frame_channels, 8),
+        ("model.label_channels", m.label_channels, 2),
+        ("model.latent_channels", m.latent_channels, 4),
+        ("model.decoder_channels", m.decoder_channels, 8),
+    ):
+        _check(value >= multiple and value % multiple == 0, key, value,
+               f"must be a positive multiple of {multiple}")
     fused = m.frame_channels + m.label_channels + m.latent_channels
     _check(
         fused % 4 == 0, "model.label_channels", m.label_channels,

@@ -36,8 +36,23 @@ def teacher_forcing_ratio(epoch: int, start: float, decay_start: int, decay_step
     return max(0.0, start - decay_step * decayed_epochs)
 
 
+class EpochCounter:
+    """The only state a schedule has: the epoch. Saved and restored with a checkpoint."""
+
+    epoch: int
+
+    def update(self) -> None:
+        self.epoch += 1
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch = int(state["epoch"])
+
+
 @dataclass
-class KLAnnealing:
+class KLAnnealing(EpochCounter):
     anneal_type: str
     cycle: int
     ratio: float
@@ -47,18 +62,9 @@ class KLAnnealing:
     def beta(self) -> float:
         return kl_beta(self.epoch, self.anneal_type, self.cycle, self.ratio)
 
-    def update(self) -> None:
-        self.epoch += 1
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state["epoch"])
-
 
 @dataclass
-class TeacherForcing:
+class TeacherForcing(EpochCounter):
     start: float
     decay_start: int
     decay_step: float
@@ -67,12 +73,3 @@ class TeacherForcing:
     @property
     def ratio(self) -> float:
         return teacher_forcing_ratio(self.epoch, self.start, self.decay_start, self.decay_step)
-
-    def update(self) -> None:
-        self.epoch += 1
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch = int(state["epoch"])
