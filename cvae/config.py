@@ -188,6 +188,12 @@ def _coerce(key: str, value: Any, annotation: Any, source: str) -> Any:
             raise bad
         return value
     if annotation is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 3e-4 (no dot) as a string; it is a number to any user.
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad
         return float(value)
@@ -341,20 +347,21 @@ def load_config(
     shortcuts: dict[str, Any] | None = None,
 ) -> Config:
     """Load a config: defaults -> preset -> YAML -> shortcuts -> overrides, then validate."""
-    file_values: dict[str, Any] = _read_yaml(Path(path)) if path else {}
+    file_values: Any = _read_yaml(Path(path)) if path else {}
     source = str(path) if path else "config"
+    if not isinstance(file_values, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, "
+                          f"got {type(file_values).__name__}")
     parsed = [parse_override(text) for text in overrides]
-    # The preset is chosen first (flag > --set > file) because it supplies defaults the file
-    # and the flags may override.
-    chosen = preset
-    for key, value in parsed:
-        if key == "model.preset":
-            chosen = chosen or value
+    # The preset is chosen first (flag > last --set > file) because it supplies defaults the
+    # file and the flags may override.
+    set_presets = [value for key, value in parsed if key == "model.preset"]
+    chosen = preset if preset is not None else (set_presets[-1] if set_presets else None)
     if chosen is None and isinstance(file_values.get("model"), dict):
         chosen = file_values["model"].get("preset")
     cfg = Config()
     if chosen is not None:
-        if chosen not in PRESETS:
+        if not isinstance(chosen, str) or chosen not in PRESETS:
             raise ConfigError(f"model.preset = {chosen!r}: must be one of {sorted(PRESETS)}")
         for key, value in PRESETS[chosen].items():
             set_key(cfg, key, value, "preset")

@@ -31,8 +31,10 @@ def kl_beta(epoch: int, anneal_type: str, cycle: int, ratio: float) -> float:
 
 
 def teacher_forcing_ratio(epoch: int, start: float, decay_start: int, decay_step: float) -> float:
-    """tfr at `epoch`: `start` up to `decay_start`, then minus `decay_step` per epoch, >= 0."""
-    decayed_epochs = max(0, epoch - decay_start)
+    """tfr at (0-based) `epoch`, as the lab updates it after each epoch: once `decay_start`
+    epochs are done (and at least one), each further epoch starts `decay_step` lower; >= 0.
+    Lab defaults (1.0, 10, 0.1): epochs 0..9 use 1.0, epoch 10 uses 0.9, epoch 19 uses 0.0."""
+    decayed_epochs = max(0, epoch - max(decay_start, 1) + 1)
     return max(0.0, start - decay_step * decayed_epochs)
 
 

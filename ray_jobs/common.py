@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ray.data.collate_fn import NumpyBatchCollateFn
+
 from cvae import datasource, parquet
 from cvae.config import Config
 from cvae.errors import CvaeError
@@ -47,7 +49,16 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
 
 
 def absolutize(cfg: Config) -> None:
-    """Workers run in another working directory: give them absolute paths."""
+    """Workers run in another working directory: give them absolute paths.
+
+    Under `ray job submit` the entrypoint runs in Ray's unpacked copy of the working directory,
+    where a relative path would read nothing and write into a temporary folder: refuse it.
+    """
+    if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
+        for key, value in (("--data", cfg.data.root), ("--out", cfg.run.out)):
+            if not Path(value).is_absolute():
+                raise CvaeError(f"{key} {value}: use an absolute path in a `ray job submit` job "
+                                "(its working directory is a temporary copy)")
     cfg.data.root = str(Path(cfg.data.root).resolve())
     cfg.run.out = str(Path(cfg.run.out).resolve())
 
@@ -135,6 +146,24 @@ def check_resources(args: argparse.Namespace, cpus_per_worker: float, attached: 
     )
 
 
+class ClipCollate(NumpyBatchCollateFn):
+    """Ray Data numpy batch -> (frames, poses uint8 [B,T,3,H,W], clip ids) on the CPU."""
+
+    def __init__(self, height: int, width: int, clip_len: int):
+        self.shape = {"height": height, "width": width, "clip_len": clip_len}
+
+    def __call__(self, batch):
+        return parquet.decode_batch(batch, **self.shape)
+
+
+def release_resources(attached: bool) -> None:
+    """Drop the standing autoscaler request, so idle GPU nodes can scale down after the run."""
+    if attached:
+        from ray.autoscaler.sdk import request_resources
+
+        request_resources(bundles=[])
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: `cvae.training.fit` over this worker's Ray Data shard."""
     import ray.train
@@ -153,13 +182,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     clips, batch = loop_config["num_clips"], cfg.train.batch_size
     height, width, clip_len = cfg.data.height, cfg.data.width, cfg.data.clip_len
 
-    def collate(numpy_batch):
-        return parquet.decode_batch(numpy_batch, height=height, width=width, clip_len=clip_len)
-
     def batches(epoch: int):
         shuffle = cfg.data.shuffle
         return iter(shard.iter_torch_batches(
-            batch_size=batch, collate_fn=collate, prefetch_batches=2,
+            batch_size=batch, collate_fn=ClipCollate(height, width, clip_len),
+            prefetch_batches=2,
             local_shuffle_buffer_size=max(cfg.data.shuffle_buffer, batch) if shuffle else None,
             local_shuffle_seed=epoch_seed(cfg.run.seed + 2, epoch, rank) if shuffle else None,
             pin_memory=device.type == "cuda",
@@ -202,8 +229,8 @@ def build_trainer(cfg: Config, args: argparse.Namespace, *, pack_dir: Path, num_
     # Deterministic sharding: the same clips go to the same worker in the same order.
     context.execution_options.preserve_order = True
     context.enable_progress_bars = cfg.run.progress
-    dataset = ray.data.read_parquet(str(pack_dir / "train"),
-                                    columns=["clip_id", "frames", "poses"])
+    dataset = ray.data.read_parquet(str(pack_dir / "train")).select_columns(
+        ["clip_id", "frames", "poses"])
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "num_clips": num_clips, "resume": resume},

@@ -3,7 +3,8 @@ flags, and runs `cvae.training.fit` on every worker of a TorchTrainer (DDP over 
 
     python -m ray_jobs.train --data data/dance --out runs/ray --num-workers 2
     ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
-        python -m ray_jobs.train --use-gpu --num-workers 4 --preset lab
+        python -m ray_jobs.train --use-gpu --num-workers 4 --preset lab \
+        --data /shared/data/dance --out /shared/runs/lab   # absolute paths in a job
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ def main(argv: list[str] | None = None) -> int:
     common.check_resources(args, cpus, attached)
     trainer = common.build_trainer(cfg, args, pack_dir=pack_dir, num_clips=meta["num_clips"],
                                    cpus_per_worker=cpus, resume=args.resume)
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:
+        common.release_resources(attached)
     best = common.best_checkpoint(result)
     if best is None:
         print("training finished without a validated checkpoint")

@@ -75,3 +75,79 @@ def make_lab():
 def png():
     """The ``write_png`` helper."""
     return write_png
+
+
+# ---- tiny end-to-end runs (cvae-train / cvae-test on a few frames of synthetic data) ----
+
+TINY_SETS = (
+    "model.frame_channels=8", "model.label_channels=4", "model.latent_channels=4",
+    "model.decoder_channels=8", "data.clip_len=4", "train.max_steps_per_epoch=2",
+    "validation.val_len=6", "test.seq_len=6", "run.progress=false", "run.flush_denormal=false",
+)  # fmt: skip
+
+
+def tiny_sets(*extra: str) -> list[str]:
+    """`--set` flags for a tiny model on the tiny data (plus ``extra`` section.key=value)."""
+    flags: list[str] = []
+    for text in (*TINY_SETS, *extra):
+        flags += ["--set", text]
+    return flags
+
+
+def run_main(main, argv: list[str]) -> int:
+    """Call a `cli_entry` main and return its exit code (they always raise SystemExit)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    return exc.value.code
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A tiny synthetic data set (32x64): 2 train videos of 12 frames, a 12-frame val video,
+    2 test sequences of 8 poses. Shared by the whole session: copy it before changing it."""
+    from cvae.synth import generate
+
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    generate(out, train_videos=2, frames_per_video=12, val_frames=12, test_sequences=2,
+             test_frames=8, height=32, width=64, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_train_argv(tiny_data):
+    """argv for `cvae-train` on the tiny data: tiny_train_argv(out, *flags, sets=(...))."""
+
+    def argv(out: Path, *flags: str, sets: tuple[str, ...] = ()) -> list[str]:
+        return ["--data", str(tiny_data), "--out", str(out), *flags, *tiny_sets(*sets)]
+
+    return argv
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_train_argv, tmp_path_factory) -> Path:
+    """A finished 3-epoch `cvae-train` run folder on the tiny data. Shared: copy it before
+    changing it."""
+    from cvae.train_cli import main
+
+    out = tmp_path_factory.mktemp("run") / "A"
+    code = run_main(main, tiny_train_argv(out, "--epochs", "3"))
+    assert code == 0
+    return out
+
+
+@pytest.fixture
+def cli():
+    """run_main: call a console-script main, return its exit code."""
+    return run_main
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests use tiny tensors: one intra-op thread is as fast, and far faster on a busy CPU
+    (spinning OpenMP workers on oversubscribed cores slow tiny ops down 100x)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

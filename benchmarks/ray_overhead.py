@@ -1,0 +1,163 @@
+"""Ray overhead: a one-worker Ray Train epoch against a `cvae-train` epoch on the same Parquet data.
+
+    python -m benchmarks.ray_overhead [--quick] [--json] [--epochs N]
+
+Runs, in this order and in one process: `cvae-train` (`cvae.train_cli.main`: `fit` over
+`loader_epochs` of the Parquet pack), Ray start-up (timed on its own), then
+`python -m ray_jobs.train --num-workers 1` twice: with the default CPU share (1 CPU per worker,
+so Ray sets OMP_NUM_THREADS=1) and with `--cpus-per-worker <cores>` (the worker gets every core,
+as cvae-train does), then `cvae-train` again (the two single-process runs bracket the Ray runs
+against drifting load). Per-epoch `seconds` come from each run's metrics.csv (the training loop
+alone: data loading + steps, no validation); wall time is the whole `main()` call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+
+def run_main(main, argv: list[str], quiet: bool = True) -> float:
+    """Call a cli_entry main; return its wall time. Raises on a non-zero exit."""
+    t0 = time.perf_counter()
+    sink = io.StringIO()
+    with contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext():
+        try:
+            code = main(argv)
+        except SystemExit as exit_:
+            code = exit_.code
+    if code not in (0, None):
+        raise RuntimeError(f"{getattr(main, '__module__', main)} {' '.join(argv)} exited {code}:"
+                           f"\n{sink.getvalue()[-2000:]}")
+    return time.perf_counter() - t0
+
+
+def epoch_seconds(out: Path) -> list[float]:
+    from cvae.training import RunDir
+
+    return [float(r["seconds"]) for r in RunDir.read_metrics(out)]
+
+
+def build_parser():
+    p = common.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 2)")
+    p.add_argument("--preset", choices=["small", "lab"], default="small")
+    p.add_argument("--keep", default=None, help="keep the run folders under this folder")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    common.ray_quiet()
+    from cvae import train_cli
+    from ray_jobs import train as ray_train
+
+    if args.tiny:
+        root = common.synth_set(train_videos=2, frames_per_video=16, val_frames=8,
+                                test_sequences=1, test_frames=4, height=32, width=64)
+    else:
+        root = common.synth_set()  # the embedded default set: 80 clips of 16 frames
+    clip_len = common.size(args, 16, 16, 4)
+    pack = common.packed(root, clip_len=clip_len)
+    epochs = args.epochs or common.size(args, 2, 2, 1)
+    steps = common.size(args, 0, 10, 2)  # 0: whole epochs (40 steps of 2 clips)
+    settings = [
+        "--preset", "small" if args.tiny else args.preset, "--data", str(pack),
+        "--epochs", str(epochs),
+        "--set", f"data.clip_len={clip_len}",
+        "--set", f"validation.val_len={common.size(args, 64, 16, 4)}",
+        "--set", f"train.max_steps_per_epoch={steps}",
+        "--set", "run.progress=false", "--set", "train.per_save=0",
+    ]
+    if args.tiny:
+        settings += ["--set", "model.frame_channels=8", "--set", "model.label_channels=4",
+                     "--set", "model.latent_channels=4", "--set", "model.decoder_channels=8"]
+    cores = os.cpu_count() or 1
+    keep = Path(args.keep) if args.keep else None
+    with common.temp_dir("cvae-bench-ray-") as tmp:
+        base = keep or tmp
+        runs: dict[str, dict[str, Any]] = {}
+
+        def single(tag: str) -> None:
+            out = base / tag
+            common.stderr(f"ray_overhead: {tag} (cvae-train) ...")
+            wall = run_main(train_cli.main, settings + ["--out", str(out)])
+            runs[tag] = {"wall": wall, "epochs": epoch_seconds(out)}
+
+        def ray_run(tag: str, extra: list[str]) -> None:
+            out = base / tag
+            common.stderr(f"ray_overhead: {tag} (python -m ray_jobs.train {' '.join(extra)}) ...")
+            wall = run_main(ray_train.main, settings + ["--out", str(out), "--num-workers", "1",
+                                                        *extra])
+            runs[tag] = {"wall": wall, "epochs": epoch_seconds(out)}
+
+        single("cvae_train_1")
+        common.stderr("ray_overhead: starting Ray ...")
+        ray_start_s = common.ray_start()
+        try:
+            ray_run("ray_default", [])
+            if not args.tiny:
+                ray_run("ray_all_cores", ["--cpus-per-worker", str(cores)])
+        finally:
+            import ray
+
+            ray.shutdown()
+        if not args.tiny:
+            single("cvae_train_2")
+
+    singles = [r for k, r in runs.items() if k.startswith("cvae_train")]
+
+    def steady(r: dict[str, Any]) -> float:
+        """Mean epoch seconds, leaving out epoch 1 when there are more (warm-up)."""
+        e = r["epochs"]
+        return statistics.mean(e[1:] if len(e) > 1 else e)
+
+    base_epoch = statistics.mean(steady(r) for r in singles)
+    base_first = statistics.mean(r["epochs"][0] for r in singles)
+    base_wall = statistics.mean(r["wall"] for r in singles)
+    figures: dict[str, Any] = {
+        "ray_start_seconds": ray_start_s,
+        "cvae_train": {"epoch_seconds": base_epoch, "first_epoch_seconds": base_first,
+                       "wall_seconds": base_wall,
+                       "runs": {k: r for k, r in runs.items() if k.startswith("cvae_train")}},
+    }
+    for tag in ("ray_default", "ray_all_cores"):
+        if tag in runs:
+            r = runs[tag]
+            figures[tag] = {
+                "epoch_seconds": steady(r), "first_epoch_seconds": r["epochs"][0],
+                "wall_seconds": r["wall"], "epochs": r["epochs"],
+                "epoch_ratio": steady(r) / base_epoch,
+                "first_epoch_ratio": r["epochs"][0] / base_first,
+                "wall_ratio": r["wall"] / base_wall,
+            }
+    figures["config"] = {"epochs": epochs, "max_steps_per_epoch": steps, "clip_len": clip_len,
+                         "preset": "tiny" if args.tiny else args.preset, "pack": str(pack)}
+    figures["machine"] = common.machine()
+    lines = [
+        f"ray_overhead benchmark: {epochs} epoch(s) per run, "
+        f"{'whole epochs' if not steps else f'{steps} steps per epoch'}, data {pack}",
+        common.machine_line(), "",
+        f"Ray start-up (ray.init, local, dashboard on): {ray_start_s:.1f} s (not in the ratios)",
+        f"{'run':<16} {'epoch s':>9} {'1st epoch s':>12} {'wall s':>8} {'epoch ratio':>12} "
+        f"{'wall ratio':>11}",
+    ]
+    for tag, r in runs.items():
+        f = figures.get(tag, {})
+        lines.append(f"{tag:<16} {steady(r):9.2f} {r['epochs'][0]:12.2f} {r['wall']:8.1f} "
+                     f"{f.get('epoch_ratio', 1.0):11.2f}x {f.get('wall_ratio', 1.0):10.2f}x")
+    lines.append("goal: Ray epoch <= 1.10x the cvae-train epoch after start-up "
+                 "(epoch ratio; wall includes the Ray run's per-run set-up)")
+    common.emit(args, figures, lines)
+    return figures
+
+
+if __name__ == "__main__":
+    main()

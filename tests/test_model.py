@@ -1,0 +1,235 @@
+"""Tests of the CVAE: parameter counts of the lab preset, shapes, rollout, output activation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cvae.config import ModelConfig, load_config
+from cvae.model import CVAE, PARTS, parameter_table, unwrap
+
+TINY = {"frame_channels": 8, "label_channels": 4, "latent_channels": 4, "decoder_channels": 8}
+B, T, H, W = 2, 4, 8, 12
+N = TINY["latent_channels"]
+
+
+def tiny(**kw) -> CVAE:
+    torch.manual_seed(0)
+    return CVAE(ModelConfig(**{**TINY, **kw}))
+
+
+def clip(seed: int = 1, b: int = B, t: int = T, h: int = H, w: int = W):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, t, 3, h, w, generator=g), torch.rand(b, t, 3, h, w, generator=g)
+
+
+# ------------------------------------------------------------------------ parameter counts
+
+
+def test_lab_preset_parameter_counts():
+    model = CVAE(load_config(preset="lab").model)
+    assert parameter_table(model) == [
+        ("frame_encoder", 193_568),
+        ("pose_encoder", 16_832),
+        ("posterior", 8_289),
+        ("decoder_fusion", 617_768),
+        ("generator", 749_163),
+        ("total", 1_585_620),
+    ]
+
+
+def test_parameter_table_parts_sum_to_total():
+    model = tiny()
+    rows = dict(parameter_table(model))
+    assert list(rows) == [*PARTS, "total"]
+    assert sum(rows[p] for p in PARTS) == rows["total"]
+    assert rows["total"] == sum(p.numel() for p in model.parameters())
+
+
+def test_small_preset_is_smaller_than_lab():
+    small = dict(parameter_table(CVAE(load_config(preset="small").model)))["total"]
+    assert 0 < small < 1_585_620 / 8
+
+
+def test_sigmoid_adds_no_parameters():
+    assert parameter_table(tiny()) == parameter_table(tiny(output_activation="sigmoid"))
+
+
+def test_dry_run_prints_the_lab_table(cli, capsys):
+    from cvae.train_cli import main
+
+    assert cli(main, ["--preset", "lab", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "1,585,620" in out
+    lines = {line.split()[0]: line.split()[-1] for line in out.splitlines() if line.strip()}
+    assert lines["frame_encoder"] == "193,568"
+    assert lines["pose_encoder"] == "16,832"
+    assert lines["posterior"] == "8,289"
+    assert lines["decoder_fusion"] == "617,768"
+    assert lines["generator"] == "749,163"
+    assert lines["total"] == "1,585,620"
+    assert "frame_channels: 128" in out  # the resolved config is printed too
+
+
+# --------------------------------------------------------------------------------- forward
+
+
+@pytest.mark.parametrize("teacher_forced", [True, False])
+def test_forward_shapes(teacher_forced):
+    model = tiny()
+    frames, poses = clip()
+    pred, mu, logvar = model(frames, poses, teacher_forced)
+    assert pred.shape == (B, T - 1, 3, H, W)
+    assert mu.shape == (B, T - 1, N, H, W)
+    assert logvar.shape == (B, T - 1, N, H, W)
+    assert torch.isfinite(pred).all() and torch.isfinite(mu).all() and torch.isfinite(logvar).all()
+
+
+@pytest.mark.parametrize("teacher_forced", [True, False])
+def test_forward_shapes_non_square_minimum_size(teacher_forced):
+    model = tiny()
+    frames, poses = clip(b=1, t=2, h=4, w=6)
+    pred, mu, logvar = model(frames, poses, teacher_forced)
+    assert pred.shape == (1, 1, 3, 4, 6)
+    assert mu.shape == logvar.shape == (1, 1, N, 4, 6)
+
+
+def test_forward_is_deterministic_given_the_noise():
+    model = tiny()
+    frames, poses = clip()
+    noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(5))
+    a = model(frames, poses, True, noise=noise)
+    b = model(frames, poses, True, noise=noise)
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+    other = model(frames, poses, True, noise=noise + 1.0)
+    assert not torch.allclose(a[0], other[0])  # the prediction depends on z
+    assert torch.equal(a[1], other[1])  # mu and logvar do not depend on the noise
+
+
+def test_two_frame_clip_teacher_forced_equals_free_running():
+    # with one predicted step both paths see the same (true) previous frame
+    model = tiny()
+    frames, poses = clip(t=2)
+    noise = torch.randn(B, 1, N, H, W)
+    tf = model(frames, poses, True, noise=noise)
+    fr = model(frames, poses, False, noise=noise)
+    for x, y in zip(tf, fr, strict=True):
+        torch.testing.assert_close(x, y)
+
+
+def test_free_running_feeds_back_its_predictions():
+    model = tiny()
+    frames, poses = clip(t=3)
+    noise = torch.randn(B, 2, N, H, W)
+    tf = model(frames, poses, True, noise=noise)[0]
+    fr = model(frames, poses, False, noise=noise)[0]
+    torch.testing.assert_close(fr[:, 0], tf[:, 0])  # step 1 starts from true frame 0 both ways
+    assert not torch.allclose(fr[:, 1], tf[:, 1])  # step 2: predicted vs true frame 1
+    # teacher forced, step 2 is driven by true frame 1
+    changed = frames.clone()
+    changed[:, 1] = 1.0 - changed[:, 1]
+    tf_changed = model(changed, poses, True, noise=noise)[0]
+    assert not torch.allclose(tf[:, 1], tf_changed[:, 1])
+
+
+def test_output_activation_none_is_unbounded_linear_head():
+    model = tiny()
+    assert not isinstance(model.generator[-1], torch.nn.Sigmoid)
+
+
+@pytest.mark.parametrize("bias", [-3.0, 0.0, 3.0])
+@pytest.mark.parametrize("teacher_forced", [True, False])
+def test_sigmoid_output_is_in_open_unit_interval(bias, teacher_forced):
+    frames, poses = clip()
+    outputs = {}
+    for activation in ("none", "sigmoid"):
+        model = tiny(output_activation=activation)
+        with torch.no_grad():
+            model.generator[7].bias.fill_(bias)  # the last conv: shift the raw output
+        outputs[activation] = model(frames, poses, teacher_forced)[0]
+    assert isinstance(model.generator[-1], torch.nn.Sigmoid)
+    squashed = outputs["sigmoid"]
+    assert squashed.min() > 0.0 and squashed.max() < 1.0
+    if bias > 0:
+        assert outputs["none"].max() > 1.0  # the linear head leaves [0, 1] ...
+    elif bias < 0:
+        assert outputs["none"].min() < 0.0
+
+
+def test_sigmoid_is_applied_to_the_linear_output():
+    torch.manual_seed(0)
+    plain = CVAE(ModelConfig(**TINY))
+    torch.manual_seed(0)
+    squashed = CVAE(ModelConfig(**TINY, output_activation="sigmoid"))
+    frames, poses = clip()
+    noise = torch.randn(B, T - 1, N, H, W)
+    a = plain(frames, poses, True, noise=noise)[0]
+    b = squashed(frames, poses, True, noise=noise)[0]
+    torch.testing.assert_close(torch.sigmoid(a), b)
+
+
+# -------------------------------------------------------------------------------- generate
+
+
+def test_generate_shape_first_frame_and_range():
+    model = tiny().eval()
+    frames, poses = clip(t=5)
+    out = model.generate(frames[:, 0], poses, rng=torch.Generator().manual_seed(0))
+    assert out.shape == (B, 5, 3, H, W)
+    assert torch.equal(out[:, 0], frames[:, 0])
+    assert out.min() >= 0.0 and out.max() <= 1.0
+    assert not out.requires_grad
+
+
+def test_generate_clamps_an_out_of_range_head():
+    model = tiny().eval()
+    with torch.no_grad():
+        model.generator[-1].bias.fill_(5.0)  # the raw output is far above 1
+    frames, poses = clip(t=3)
+    out = model.generate(frames[:, 0], poses, rng=torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, 1:], torch.ones_like(out[:, 1:]))
+
+
+def test_generate_is_reproducible_with_a_seeded_generator():
+    model = tiny().eval()
+    frames, poses = clip(t=4)
+    a = model.generate(frames[:, 0], poses, rng=torch.Generator().manual_seed(3))
+    b = model.generate(frames[:, 0], poses, rng=torch.Generator().manual_seed(3))
+    c = model.generate(frames[:, 0], poses, rng=torch.Generator().manual_seed(4))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_generate_single_frame_is_the_input():
+    model = tiny().eval()
+    frames, poses = clip(t=1)
+    out = model.generate(frames[:, 0], poses)
+    assert out.shape == (B, 1, 3, H, W)
+    assert torch.equal(out[:, 0], frames[:, 0])
+
+
+def test_generate_counts_progress():
+    class Bar:
+        n = 0
+
+        def update(self, k):
+            self.n += k
+
+    bar = Bar()
+    model = tiny().eval()
+    frames, poses = clip(t=6)
+    model.generate(frames[:, 0], poses, progress=bar)
+    assert bar.n == 5
+
+
+def test_unwrap():
+    model = tiny()
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    assert unwrap(model) is model
+    assert unwrap(Wrapper(model)) is model

@@ -1,0 +1,268 @@
+"""Distributed training on Ray (`python -m ray_jobs.train`).
+
+One embedded Ray for the whole module (a start costs ~30 s here). The bad-input tests need no
+Ray: they check that the entrypoint refuses before connecting.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from cvae import parquet, synth
+from cvae.checkpoint import load_checkpoint
+from ray_jobs import common
+from ray_jobs import train as ray_train
+
+CLIP_LEN, HEIGHT, WIDTH = 4, 32, 64
+NUM_CLIPS = 8  # 2 videos x 16 frames / clip_len 4
+TINY = [
+    "--set", "model.frame_channels=8", "--set", "model.label_channels=4",
+    "--set", "model.latent_channels=4", "--set", "model.decoder_channels=8",
+    "--set", f"data.clip_len={CLIP_LEN}", "--set", "validation.val_len=6",
+    "--set", "run.progress=false", "--set", "test.seq_len=6",
+]
+COMPARED = ("loss", "mse", "kl", "val_psnr")
+# Observed agreement ~1e-6 (the Ray worker may run torch on another thread count than
+# cvae-train); a different clip order already moves kl by ~6e-4, so 1e-3 would be too loose.
+RTOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    synth.generate(root, train_videos=2, frames_per_video=16, val_frames=10, test_sequences=2,
+                   test_frames=6, height=HEIGHT, width=WIDTH, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    """One embedded Ray for the module; `common.connect` reuses it."""
+    import ray
+
+    saved = os.environ.pop("RAY_ADDRESS", None)
+    # address="local": always a fresh local Ray, even if a killed head left
+    # /tmp/ray/ray_current_cluster behind. 4 logical CPUs on 2 cores: Ray Data's read tasks need
+    # a whole free CPU beside the train workers (SPEC section 8).
+    ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False,
+             logging_level="WARNING")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+        if saved is not None:
+            os.environ["RAY_ADDRESS"] = saved
+
+
+def run_main(main, argv: list[str], capsys) -> tuple[int, str, str]:
+    """Call a cli_entry main in-process: (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    out, err = capsys.readouterr()
+    return exc.value.code, out, err
+
+
+def metrics_rows(out: Path) -> list[dict[str, str]]:
+    with open(out / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def best_checkpoint_line(stdout: str) -> str:
+    found = re.findall(r"^best checkpoint: (.+)$", stdout, flags=re.M)
+    assert found, stdout
+    return found[-1].strip()
+
+
+def clip_ids(out: Path, epoch: int, rank: int) -> list[int]:
+    file = out / "clip_ids" / f"epoch{epoch}_rank{rank}.txt"
+    assert file.is_file(), f"{file} missing"
+    return [int(line) for line in file.read_text().split()]
+
+
+def clip_file_mtimes(out: Path, epochs: range) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for e in epochs
+            for p in (out / "clip_ids").glob(f"epoch{e}_rank*.txt")}
+
+
+def assert_exact_partition(out: Path, epoch: int, world: int) -> None:
+    per_rank = [clip_ids(out, epoch, r) for r in range(world)]
+    merged = [i for ids in per_rank for i in ids]
+    assert len(merged) == len(set(merged)), f"epoch {epoch}: a clip trained twice {per_rank}"
+    assert sorted(merged) == list(range(NUM_CLIPS)), f"epoch {epoch}: {per_rank}"
+    assert len({len(ids) for ids in per_rank}) == 1, f"epoch {epoch}: uneven shards {per_rank}"
+
+
+# ---- bad input: refused before Ray is touched -------------------------------------------------
+
+def _bad_root(kind: str, tmp_path: Path, tiny_data: Path) -> Path:
+    if kind == "missing":
+        return tmp_path / "no_such_data"
+    if kind == "empty":
+        (tmp_path / "empty").mkdir()
+        return tmp_path / "empty"
+    if kind == "pack_frame_size":
+        return Path(parquet.pack(tiny_data, tmp_path / "pack16", clip_len=CLIP_LEN, height=16,
+                                 width=32, progress=False)["out"])
+    if kind == "pack_clip_len":
+        return Path(parquet.pack(tiny_data, tmp_path / "pack8", clip_len=8, height=HEIGHT,
+                                 width=WIDTH, progress=False)["out"])
+    raise AssertionError(kind)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("kind", ["missing", "empty", "pack_frame_size", "pack_clip_len"])
+def test_bad_data_fails_before_any_worker(kind, tmp_path, tiny_data, monkeypatch, capsys):
+    root = _bad_root(kind, tmp_path, tiny_data)
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("the entrypoint connected to Ray before checking its data")
+
+    monkeypatch.setattr(common, "connect", no_ray)
+    capsys.readouterr()
+    start = time.monotonic()
+    code, _, err = run_main(ray_train.main, [
+        "--data", str(root), "--out", str(tmp_path / "out"), "--epochs", "1", *TINY,
+    ], capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ") and str(root) in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert time.monotonic() - start < 30
+
+
+# ---- on the embedded Ray ----------------------------------------------------------------------
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_fails_fast_when_the_cluster_cannot_fit(ray_session, tiny_data, tmp_path, capsys):
+    start = time.monotonic()
+    code, _, err = run_main(ray_train.main, [
+        "--data", str(tiny_data), "--out", str(tmp_path / "out"), "--epochs", "1",
+        "--num-workers", "64", *TINY,
+    ], capsys)
+    elapsed = time.monotonic() - start
+    assert code == 2, err
+    assert "cannot fit 64 workers" in err, err
+    assert err.strip().count("\n") == 0, err
+    assert elapsed < 60, f"took {elapsed:.0f} s: it waited instead of failing fast"
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_one_worker_reproduces_cvae_train(ray_session, tiny_data, tmp_path, capsys):
+    from cvae import test_cli, train_cli
+
+    common_args = ["--data", str(tiny_data), "--epochs", "2", "--set", "data.shuffle=false",
+                   *TINY]
+    single_out, ray_out = tmp_path / "single", tmp_path / "ray"
+    code, _, err = run_main(train_cli.main, ["--out", str(single_out), *common_args], capsys)
+    assert code == 0, err
+    code, stdout, err = run_main(ray_train.main, [
+        "--out", str(ray_out), "--num-workers", "1", *common_args,
+    ], capsys)
+    assert code == 0, err
+
+    single, distributed = metrics_rows(single_out), metrics_rows(ray_out)
+    assert [r["epoch"] for r in single] == [r["epoch"] for r in distributed] == ["1", "2"]
+    for a, b in zip(single, distributed, strict=True):
+        for key in COMPARED:
+            assert float(b[key]) == pytest.approx(float(a[key]), rel=RTOL), (key, a, b)
+        for key in ("beta", "tfr", "lr"):
+            assert a[key] == b[key], key
+    assert (ray_out / "checkpoints" / "best.pt").is_file()
+    assert (ray_out / "pack" / "meta.json").is_file(), "the lab folder was packed to Parquet"
+
+    # The Tester reads the Ray checkpoint folder the entrypoint points at.
+    best = Path(best_checkpoint_line(stdout))
+    assert best.is_dir(), best
+    code, stdout, err = run_main(test_cli.main, [
+        "--checkpoint", str(best), "--data", str(tiny_data), "--out", str(tmp_path / "test"),
+        "--set", "test.seq_len=6", "--set", "run.progress=false",
+    ], capsys)
+    assert code == 0, err
+    submission = tmp_path / "test" / "submission.csv"
+    assert submission.is_file()
+    header, *rows = submission.read_text().splitlines()
+    assert len(rows) == 2 * 6  # 2 test sequences x seq_len 6
+    assert len(header.split(",")) == 1 + 3 * HEIGHT * WIDTH
+
+
+# Two workers, batch 1: 4 clips = 4 steps per worker per epoch. Global step 6 is the third step
+# of epoch 2, so epoch 1's checkpoint exists and epoch 2 is half done when rank 1 dies.
+STEPS_PER_EPOCH = NUM_CLIPS // 2
+FAIL_AT_STEP = STEPS_PER_EPOCH + 2
+
+
+@pytest.fixture(scope="module")
+def recovered_run(ray_session, tiny_data, tmp_path_factory):
+    """2 workers x 3 epochs, one injected worker crash in epoch 2, one restart allowed."""
+    out = tmp_path_factory.mktemp("recovered") / "run"
+    argv = [
+        "--data", str(tiny_data), "--out", str(out), "--epochs", "3",
+        "--num-workers", "2", "--max-failures", "1",
+        "--set", "train.batch_size=1", "--set", "run.log_clip_ids=true",
+        "--set", f"run.fail_at_step={FAIL_AT_STEP}", "--set", "run.fail_rank=1", *TINY,
+    ]
+    start = time.monotonic()
+    try:
+        ray_train.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    else:  # pragma: no cover - cli_entry always exits
+        code = None
+    return {"code": code, "out": out, "argv": argv, "seconds": time.monotonic() - start}
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_two_workers_shard_exactly_and_survive_a_worker_crash(recovered_run):
+    out = recovered_run["out"]
+    assert recovered_run["code"] == 0
+    marker = out / ".fault_injected"
+    assert marker.is_file(), "the injected failure never happened"
+    assert marker.read_text().startswith("epoch 2 step 3"), marker.read_text()
+    rows = metrics_rows(out)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"]
+    assert all(r["val_psnr"] for r in rows)
+    # The restarted workers resumed from epoch 1's checkpoint: epoch 1 was not trained again,
+    # epoch 2 was (its clip-id files were rewritten after the crash).
+    crashed = marker.stat().st_mtime_ns
+    assert all(t < crashed for t in clip_file_mtimes(out, range(1, 2)).values())
+    assert all(t > crashed for t in clip_file_mtimes(out, range(2, 4)).values())
+    for epoch in (1, 2, 3):
+        assert_exact_partition(out, epoch, world=2)
+        for rank in (0, 1):
+            assert len(clip_ids(out, epoch, rank)) == STEPS_PER_EPOCH
+    assert (out / "checkpoints" / "last.pt").is_file()
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_resume_continues_and_a_fresh_run_refuses(recovered_run, capsys):
+    assert recovered_run["code"] == 0
+    out, argv = recovered_run["out"], recovered_run["argv"]
+    capsys.readouterr()
+    before_rows = metrics_rows(out)
+    before_files = clip_file_mtimes(out, range(1, 4))
+    assert len(before_files) == 6
+    code, _, err = run_main(ray_train.main, argv, capsys)
+    assert code == 2, err
+    assert "--resume" in err and str(out) in err, err
+    assert [r["epoch"] for r in metrics_rows(out)] == ["1", "2", "3"], "the refusal changed it"
+
+    code, _, err = run_main(ray_train.main, [*argv, "--resume", "--epochs", "4"], capsys)
+    assert code == 0, err
+    rows = metrics_rows(out)
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    # Continued, not restarted: epochs 1-3 were neither retrained nor rewritten.
+    assert rows[:3] == before_rows
+    assert clip_file_mtimes(out, range(1, 4)) == before_files
+    assert_exact_partition(out, 4, world=2)
+    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 4

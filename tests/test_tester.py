@@ -1,0 +1,287 @@
+"""Tests of the Tester (`cvae-test`): submission.csv, GIFs, PSNR files, and bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cvae.data import load_image
+from cvae.test_cli import main as cvae_test
+from cvae.tester import load_model, write_submission
+
+K, T, H, W = 2, 6, 32, 64  # tiny data: 2 test sequences; test.seq_len = 6; 32x64 frames
+TEST_SETS = ("test.seq_len=6", "run.progress=false", "run.flush_denormal=false")
+
+
+def argv_for(checkpoint, data: Path, out: Path, *extra: str) -> list[str]:
+    """cvae-test argv; ``extra`` flags come last, so their --set wins over TEST_SETS."""
+    argv = ["--checkpoint", str(checkpoint), "--data", str(data), "--out", str(out)]
+    for text in TEST_SETS:
+        argv += ["--set", text]
+    return [*argv, *extra]
+
+
+
+
+def read_submission(path: Path) -> tuple[list[str], np.ndarray]:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    return rows[0], np.array([[int(v) for v in row] for row in rows[1:]], dtype=np.int64)
+
+
+@pytest.fixture(scope="module")
+def tested(tiny_run, tiny_data, tmp_path_factory) -> Path:
+    """cvae-test on the tiny run's best.pt; the output folder."""
+    out = tmp_path_factory.mktemp("tested") / "out"
+    with pytest.raises(SystemExit) as exc:
+        cvae_test(argv_for(tiny_run / "checkpoints" / "best.pt", tiny_data, out))
+    assert exc.value.code == 0
+    return out
+
+
+def test_output_files(tested):
+    assert {p.name for p in tested.iterdir()} == {
+        "submission.csv", "pred_seq0.gif", "pred_seq1.gif", "psnr_per_frame.csv",
+        "psnr_per_frame.png"}
+
+
+def test_submission_header_and_ids(tested):
+    header, rows = read_submission(tested / "submission.csv")
+    assert len(header) == 3 * H * W + 1 == 6145
+    assert header == ["id", *map(str, range(3 * H * W))]
+    assert rows.shape == (K * T, 3 * H * W + 1)
+    assert rows[:, 0].tolist() == list(range(K * T))
+
+
+def test_submission_values_are_bytes(tested):
+    _, rows = read_submission(tested / "submission.csv")
+    values = rows[:, 1:]
+    assert values.min() >= 0 and values.max() <= 255
+    text = (tested / "submission.csv").read_text().splitlines()[1]
+    assert "." not in text and "e" not in text  # integers, not floats
+    assert len(np.unique(values)) > 10  # not a constant image
+
+
+def test_frame0_is_the_given_first_frame(tested, tiny_data):
+    _, rows = read_submission(tested / "submission.csv")
+    frames = rows[:, 1:].reshape(K, T, 3, H, W)
+    for k in range(K):
+        first = load_image(tiny_data / "test" / "test_img" / str(k) / "frame0.png", H, W)
+        assert np.array_equal(frames[k, 0], first.numpy().astype(np.int64))
+        # later frames are generated, not copies of frame 0
+        assert not np.array_equal(frames[k, 1], frames[k, 0])
+    assert not np.array_equal(frames[0, 0], frames[1, 0])
+
+
+def test_gifs(tested):
+    for k in range(K):
+        with Image.open(tested / f"pred_seq{k}.gif") as im:
+            assert im.format == "GIF"
+            assert im.n_frames == T
+            assert im.size == (2 * W, 2 * H)  # enlarged 2x
+
+
+def test_gif_first_frame_matches_the_submission(tested):
+    _, rows = read_submission(tested / "submission.csv")
+    first = rows[0, 1:].reshape(3, H, W).transpose(1, 2, 0)
+    with Image.open(tested / "pred_seq0.gif") as im:
+        im.seek(0)
+        shown = np.asarray(im.convert("RGB"))[::2, ::2].astype(np.int64)
+    # GIF palettes quantize colours: close, not exact
+    assert np.abs(shown - first).mean() < 12
+
+
+def test_psnr_per_frame(tested):
+    lines = (tested / "psnr_per_frame.csv").read_text().splitlines()
+    assert lines[0] == "frame,psnr,baseline_psnr"
+    body = [line.split(",") for line in lines[1:]]
+    assert [int(r[0]) for r in body] == list(range(1, T))  # the val video capped at seq_len
+    assert all(0 < float(r[1]) < 100 and 0 < float(r[2]) < 100 for r in body)
+    with Image.open(tested / "psnr_per_frame.png") as im:
+        assert im.format == "PNG"
+
+
+def test_run_folder_is_accepted_and_gives_the_same_submission(tested, tiny_run, tiny_data,
+                                                               tmp_path, cli):
+    out = tmp_path / "from_run"
+    assert cli(cvae_test, argv_for(tiny_run, tiny_data, out)) == 0
+    assert (out / "submission.csv").read_bytes() == (tested / "submission.csv").read_bytes()
+
+
+def test_same_seed_same_submission_other_seed_differs(tested, tiny_run, tiny_data, tmp_path,
+                                                      cli):
+    best = tiny_run / "checkpoints" / "best.pt"
+    out = tmp_path / "seed1"
+    assert cli(cvae_test, argv_for(best, tiny_data, out, "--set", "test.seed=1")) == 0
+    _, a = read_submission(tested / "submission.csv")
+    _, b = read_submission(out / "submission.csv")
+    frames_a, frames_b = a[:, 1:].reshape(K, T, -1), b[:, 1:].reshape(K, T, -1)
+    assert np.array_equal(frames_a[:, 0], frames_b[:, 0])  # the given frames
+    assert not np.array_equal(frames_a[:, 1:], frames_b[:, 1:])  # z is drawn from the seed
+
+
+def test_shorter_seq_len(tiny_run, tiny_data, tmp_path, cli):
+    out = tmp_path / "short"
+    argv = argv_for(tiny_run / "checkpoints" / "best.pt", tiny_data, out, "--set",
+                     "test.seq_len=3")
+    assert cli(cvae_test, argv) == 0
+    _, rows = read_submission(out / "submission.csv")
+    assert rows.shape[0] == K * 3
+    assert rows[:, 0].tolist() == list(range(K * 3))
+
+
+def test_seq_len_longer_than_the_poses_uses_every_pose(tiny_run, tiny_data, tmp_path, cli):
+    out = tmp_path / "long"
+    argv = argv_for(tiny_run / "checkpoints" / "best.pt", tiny_data, out, "--set",
+                     "test.seq_len=50")
+    assert cli(cvae_test, argv) == 0
+    _, rows = read_submission(out / "submission.csv")
+    assert rows.shape[0] == K * 8  # the tiny data has 8 poses per sequence
+
+
+def test_load_model_rebuilds_from_the_stored_config(tiny_run):
+    model, cfg = load_model(tiny_run / "checkpoints" / "best.pt", torch.device("cpu"))
+    assert not model.training
+    assert cfg.model.frame_channels == 8 and cfg.data.height == H and cfg.data.width == W
+    state = torch.load(tiny_run / "checkpoints" / "best.pt", weights_only=True)
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state["model"][key])
+
+
+def test_write_submission_rejects_mixed_shapes(tmp_path):
+    a = np.zeros((3, 3, 4, 4), np.uint8)
+    b = np.zeros((2, 3, 4, 4), np.uint8)
+    with pytest.raises(Exception, match="differ in shape"):
+        write_submission([a, b], tmp_path / "s.csv")
+    assert not (tmp_path / "s.csv").exists()
+
+
+def test_write_submission_layout(tmp_path):
+    seq = np.arange(2 * 3 * 2 * 2, dtype=np.uint8).reshape(2, 3, 2, 2)  # T=2, C,H,W
+    write_submission([seq, seq + 100], tmp_path / "s.csv")
+    header, rows = read_submission(tmp_path / "s.csv")
+    assert header == ["id", *map(str, range(12))]
+    assert rows[:, 0].tolist() == [0, 1, 2, 3]
+    assert rows[1, 1:].tolist() == list(range(12, 24))  # C,H,W order, frame after frame
+    assert rows[2, 1:].tolist() == list(range(100, 112))
+
+
+# ---------------------------------------------------------------------------- bad inputs
+
+
+def _fails(cli, capsys, argv, out: Path, *expected: str) -> str:
+    capsys.readouterr()
+    assert cli(cvae_test, argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in captured.err
+    for text in expected:
+        assert text in lines[0], lines[0]
+    assert not (out / "submission.csv").exists()
+    assert not list(out.glob(".submission*")) if out.exists() else True
+    return lines[0]
+
+
+def test_missing_checkpoint(tiny_data, tmp_path, cli, capsys):
+    missing = tmp_path / "nope.pt"
+    out = tmp_path / "out"
+    _fails(cli, capsys, argv_for(missing, tiny_data, out), out, str(missing), "not found")
+
+
+def test_folder_without_a_checkpoint(tiny_data, tmp_path, cli, capsys):
+    folder = tmp_path / "empty_run"
+    folder.mkdir()
+    out = tmp_path / "out"
+    _fails(cli, capsys, argv_for(folder, tiny_data, out), out, str(folder), "best.pt")
+
+
+def test_random_bytes_are_not_a_checkpoint(tiny_data, tmp_path, cli, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    out = tmp_path / "out"
+    _fails(cli, capsys, argv_for(bad, tiny_data, out), out, str(bad), "not a readable checkpoint")
+
+
+def test_a_torch_file_that_is_not_a_cvae_checkpoint(tiny_data, tmp_path, cli, capsys):
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.zeros(3)}, other)
+    out = tmp_path / "out"
+    _fails(cli, capsys, argv_for(other, tiny_data, out), out, str(other), "not a cvae checkpoint")
+
+
+def test_weights_that_do_not_match_the_stored_config(tiny_run, tiny_data, tmp_path, cli,
+                                                     capsys):
+    state = torch.load(tiny_run / "checkpoints" / "best.pt", weights_only=True)
+    state["config"]["model"]["frame_channels"] = 16
+    edited = tmp_path / "edited.pt"
+    torch.save(state, edited)
+    out = tmp_path / "out"
+    _fails(cli, capsys, argv_for(edited, tiny_data, out), out, str(edited),
+           "do not match the stored model config")
+
+
+def test_invalid_stored_config(tiny_run, tiny_data, tmp_path, cli, capsys):
+    state = torch.load(tiny_run / "checkpoints" / "best.pt", weights_only=True)
+    state["config"]["train"]["tfr"] = 5.0
+    edited = tmp_path / "edited.pt"
+    torch.save(state, edited)
+    out = tmp_path / "out"
+    _fails(cli, capsys, argv_for(edited, tiny_data, out), out, "train.tfr")
+
+
+def _copy_data(tiny_data: Path, tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    return data
+
+
+def test_sequences_with_different_pose_counts(tiny_run, tiny_data, tmp_path, cli, capsys):
+    data = _copy_data(tiny_data, tmp_path)
+    for n in range(4, 8):  # sequence 1 keeps 4 poses, fewer than seq_len 6; sequence 0 has 8
+        (data / "test" / "test_label" / "1" / f"frame{n}.png").unlink()
+    out = tmp_path / "out"
+    _fails(cli, capsys, argv_for(tiny_run, data, out), out, "different pose counts", "1: 4")
+
+
+def test_pose_counts_must_match_even_when_seq_len_is_longer(tiny_run, tiny_data, tmp_path,
+                                                             cli, capsys):
+    data = _copy_data(tiny_data, tmp_path)
+    (data / "test" / "test_label" / "0" / "frame7.png").unlink()  # 7 poses vs 8
+    out = tmp_path / "out"
+    argv = argv_for(tiny_run, data, out, "--set", "test.seq_len=50")
+    _fails(cli, capsys, argv, out, "different pose counts", "0: 7", "1: 8")
+
+
+def test_missing_test_folder(tiny_run, tiny_data, tmp_path, cli, capsys):
+    data = _copy_data(tiny_data, tmp_path)
+    shutil.rmtree(data / "test")
+    out = tmp_path / "out"
+    _fails(cli, capsys, argv_for(tiny_run, data, out), out, "test_img", "not found")
+
+
+def test_missing_test_labels_of_one_sequence(tiny_run, tiny_data, tmp_path, cli, capsys):
+    data = _copy_data(tiny_data, tmp_path)
+    shutil.rmtree(data / "test" / "test_label" / "1")
+    out = tmp_path / "out"
+    _fails(cli, capsys, argv_for(tiny_run, data, out), out)
+
+
+def test_missing_first_frame(tiny_run, tiny_data, tmp_path, cli, capsys):
+    data = _copy_data(tiny_data, tmp_path)
+    (data / "test" / "test_img" / "0" / "frame0.png").unlink()
+    out = tmp_path / "out"
+    _fails(cli, capsys, argv_for(tiny_run, data, out), out, "frame0.png")
+
+
+def test_no_checkpoint_given(tiny_data, tmp_path, cli, capsys):
+    out = tmp_path / "out"
+    argv = ["--data", str(tiny_data), "--out", str(out), "--set", "run.progress=false"]
+    _fails(cli, capsys, argv, out, "test.checkpoint", "--checkpoint")
