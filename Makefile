@@ -46,6 +46,7 @@ test: lint
 	$(BIN)/python -m pytest
 
 sweep: data
+	rm -rf runs/sweep
 	RAY_AUTH_MODE=token $(BIN)/python -m ray_jobs.tune --space tune_spaces/smoke.yaml \
 		--data $(DATA).pack --out runs/sweep
 

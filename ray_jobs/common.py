@@ -82,22 +82,38 @@ def prepare_data(cfg: Config) -> tuple[Path, dict]:
 
 
 def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
-    """Attach to a cluster or start an embedded Ray. Returns True when attached to a cluster."""
+    """Attach to a cluster or start an embedded Ray. Returns True when attached to a cluster.
+
+    An embedded Ray gets a known dashboard port, announced to every Ray process as
+    RAY_API_SERVER_ADDRESS: Ray Train's placement-group cleaner (which frees a finished or failed
+    worker group) asks the State API for the cluster, and with another Ray running on the same
+    machine it cannot tell which is ours ("Found multiple active Ray instances"); the stale
+    workers then keep their CPUs and the next worker group never starts.
+    """
     import ray
 
     address = address or os.environ.get("RAY_ADDRESS")
     if ray.is_initialized():
         return address is not None
-    # Token auth makes a fresh local Ray write ~/.ray/auth_token; the job CLI then needs
-    # RAY_AUTH_MODE=token. Keep the embedded Ray and the CLI consistent.
-    ray.init(address=address, ignore_reinit_error=True, log_to_driver=True,
-             logging_level="WARNING", **({} if address else {
-                 # One more logical CPU than cores: Ray Data's read tasks need a whole free CPU
-                 # beside the train workers (SPEC section 8).
-                 "num_cpus": num_cpus or (os.cpu_count() or 1) + 1,
-                 "include_dashboard": True,
-             }))
-    return address is not None
+    if address:
+        ray.init(address=address, log_to_driver=True, logging_level="WARNING")
+        return True
+    port = _free_port()
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # inherited by Ray
+    ray.init(log_to_driver=True, logging_level="WARNING",
+             # One more logical CPU than cores: Ray Data's read tasks need a whole free CPU
+             # beside the train workers (SPEC section 8).
+             num_cpus=num_cpus or (os.cpu_count() or 1) + 1,
+             include_dashboard=True, dashboard_port=port)
+    return False
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def worker_cpus(args: argparse.Namespace, cluster_cpus: float) -> float:

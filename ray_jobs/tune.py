@@ -101,8 +101,9 @@ def base_config(args: argparse.Namespace, space: Space) -> Config:
     for _, key, value in parsed:
         if key != "model.preset":
             set_key(cfg, key, value, "--set")
-    cfg.run.out = str(Path(args.out or "runs/sweep").resolve())
+    cfg.run.out = args.out or "runs/sweep"
     validate(cfg)
+    common.absolutize(cfg)  # (inside `ray job submit`, relative paths are refused)
     if cfg.validation.every != 1:
         raise ConfigError(f"validation.every = {cfg.validation.every}: a sweep validates every "
                           "epoch (ASHA compares trials' val_psnr at each epoch); set it to 1")
@@ -134,7 +135,7 @@ def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
     if not args.space:
         raise CvaeError("--space FILE is required (e.g. tune_spaces/kl_tfr.yaml), unless "
                         "--resume")
-    space = load_space(args.space, check=False)  # keys and distributions
+    space = load_space(_space_path(args.space), check=False)  # keys and distributions
     cfg = base_config(args, space)
     check_values(space, cfg)  # every value the space can give, on this sweep's base config
     check_sweep_args(args, cfg.train.epochs)
@@ -153,7 +154,6 @@ def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
             space.apply(cfg, values)
             print("  " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
         return None
-    common.absolutize(cfg)
     out.mkdir(parents=True, exist_ok=True)
     pack_dir, meta = common.prepare_data(cfg)  # bad data fails here, before Ray starts
     settings = {
@@ -180,12 +180,23 @@ def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
     return settings
 
 
+def _space_path(name: str) -> str:
+    """A relative path that is not here falls back to the checkout's (tune_spaces/...)."""
+    path = Path(name)
+    shipped = Path(__file__).resolve().parent.parent / path
+    return str(shipped) if not path.exists() and not path.is_absolute() and shipped.exists() \
+        else name
+
+
 def _raw(param) -> Any:
     return param.args[0] if param.kind == "constant" else {param.kind: list(param.args)}
 
 
 def load_sweep(args: argparse.Namespace) -> dict[str, Any]:
-    out = Path(args.out or "runs/sweep").resolve()
+    where = Config()
+    where.run.out, where.data.root = args.out or "runs/sweep", "/"
+    common.absolutize(where)  # the same path rules as a new sweep's
+    out = Path(where.run.out)
     file = out / SWEEP_FILE
     if not file.is_file():
         raise CvaeError(f"--resume: {file} not found (no sweep to resume in {out})")
@@ -231,6 +242,7 @@ def _finished_rows(out: Path, epochs: int) -> list[dict[str, Any]] | None:
 
 def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     """One Tune trial: a TorchTrainer on this trial's config; metrics flow to Tune each epoch."""
+    import ray.train
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -258,8 +270,11 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     _event(out, "trainer started")
     try:
         trainer.fit()
-    except Exception as err:
-        (out / report.ERROR_FILE).write_text(f"{type(err).__name__}: {err}\n")
+    except ray.train.TrainingFailedError as err:
+        # Training itself failed. (A trial that Tune stops, ASHA's or the last epoch's, sees
+        # its controller die instead: no error file for that.)
+        first = (str(err).strip().splitlines() or [""])[0]
+        (out / report.ERROR_FILE).write_text(f"{type(err).__name__}: {first}\n")
         raise
 
 
@@ -271,6 +286,8 @@ def _event(out: Path, text: str) -> None:
 def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
+
+# ---- Ray ----
 
 # ---- sizing ----
 
@@ -341,12 +358,15 @@ def gather_remote_trials(grid, settings: dict[str, Any]) -> None:
 
     out = Path(settings["out"])
     for result in grid:
-        frame = result.metrics_dataframe
-        if frame is None or frame.empty or "trial_id" not in frame:
-            continue
-        trial_id = str(frame["trial_id"].iloc[0])
+        trial_id = Path(result.path).name.removeprefix("trial_")  # see _trial_dirname
         folder = out / TRIALS / trial_id
-        if (folder / "metrics.csv").is_file():
+        if result.error is not None and folder.is_dir() and not (
+                folder / report.ERROR_FILE).exists():
+            lines = str(result.error).strip().splitlines() or [type(result.error).__name__]
+            (folder / report.ERROR_FILE).write_text(lines[0][:500] + "\n")
+        frame = result.metrics_dataframe
+        if (folder / "metrics.csv").is_file() or frame is None or frame.empty \
+                or "epoch" not in frame:
             continue
         values = {k: result.config[k] for k in settings["searched"]}
         cfg = trial_config(settings, values, trial_id)
@@ -356,7 +376,7 @@ def gather_remote_trials(grid, settings: dict[str, Any]) -> None:
         cols = [c for c in METRIC_COLUMNS if c in frame]
         frame[cols].drop_duplicates("epoch").to_csv(folder / "metrics.csv", index=False)
         if result.error is not None:
-            (folder / report.ERROR_FILE).write_text(f"{result.error}\n")
+            (folder / report.ERROR_FILE).write_text(f"{result.error}\n"[:500])
         try:
             import ray.train
 
@@ -419,8 +439,11 @@ def main(argv: list[str] | None = None) -> int:
             run_config=tune.RunConfig(name=EXPERIMENT, storage_path=_tune_storage(settings),
                                       verbose=1),
         )
-    grid = tuner.fit()
-    unfinished = len(grid) - grid.num_terminated - grid.num_errors
+    try:
+        grid = tuner.fit()
+    finally:
+        common.release_resources(attached)
+    unfinished = _unfinished(grid)
     if unfinished:
         print(f"sweep interrupted with {unfinished} trial(s) unfinished; continue it with: "
               f"python -m ray_jobs.tune --out {out} --resume")
@@ -435,6 +458,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best trial {best['trial_id']}: val_psnr {best['val_psnr']:.2f} dB at epoch "
           f"{best['best_epoch']} -> {out / 'best'} (cvae-test --checkpoint {out / 'best'})")
     return 0
+
+
+def _unfinished(grid) -> int:
+    """Trials left unfinished, as the experiment state saved for --resume records them. (After
+    an interruption (SIGINT) Tune stops the running trials and the in-memory grid shows them
+    TERMINATED; the state it saved just before says RUNNING, and a restore reruns them.)"""
+    from ray.tune import ExperimentAnalysis
+    from ray.tune.experiment import Trial
+
+    saved = ExperimentAnalysis(grid.experiment_path, storage_filesystem=grid.filesystem)
+    return sum(t.status not in (Trial.TERMINATED, Trial.ERROR) for t in saved.trials)
 
 
 def _tune_dist(tune, param):
