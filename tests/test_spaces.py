@@ -138,7 +138,6 @@ def test_bad_space_fails_before_ray_starts(tmp_path, capsys, monkeypatch):
         raise AssertionError("Ray must not start for a bad space")
 
     monkeypatch.setattr(common, "connect", no_ray)
-    monkeypatch.setattr(tune, "connect", no_ray)
     monkeypatch.setattr(common, "prepare_data", no_ray)
     space = tmp_path / "bad.yaml"
     space.write_text("train.kl_anneal_ratio: {uniform: [0.5, 2.0]}\n")
@@ -167,7 +166,7 @@ def test_dry_run_lists_the_trials_without_ray(tmp_path, capsys, monkeypatch):
     def no_ray(*_a, **_k):
         raise AssertionError("--dry-run must not start Ray")
 
-    monkeypatch.setattr(tune, "connect", no_ray)
+    monkeypatch.setattr(common, "connect", no_ray)
     monkeypatch.setattr(common, "prepare_data", no_ray)
     with pytest.raises(SystemExit) as info:
         tune.main(["--space", "tune_spaces/smoke.yaml", "--out", str(tmp_path / "s"),
