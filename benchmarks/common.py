@@ -30,9 +30,26 @@ def parser(description: str | None) -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="small sizes, a few rounds (make bench)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    p.add_argument("--json-out", default=None, metavar="FILE",
+                   help="also write the figures as JSON to FILE")
     # the smallest sizes, for tests/test_benchmarks.py: the figures mean nothing
     p.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
     return p
+
+
+def add_threads(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's, the cores; --tiny: 1)")
+
+
+def set_threads(args: argparse.Namespace) -> None:
+    """Apply --threads. --tiny runs 1 thread: on a busy machine two OpenMP threads spin-wait for
+    each other and tiny ops get 10x slower (see BENCHMARKS.md)."""
+    import torch
+
+    threads = args.threads if args.threads is not None else (1 if args.tiny else 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
 
 
 def size(args: argparse.Namespace, full: Any, quick: Any, tiny: Any) -> Any:
@@ -238,11 +255,17 @@ def packed(root: Path, *, clip_len: int = 16, height: int = 32, width: int = 64,
 
 # ---------------------------------------------------------------- Ray
 
-def ray_start(num_cpus: int | None = None) -> float:
-    """Start a fresh local Ray the way `ray_jobs.common.connect` does (one more logical CPU than
-    cores, dashboard on), never attaching to another session's cluster. Returns seconds."""
+@contextlib.contextmanager
+def ray_session(num_cpus: int | None = None) -> Iterator[float]:
+    """A fresh local Ray started the way `ray_jobs.common.connect` starts one (one more logical
+    CPU than cores, dashboard on), never attached to another session's cluster; yields the
+    start-up seconds. A Ray already initialized in this process is reused (start-up 0.0 s) and
+    left running: the smoke test shares one Ray between the benchmarks."""
     import ray
 
+    if ray.is_initialized():
+        yield 0.0
+        return
     t0 = time.perf_counter()
     env = {}
     if Path.cwd().resolve() != REPO_ROOT:
@@ -252,18 +275,31 @@ def ray_start(num_cpus: int | None = None) -> float:
     ray.init(address="local", num_cpus=num_cpus or (os.cpu_count() or 1) + 1,
              include_dashboard=True, logging_level="WARNING", log_to_driver=False,
              **({"runtime_env": env} if env else {}))
-    return time.perf_counter() - t0
+    try:
+        yield time.perf_counter() - t0
+    finally:
+        ray.shutdown()
 
 
 def ray_quiet() -> None:
     """Fewer progress bars and log lines from Ray Data and Train."""
+    import logging
+    import warnings
+
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
+    # `read_parquet(columns=...)` (what ray_jobs.common.build_trainer calls) warns on Ray 2.60
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"ray\..*")
+    warnings.filterwarnings("ignore", message=r".*columns=.*deprecated.*")
 
 
 # ---------------------------------------------------------------- output
 
 def emit(args: argparse.Namespace, figures: dict[str, Any], lines: list[str]) -> None:
-    """Print the JSON object (--json) or the human-readable lines."""
+    """Print the JSON object (--json) or the human-readable lines; --json-out writes a file."""
+    if getattr(args, "json_out", None):
+        Path(args.json_out).write_text(json.dumps(figures, indent=1, default=float) + "\n")
     if args.json:
         print(json.dumps(figures, indent=None, default=float))
     else:

@@ -6,9 +6,10 @@ Runs, in this order and in one process: `cvae-train` (`cvae.train_cli.main`: `fi
 `loader_epochs` of the Parquet pack), Ray start-up (timed on its own), then
 `python -m ray_jobs.train --num-workers 1` twice: with the default CPU share (1 CPU per worker,
 so Ray sets OMP_NUM_THREADS=1) and with `--cpus-per-worker <cores>` (the worker gets every core,
-as cvae-train does), then `cvae-train` again (the two single-process runs bracket the Ray runs
-against drifting load). Per-epoch `seconds` come from each run's metrics.csv (the training loop
-alone: data loading + steps, no validation); wall time is the whole `main()` call.
+as cvae-train does), then (full size only) `cvae-train` again, so that the single-process runs
+bracket the Ray runs against drifting load. Small preset; steps per epoch are capped (--steps).
+Per-epoch `seconds` come from each run's metrics.csv (the training loop alone: data loading +
+steps, no validation); wall time is the whole `main()` call.
 """
 
 from __future__ import annotations
@@ -47,7 +48,14 @@ def epoch_seconds(out: Path) -> list[float]:
 
 def build_parser():
     p = common.parser(__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int, default=None, help="epochs per run (default 2)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs per run (default 3; --quick 2); epoch 1 (Ray Data start-up, "
+                        "oneDNN warm-up) is reported apart")
+    p.add_argument("--steps", type=int, default=None,
+                   help="steps per epoch (default 10; --quick 6; 0: whole epochs, 40 steps of 2 "
+                        "clips on the default set)")
+    p.add_argument("--clip-len", type=int, default=None,
+                   help="frames per clip (default 16; --quick 8: cheaper steps)")
     p.add_argument("--preset", choices=["small", "lab"], default="small")
     p.add_argument("--keep", default=None, help="keep the run folders under this folder")
     return p
@@ -56,6 +64,8 @@ def build_parser():
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     common.ray_quiet()
+    import torch
+
     from cvae import train_cli
     from ray_jobs import train as ray_train
 
@@ -64,10 +74,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                 test_sequences=1, test_frames=4, height=32, width=64)
     else:
         root = common.synth_set()  # the embedded default set: 80 clips of 16 frames
-    clip_len = common.size(args, 16, 16, 4)
+    clip_len = args.clip_len or common.size(args, 16, 8, 4)
     pack = common.packed(root, clip_len=clip_len)
-    epochs = args.epochs or common.size(args, 2, 2, 1)
-    steps = common.size(args, 0, 10, 2)  # 0: whole epochs (40 steps of 2 clips)
+    epochs = args.epochs or common.size(args, 3, 2, 1)
+    steps = args.steps if args.steps is not None else common.size(args, 10, 6, 2)
     settings = [
         "--preset", "small" if args.tiny else args.preset, "--data", str(pack),
         "--epochs", str(epochs),
@@ -77,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--set", "run.progress=false", "--set", "train.per_save=0",
     ]
     if args.tiny:
-        settings += ["--set", "model.frame_channels=8", "--set", "model.label_channels=4",
+        settings += ["--set", "run.threads=1",
+                     "--set", "model.frame_channels=8", "--set", "model.label_channels=4",
                      "--set", "model.latent_channels=4", "--set", "model.decoder_channels=8"]
     cores = os.cpu_count() or 1
     keep = Path(args.keep) if args.keep else None
@@ -85,10 +96,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         base = keep or tmp
         runs: dict[str, dict[str, Any]] = {}
 
-        def single(tag: str) -> None:
+        def single(tag: str, extra: tuple[str, ...] | list[str] = ()) -> None:
             out = base / tag
-            common.stderr(f"ray_overhead: {tag} (cvae-train) ...")
-            wall = run_main(train_cli.main, settings + ["--out", str(out)])
+            common.stderr(f"ray_overhead: {tag} (cvae-train {' '.join(extra)}) ...")
+            threads = torch.get_num_threads()  # configure_torch sets them process-wide
+            try:
+                wall = run_main(train_cli.main, settings + ["--out", str(out), *extra])
+            finally:
+                torch.set_num_threads(threads)
             runs[tag] = {"wall": wall, "epochs": epoch_seconds(out)}
 
         def ray_run(tag: str, extra: list[str]) -> None:
@@ -99,20 +114,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             runs[tag] = {"wall": wall, "epochs": epoch_seconds(out)}
 
         single("cvae_train_1")
+        # the default Ray worker holds 1 CPU, so Ray sets OMP_NUM_THREADS=1: its like-for-like
+        # single-process baseline runs 1 thread too
+        if not args.tiny:  # (--tiny runs everything on 1 thread)
+            single("cvae_train_1thread", ["--set", "run.threads=1"])
         common.stderr("ray_overhead: starting Ray ...")
-        ray_start_s = common.ray_start()
-        try:
+        with common.ray_session() as ray_start_s:
             ray_run("ray_default", [])
             if not args.tiny:
                 ray_run("ray_all_cores", ["--cpus-per-worker", str(cores)])
-        finally:
-            import ray
-
-            ray.shutdown()
-        if not args.tiny:
+        if not (args.tiny or args.quick):
             single("cvae_train_2")
 
-    singles = [r for k, r in runs.items() if k.startswith("cvae_train")]
+    singles = [r for k, r in runs.items() if k.startswith("cvae_train_") and "thread" not in k]
 
     def steady(r: dict[str, Any]) -> float:
         """Mean epoch seconds, leaving out epoch 1 when there are more (warm-up)."""
@@ -128,6 +142,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        "wall_seconds": base_wall,
                        "runs": {k: r for k, r in runs.items() if k.startswith("cvae_train")}},
     }
+    one = runs.get("cvae_train_1thread")
+    if one is not None:
+        figures["cvae_train_1thread"] = {"epoch_seconds": steady(one),
+                                         "first_epoch_seconds": one["epochs"][0],
+                                         "wall_seconds": one["wall"],
+                                         "epoch_ratio": steady(one) / base_epoch}
     for tag in ("ray_default", "ray_all_cores"):
         if tag in runs:
             r = runs[tag]
@@ -138,6 +158,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "first_epoch_ratio": r["epochs"][0] / base_first,
                 "wall_ratio": r["wall"] / base_wall,
             }
+            if tag == "ray_default" and one is not None:
+                # like for like: both 1 thread
+                figures[tag]["epoch_ratio_same_threads"] = steady(r) / steady(one)
     figures["config"] = {"epochs": epochs, "max_steps_per_epoch": steps, "clip_len": clip_len,
                          "preset": "tiny" if args.tiny else args.preset, "pack": str(pack)}
     figures["machine"] = common.machine()
@@ -146,13 +169,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"{'whole epochs' if not steps else f'{steps} steps per epoch'}, data {pack}",
         common.machine_line(), "",
         f"Ray start-up (ray.init, local, dashboard on): {ray_start_s:.1f} s (not in the ratios)",
-        f"{'run':<16} {'epoch s':>9} {'1st epoch s':>12} {'wall s':>8} {'epoch ratio':>12} "
+        f"{'run':<18} {'epoch s':>9} {'1st epoch s':>12} {'wall s':>8} {'epoch ratio':>12} "
         f"{'wall ratio':>11}",
     ]
     for tag, r in runs.items():
         f = figures.get(tag, {})
-        lines.append(f"{tag:<16} {steady(r):9.2f} {r['epochs'][0]:12.2f} {r['wall']:8.1f} "
-                     f"{f.get('epoch_ratio', 1.0):11.2f}x {f.get('wall_ratio', 1.0):10.2f}x")
+        lines.append(f"{tag:<18} {steady(r):9.2f} {r['epochs'][0]:12.2f} {r['wall']:8.1f} "
+                     f"{f.get('epoch_ratio', 1.0):11.2f}x {r['wall'] / base_wall:10.2f}x")
+    if "epoch_ratio_same_threads" in figures.get("ray_default", {}):
+        lines.append(f"ray_default (1 thread) / cvae_train_1thread epoch: "
+                     f"{figures['ray_default']['epoch_ratio_same_threads']:.2f}x")
     lines.append("goal: Ray epoch <= 1.10x the cvae-train epoch after start-up "
                  "(epoch ratio; wall includes the Ray run's per-run set-up)")
     common.emit(args, figures, lines)

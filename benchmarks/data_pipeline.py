@@ -1,0 +1,294 @@
+"""Data pipeline: how long a Ray Train worker waits for its next batch, and read throughput.
+
+    python -m benchmarks.data_pipeline [--quick] [--json] [--workers 1]
+
+1. Input stall: a Ray Train worker runs a loop shaped like `ray_jobs.common.train_loop_per_worker`
+   (the same `iter_torch_batches` call: `parquet.decode_batch` collate, prefetch 2, local shuffle
+   buffer; then `to_device` + `cvae.training.train_step` of the small preset) and times every
+   `next()` on the batch iterator. Figure: wait / (wait + step) over the epoch (goal < 5%), with and
+   without each epoch's first batch (the pipeline's start-up).
+2. Read throughput in clips/s, one process: `ParquetClipDataset` (sequential and shuffled item
+   access), `ClipDataset` over the PNG folder it was packed from, and
+   `ray.data.read_parquet(...).iter_batches` + `decode_batch` in the driver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+# ---------------------------------------------------------------- inside the Ray Train worker
+
+def stall_loop(loop_config: dict[str, Any]) -> None:
+    """A Ray Train worker: the real loop's batch iterator, a model step per batch, timed."""
+    import ray.train
+    import torch
+
+    from cvae import parquet
+    from cvae.config import Config
+    from cvae.model import CVAE
+    from cvae.train_cli import configure_torch
+    from cvae.training import epoch_seed, to_device, train_step
+
+    cfg = Config.from_dict(loop_config["config"])
+    configure_torch(cfg)
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    shard = ray.train.get_dataset_shard("train")
+    d, batch = cfg.data, cfg.train.batch_size
+    torch.manual_seed(cfg.run.seed)
+    model = CVAE(cfg.model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    device = torch.device("cpu")
+
+    def collate(numpy_batch):
+        return parquet.decode_batch(numpy_batch, height=d.height, width=d.width,
+                                    clip_len=d.clip_len)
+
+    epochs = []
+    for epoch in range(loop_config["epochs"]):
+        it = iter(shard.iter_torch_batches(
+            batch_size=batch, collate_fn=collate, prefetch_batches=2,
+            local_shuffle_buffer_size=max(d.shuffle_buffer, batch),
+            local_shuffle_seed=epoch_seed(cfg.run.seed + 2, epoch, rank),
+        ))
+        waits, steps = [], []
+        t_start = time.perf_counter()
+        limit = loop_config["max_steps"] or math.inf
+        while len(steps) < limit:
+            t0 = time.perf_counter()
+            try:
+                frames_u8, poses_u8, _ids = next(it)
+            except StopIteration:
+                waits.append(time.perf_counter() - t0)  # the wait for "no more batches"
+                break
+            t1 = time.perf_counter()
+            frames = to_device(frames_u8, device, False)
+            poses = to_device(poses_u8, device, False)
+            loss, _, _ = train_step(model, optimizer, frames, poses, beta=1.0,
+                                    teacher_forced=True, grad_clip=cfg.train.grad_clip)
+            float(loss)
+            waits.append(t1 - t0)
+            steps.append(time.perf_counter() - t1)
+        epochs.append({"waits": waits, "steps": steps,
+                       "wall": time.perf_counter() - t_start,
+                       "torch_threads": torch.get_num_threads()})
+    out = Path(loop_config["result_dir"]) / f"rank{rank}.json"
+    out.write_text(json.dumps(epochs))
+
+
+def stall(pack: Path, cfg_argv: list[str], *, workers: int, epochs: int, max_steps: int,
+          tmp: Path) -> list[list[dict[str, Any]]]:
+    """Run `stall_loop` on `workers` Ray Train workers; returns per rank the per-epoch timings."""
+    import ray
+    import ray.data
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from cvae.config import load_config
+    from ray_jobs import common as ray_common
+
+    cfg = load_config(None, overrides=cfg_argv, preset="small")
+    ns = argparse.Namespace(num_workers=workers, cpus_per_worker=None, use_gpu=False)
+    cpus = ray_common.worker_cpus(ns, ray.cluster_resources().get("CPU", 0))
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True  # as build_trainer
+    context.enable_progress_bars = False
+    dataset = ray.data.read_parquet(str(pack / "train"), columns=["clip_id", "frames", "poses"])
+    result_dir = tmp / "stall"
+    result_dir.mkdir(parents=True, exist_ok=True)
+    from benchmarks.data_pipeline import stall_loop as loop  # by reference, also from __main__
+
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config={"config": cfg.to_dict(), "epochs": epochs, "max_steps": max_steps,
+                           "result_dir": str(result_dir)},
+        torch_config=TorchConfig(backend="gloo"),
+        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=False,
+                                               resources_per_worker={"CPU": cpus}),
+        run_config=ray.train.RunConfig(name="stall", storage_path=str(tmp / "ray")),
+        datasets={"train": dataset},
+    )
+    trainer.fit()
+    return [json.loads((result_dir / f"rank{r}.json").read_text()) for r in range(workers)]
+
+
+def stall_figures(per_rank: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    epochs = []
+    for e in range(len(per_rank[0])):
+        wait = sum(sum(r[e]["waits"]) for r in per_rank)
+        step = sum(sum(r[e]["steps"]) for r in per_rank)
+        first = sum(r[e]["waits"][0] for r in per_rank if r[e]["waits"])
+        epochs.append({
+            "steps": len(per_rank[0][e]["steps"]),
+            "wait_seconds": wait / len(per_rank), "step_seconds": step / len(per_rank),
+            "first_wait_seconds": first / len(per_rank),
+            "wait_fraction": wait / (wait + step),
+            "wait_fraction_after_first": (wait - first) / (wait - first + step),
+            "max_wait_seconds": max(max(r[e]["waits"], default=0) for r in per_rank),
+        })
+    wait = sum(e["wait_seconds"] for e in epochs)
+    step = sum(e["step_seconds"] for e in epochs)
+    first = sum(e["first_wait_seconds"] for e in epochs)
+    return {"wait_fraction": wait / (wait + step),
+            "wait_fraction_after_first": (wait - first) / (wait - first + step),
+            "epochs": epochs, "torch_threads": per_rank[0][0]["torch_threads"]}
+
+
+# ---------------------------------------------------------------- read throughput
+
+def read_throughput(root: Path, pack: Path, *, clip_len: int, limit: int, rounds: int
+                    ) -> dict[str, Any]:
+    """Clips/s of the readers, interleaved rounds, medians; `limit` clips per reader per round.
+
+    Each reader is built fresh every round (no shard cached). For Ray Data the time to its first
+    batch (planning, scheduling read tasks) is reported apart, and clips/s counts the rest.
+    """
+    import statistics
+
+    import ray
+
+    from cvae import parquet
+    from cvae.data import ClipDataset
+
+    meta = parquet.split_meta(pack, "train")
+    h, w = meta["height"], meta["width"]
+    n_clips = min(limit, meta["num_clips"])
+
+    def timed_items(ds, order) -> tuple[int, float]:
+        t0 = time.perf_counter()
+        for i in order:
+            ds[i]
+        return len(order), time.perf_counter() - t0
+
+    def pq_seq():
+        return timed_items(parquet.ParquetClipDataset(pack), range(n_clips))
+
+    def pq_shuffled():
+        ds = parquet.ParquetClipDataset(pack)
+        order = list(range(len(ds)))
+        random.Random(0).shuffle(order)
+        return timed_items(ds, order[:n_clips])
+
+    def png():
+        ds = ClipDataset(root, "train", clip_len=clip_len, height=h, width=w)
+        return timed_items(ds, range(n_clips))
+
+    first_batch: list[float] = []
+
+    def ray_data():
+        t0 = time.perf_counter()
+        ds = ray.data.read_parquet(str(pack / "train")).select_columns(
+            ["clip_id", "frames", "poses"])
+        n, t1 = 0, None
+        for b in ds.iter_batches(batch_size=2, batch_format="numpy", prefetch_batches=2):
+            parquet.decode_batch(b, height=h, width=w, clip_len=clip_len)
+            if t1 is None:
+                t1 = time.perf_counter()
+                first_batch.append(t1 - t0)
+            else:
+                n += len(b["clip_id"])
+            if n >= n_clips:
+                break
+        return n, time.perf_counter() - (t1 or t0)
+
+    readers = {"parquet_dataset": pq_seq, "parquet_dataset_shuffled": pq_shuffled,
+               "png_folder": png, "ray_data_iter_batches": ray_data}
+    rates: dict[str, list[float]] = {k: [] for k in readers}
+    warmup = 1 if rounds > 1 else 0  # page cache, imports, Ray workers
+    for r in range(warmup + rounds):
+        for name, fn in readers.items():
+            n, seconds = fn()
+            if r >= warmup:
+                rates[name].append(n / seconds if seconds > 0 else float("nan"))
+    out: dict[str, Any] = {k: statistics.median(v) for k, v in rates.items()}
+    out["clips"] = n_clips
+    out["ray_data_first_batch_seconds"] = statistics.median(first_batch[1:] or first_batch)
+    return out
+
+
+# ---------------------------------------------------------------- main
+
+def build_parser():
+    p = common.parser(__doc__.split("\n\n")[0])
+    p.add_argument("--workers", type=int, default=1, help="Ray Train workers (default 1)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of the stall loop (2)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="steps per epoch (default: whole epochs; --quick 8)")
+    p.add_argument("--clip-len", type=int, default=None,
+                   help="frames per clip (default 16; --quick 8: cheaper steps)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    common.ray_quiet()
+    if args.tiny:
+        root = common.synth_set(train_videos=2, frames_per_video=16, val_frames=8,
+                                test_sequences=1, test_frames=4, height=32, width=64)
+    else:
+        root = common.synth_set()
+    clip_len = args.clip_len or common.size(args, 16, 8, 4)
+    pack = common.packed(root, clip_len=clip_len)
+    epochs = args.epochs or common.size(args, 2, 2, 1)
+    max_steps = args.steps if args.steps is not None else common.size(args, 0, 8, 3)
+    cfg_argv = [f"data.clip_len={clip_len}", "run.progress=false"]
+    if args.tiny:
+        cfg_argv += ["run.threads=1", "model.frame_channels=8", "model.label_channels=4",
+                     "model.latent_channels=4", "model.decoder_channels=8"]
+    common.stderr("data_pipeline: starting Ray ...")
+    with common.ray_session() as ray_start_s, common.temp_dir("cvae-bench-data-") as tmp:
+        common.stderr("data_pipeline: read throughput ...")
+        reads = read_throughput(root, pack, clip_len=clip_len, limit=common.size(args, 80, 32, 4),
+                                rounds=common.size(args, 3, 2, 1))
+        common.stderr(f"data_pipeline: stall loop on {args.workers} Ray Train worker(s) ...")
+        per_rank = stall(pack, cfg_argv, workers=args.workers, epochs=epochs,
+                         max_steps=max_steps, tmp=tmp)
+    st = stall_figures(per_rank)
+    figures: dict[str, Any] = {
+        "wait_fraction": st["wait_fraction"],
+        "wait_fraction_after_first": st["wait_fraction_after_first"],
+        "stall": st,
+        "read_clips_per_s": {k: v for k, v in reads.items()
+                             if k not in ("clips", "ray_data_first_batch_seconds")},
+        "ray_data_first_batch_seconds": reads["ray_data_first_batch_seconds"],
+        "ray_start_seconds": ray_start_s,
+        "config": {"workers": args.workers, "epochs": epochs, "max_steps": max_steps,
+                   "clip_len": clip_len, "pack": str(pack), "read_clips": reads["clips"]},
+        "machine": common.machine(),
+    }
+    lines = [
+        f"data_pipeline benchmark: data {pack}", common.machine_line(), "",
+        f"input stall, {args.workers} Ray Train worker(s) (torch threads "
+        f"{st['torch_threads']}), small preset step per batch:",
+        f"{'epoch':>6} {'steps':>6} {'wait s':>8} {'1st wait s':>11} {'step s':>8} "
+        f"{'wait %':>7} {'wait % w/o 1st':>15}",
+    ]
+    for i, e in enumerate(st["epochs"], 1):
+        lines.append(f"{i:>6} {e['steps']:>6} {e['wait_seconds']:8.2f} "
+                     f"{e['first_wait_seconds']:11.2f} {e['step_seconds']:8.2f} "
+                     f"{e['wait_fraction']:7.1%} {e['wait_fraction_after_first']:15.1%}")
+    lines += [
+        f"wait_fraction {st['wait_fraction']:.1%} (without each epoch's first batch "
+        f"{st['wait_fraction_after_first']:.1%}; goal < 5%)",
+        "",
+        f"read throughput ({reads['clips']} clips of {clip_len} frames, one process, medians):",
+    ]
+    for k, v in figures["read_clips_per_s"].items():
+        lines.append(f"  {k:<26} {v:9.1f} clips/s")
+    lines.append(f"  (Ray Data: {reads['ray_data_first_batch_seconds']:.1f} s to the first batch, "
+                 "not in its clips/s)")
+    lines.append(f"Ray start-up {ray_start_s:.1f} s")
+    common.emit(args, figures, lines)
+    return figures
+
+
+if __name__ == "__main__":
+    main()
