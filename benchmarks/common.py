@@ -314,3 +314,13 @@ def fmt(x: float, digits: int = 3) -> str:
 def temp_dir(prefix: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix=prefix) as d:
         yield Path(d)
+
+
+def with_threads(fn, threads: int):
+    """`fn` run with `threads` torch threads (the previous count restored after)."""
+    from cvae.training import torch_threads
+
+    def run():
+        with torch_threads(threads):
+            return fn()
+    return run

@@ -44,17 +44,6 @@ def rollout(preset: str, frames: int, *, channels_last: bool = False, seed: int 
     return run
 
 
-def with_threads(fn: Callable[[], Any], threads: int) -> Callable[[], Any]:
-    def run():
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            return fn()
-        finally:
-            torch.set_num_threads(previous)
-    return run
-
-
 def build_parser():
     p = common.parser(__doc__.split("\n\n")[0])
     common.add_threads(p)
@@ -82,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if args.explore:
             variants[f"{preset} channels_last"] = rollout(preset, n, channels_last=True)
             if torch.get_num_threads() > 1:
-                variants[f"{preset} 1 thread"] = with_threads(rollout(preset, n), 1)
+                variants[f"{preset} 1 thread"] = common.with_threads(rollout(preset, n), 1)
     common.stderr(f"tester: generate {lengths} frames, {rounds} rounds")
     series = common.interleave(variants, rounds=rounds, warmup=warmup,
                                log=None if args.json else common.stderr)

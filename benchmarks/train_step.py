@@ -177,17 +177,6 @@ class Bench:
         return float(counter.get_total_flops())
 
 
-def with_threads(fn: Callable[[], Any], threads: int) -> Callable[[], Any]:
-    def run():
-        previous = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            return fn()
-        finally:
-            torch.set_num_threads(previous)
-    return run
-
-
 def without_mkldnn(fn: Callable[[], Any]) -> Callable[[], Any]:
     def run():
         with torch.backends.mkldnn.flags(enabled=False):
@@ -274,10 +263,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             variants[f"ours tf chunk {k} channels_last"] = bench.step(
                 "ours", True, chunk=k, channels_last=True)
     if "threads" in groups and torch.get_num_threads() > 1:
-        variants["ours tf 1 thread"] = with_threads(bench.step("ours", True), 1)
-        variants["lab tf 1 thread"] = with_threads(bench.step("lab", True), 1)
-        variants["ours fr 1 thread"] = with_threads(bench.step("ours", False), 1)
-        variants["lab fr 1 thread"] = with_threads(bench.step("lab", False), 1)
+        variants["ours tf 1 thread"] = common.with_threads(bench.step("ours", True), 1)
+        variants["lab tf 1 thread"] = common.with_threads(bench.step("lab", True), 1)
+        variants["ours fr 1 thread"] = common.with_threads(bench.step("ours", False), 1)
+        variants["lab fr 1 thread"] = common.with_threads(bench.step("lab", False), 1)
     if "onednn" in groups:
         variants["ours tf no oneDNN"] = without_mkldnn(bench.step("ours", True))
         variants["lab tf no oneDNN"] = without_mkldnn(bench.step("lab", True))
