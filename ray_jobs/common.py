@@ -116,8 +116,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def worker_cpus(args: argparse.Namespace, cluster_cpus: float) -> float:
-    """CPUs per worker: the flag, or what fits beside one CPU kept for Ray Data."""
+def worker_cpus(args: argparse.Namespace, cluster_cpus: float,
+                cap: float | None = None) -> float:
+    """CPUs per worker: the flag, or the cluster's CPUs shared among the workers beside one CPU
+    kept for Ray Data (at most `cap`). Whole CPUs where a worker gets one or more, because Ray
+    gives a worker int(CPUs) torch threads: a lone worker on a 2-core laptop gets both cores,
+    as `cvae-train` does (BENCHMARKS.md, section 3); quarters below one."""
     if args.cpus_per_worker is not None:
         if args.cpus_per_worker <= 0:
             raise CvaeError(f"--cpus-per-worker {args.cpus_per_worker}: must be > 0")
@@ -125,7 +129,11 @@ def worker_cpus(args: argparse.Namespace, cluster_cpus: float) -> float:
     if args.use_gpu:
         return 1.0
     share = (cluster_cpus - 1) / max(args.num_workers, 1)
-    return max(0.25, min(1.0, math.floor(share * 4) / 4))
+    if cap is not None:
+        share = min(share, cap)
+    if share >= 1:
+        return float(math.floor(share))
+    return max(0.25, math.floor(share * 4) / 4)
 
 
 def check_resources(args: argparse.Namespace, cpus_per_worker: float, attached: bool) -> None:

@@ -301,7 +301,8 @@ def size_trials(args: argparse.Namespace, settings: dict[str, Any], attached: bo
     sizing = argparse.Namespace(
         num_workers=settings["num_workers"], use_gpu=settings["use_gpu"],
         cpus_per_worker=settings["cpus_per_worker"], resource_timeout=args.resource_timeout)
-    per_worker = common.worker_cpus(sizing, cpus - TRIAL_CPU)
+    # One CPU per worker at most: a sweep wants many trials at once, not one wide trial.
+    per_worker = common.worker_cpus(sizing, cpus - TRIAL_CPU, cap=1.0)
     # A trial's workers + its driver must fit: check as if the driver were one more worker share.
     common.check_resources(sizing, per_worker + TRIAL_CPU / sizing.num_workers, attached)
     settings["cpus_per_worker_resolved"] = per_worker
