@@ -272,8 +272,8 @@ class ParquetClipDataset(torch.utils.data.Dataset):
     """A pack's split as a Dataset: item i -> (frames uint8 [T,3,H,W], poses, clip_id).
 
     Lazy: construction reads meta.json and the shard footers; items decode one shard at a
-    time, keeping the two most recent in memory (a shuffled sampler over a big pack should
-    use Ray Data or a shard-aware sampler instead).
+    time, keeping the two most recent in memory. Shuffle it with `ShardShuffleSampler`, which
+    decodes every shard once per epoch; a plain random sampler would decode one per clip.
     """
 
     CACHE = 2
@@ -314,6 +314,11 @@ class ParquetClipDataset(torch.utils.data.Dataset):
             self._cache.popitem(last=False)
         return table
 
+    def shard_ranges(self) -> list[range]:
+        """The dataset indices each shard holds, in shard order."""
+        starts = [0, *self._ends[:-1]]
+        return [range(a, b) for a, b in zip(starts, self._ends, strict=True)]
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         n = len(self)
         if i < 0:
@@ -324,6 +329,27 @@ class ParquetClipDataset(torch.utils.data.Dataset):
         row = i - (self._ends[k - 1] if k else 0)
         t = self._table(k)
         return t.tensor(t.frames, row), t.tensor(t.poses, row), int(t.clip_ids[row])
+
+
+class ShardShuffleSampler(torch.utils.data.Sampler[int]):
+    """Shards in a random order, the clips of each shard in a random order.
+
+    Every shard is decoded once per epoch (a uniform shuffle over a pack of many shards decodes
+    one shard per clip: 6.7x slower reads with 3 shards, BENCHMARKS.md section 4); batches mix
+    clips of one shard, except at shard boundaries.
+    """
+
+    def __init__(self, shards: list[range], generator: torch.Generator):
+        self.shards, self.generator = shards, generator
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.shards)
+
+    def __iter__(self):
+        for k in torch.randperm(len(self.shards), generator=self.generator).tolist():
+            rows = self.shards[k]
+            order = torch.randperm(len(rows), generator=self.generator).tolist()
+            yield from (rows[i] for i in order)
 
 
 def decode_batch(batch: dict, *, height: int, width: int, clip_len: int

@@ -12,6 +12,7 @@ from cvae import datasource
 from cvae.config import add_config_args, config_from_args, to_yaml
 from cvae.errors import cli_entry
 from cvae.model import CVAE, parameter_table
+from cvae.parquet import ParquetClipDataset, ShardShuffleSampler
 from cvae.training import EpochData, epoch_seed, fit, resolve_device, resume_state_for
 
 DEFAULT_CONFIG = "config/train.yaml"
@@ -44,13 +45,29 @@ def loader_epochs(dataset, cfg, device: torch.device) -> EpochData:
 
     def batches(epoch: int):
         generator = torch.Generator().manual_seed(epoch_seed(cfg.run.seed + 2, epoch))
+        shards = _shard_ranges(dataset) if cfg.data.shuffle else None
+        sampler = ShardShuffleSampler(shards, generator) if shards else None
         return iter(torch.utils.data.DataLoader(
-            dataset, batch_size=batch, shuffle=cfg.data.shuffle, generator=generator,
+            dataset, batch_size=batch, shuffle=cfg.data.shuffle and sampler is None,
+            sampler=sampler, generator=generator,
             num_workers=cfg.data.loader_workers, pin_memory=device.type == "cuda",
             persistent_workers=False,
         ))
 
     return EpochData(batches, math.ceil(len(dataset) / batch))
+
+
+def _shard_ranges(dataset) -> list[range] | None:
+    """A Parquet dataset's (or its leading `data.partial` subset's) shard index ranges."""
+    if isinstance(dataset, ParquetClipDataset):
+        return dataset.shard_ranges()
+    subset = isinstance(dataset, torch.utils.data.Subset)
+    if subset and isinstance(dataset.dataset, ParquetClipDataset) and \
+            dataset.indices == range(len(dataset.indices)):
+        n = len(dataset.indices)
+        return [range(r.start, min(r.stop, n)) for r in dataset.dataset.shard_ranges()
+                if r.start < n]
+    return None
 
 
 def configure_torch(cfg) -> None:

@@ -181,3 +181,34 @@ def test_ray_reads_shards(packed):
         assert sorted(seen) == list(range(5))
     finally:
         ray.shutdown()
+
+
+def test_shard_shuffle_sampler_visits_every_clip_once_shard_by_shard():
+    from cvae.parquet import ShardShuffleSampler
+
+    shards = [range(0, 4), range(4, 8), range(8, 11)]
+    order = list(ShardShuffleSampler(shards, torch.Generator().manual_seed(0)))
+    assert sorted(order) == list(range(11)) and len(order) == 11
+    # each shard's clips come together, so each shard is decoded once per epoch
+    runs = [next(k for k, r in enumerate(shards) if i in r) for i in order]
+    assert sum(1 for a, b in zip(runs[:-1], runs[1:], strict=True) if a != b) == len(shards) - 1
+    again = list(ShardShuffleSampler(shards, torch.Generator().manual_seed(0)))
+    other = list(ShardShuffleSampler(shards, torch.Generator().manual_seed(1)))
+    assert order == again and order != other  # seeded: a resumed run replays its order
+
+
+def test_shuffled_training_batches_decode_each_shard_once(packed, monkeypatch):
+    from cvae.config import load_config
+    from cvae.train_cli import loader_epochs
+
+    dataset = cp.ParquetClipDataset(packed[1])
+    assert len(dataset.files) > 2  # more shards than the dataset keeps decoded
+    decoded = []
+    real_table = cp._Table
+    monkeypatch.setattr(cp, "_Table", lambda path, shape: decoded.append(path)
+                        or real_table(path, shape))
+    cfg = load_config(None, overrides=["train.batch_size=1"])
+    data = loader_epochs(dataset, cfg, torch.device("cpu"))
+    ids = [int(i) for _, _, batch_ids in data.batches(0) for i in batch_ids]
+    assert sorted(decoded) == sorted(dataset.files)  # once each, in a shuffled order
+    assert sorted(ids) == sorted(int(dataset[i][2]) for i in range(len(dataset)))
