@@ -30,7 +30,7 @@ from benchmarks import common
 from cvae.config import load_config
 from cvae.losses import kl_divergence
 from cvae.model import CVAE
-from cvae.training import train_step
+from cvae.training import chunk_frames_for, to_device, train_step
 
 BETA = 1.0
 GRAD_CLIP = 1.0
@@ -63,56 +63,26 @@ def lab_loop_step(model: CVAE, optimizer: torch.optim.Optimizer, frames: torch.T
     return total.detach()
 
 
-# ---------------------------------------------------------------- a candidate core change
-
-class ChunkedCVAE(nn.Module):
-    """CVAE.forward with the teacher-forced folded batch run `chunk` frames at a time.
-
-    Same modules, same math (the pose encoder, whose BatchNorm must see the whole clip, runs
-    unchunked); the candidate change for `cvae/model.py` measured by `--explore`. Chunking the
-    forward pass chunks its backward too: autograd replays the same per-chunk ops.
-    """
-
-    def __init__(self, model: CVAE, chunk: int):
-        super().__init__()
-        self.model, self.chunk = model, chunk
-
-    def forward(self, frames: torch.Tensor, poses: torch.Tensor, teacher_forced: bool,
-                noise: torch.Tensor | None = None):
-        m, k = self.model, self.chunk
-        if not teacher_forced:
-            return m(frames, poses, teacher_forced, noise)
-        batch, steps = frames.shape[:2]
-        s = steps - 1
-        pose_feat = m.pose_encoder(poses[:, 1:].flatten(0, 1))  # [B*S,L,H,W]
-        feat = torch.cat([m.frame_encoder(x) for x in frames.flatten(0, 1).split(k)])
-        feat = feat.unflatten(0, (batch, steps))
-        prev_feat, true_feat = feat[:, :-1].flatten(0, 1), feat[:, 1:].flatten(0, 1)
-        if noise is None:
-            noise = torch.randn(batch, s, m.latent_channels, *frames.shape[-2:],
-                                dtype=true_feat.dtype)
-        zs, mus, logvars, preds = [], [], [], []
-        for tf, pf, eps in zip(true_feat.split(k), pose_feat.split(k),
-                               noise.flatten(0, 1).split(k), strict=True):
-            z, mu, logvar = m.posterior(tf, pf, eps)
-            zs.append(z), mus.append(mu), logvars.append(logvar)
-        for pv, pf, z in zip(prev_feat.split(k), pose_feat.split(k), zs, strict=True):
-            preds.append(m.generator(m.decoder_fusion(pv, pf, z)))
-        return (torch.cat(preds).unflatten(0, (batch, s)),
-                torch.cat(mus).unflatten(0, (batch, s)),
-                torch.cat(logvars).unflatten(0, (batch, s)))
-
-
 # ---------------------------------------------------------------- set-up
 
 class Bench:
-    """One model, optimizer, batch; every variant starts its timed step from the same state."""
+    """One model, optimizer, batch; every variant starts its timed step from the same state.
+
+    "ours" is the step `cvae-train` runs with the preset's defaults on this CPU (the layout of
+    `train.channels_last`, `train.chunk_frames` resolved by `build_model`); variants change
+    one of the two. The lab loop runs on the same weights in the lab's NCHW layout.
+    """
 
     def __init__(self, preset: str, batch: int, clip_len: int, seed: int = 0):
         cfg = load_config(None, preset=preset)
+        cpu = torch.device("cpu")
         torch.manual_seed(seed)
-        self.model = CVAE(cfg.model)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.train.lr)
+        self.cfg = cfg
+        self.channels_last = cfg.train.channels_last
+        self.chunk = chunk_frames_for(cfg, cpu)
+        self._models: dict[bool, tuple[CVAE, torch.optim.Optimizer]] = {}
+        base = CVAE(cfg.model)
+        self.snapshot = (copy.deepcopy(base.state_dict()), None)
         h, w = cfg.data.height, cfg.data.width
         g = torch.Generator().manual_seed(seed)
         # uint8 clips through the project's own conversion, like a real batch
@@ -121,48 +91,56 @@ class Bench:
         self.poses_u8 = torch.randint(0, 256, (batch, clip_len, 3, h, w), generator=g,
                                       dtype=torch.uint8)
         self.frames_per_step = batch * (clip_len - 1)
-        self.cfg = cfg
         # one untimed step so the snapshot holds a warmed-up Adam state
         self.step("ours", True)()
-        self.snapshot = (copy.deepcopy(self.model.state_dict()),
-                         copy.deepcopy(self.optimizer.state_dict()))
-        self._cl: tuple[CVAE, torch.optim.Optimizer] | None = None
+        model, optimizer = self.model_for(self.channels_last)
+        self.snapshot = (copy.deepcopy(model.state_dict()),
+                         copy.deepcopy(optimizer.state_dict()))
+        self.restore()
 
-    def channels_last_copy(self) -> tuple[CVAE, torch.optim.Optimizer]:
-        if self._cl is None:
-            model = copy.deepcopy(self.model).to(memory_format=torch.channels_last)
-            self._cl = (model, torch.optim.Adam(model.parameters(), lr=self.cfg.train.lr))
-        return self._cl
+    def model_for(self, channels_last: bool) -> tuple[CVAE, torch.optim.Optimizer]:
+        """The model (and its Adam) in one memory layout, built on first use."""
+        if channels_last not in self._models:
+            model = CVAE(self.cfg.model)
+            model.load_state_dict(self.snapshot[0])
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            self._models[channels_last] = (
+                model, torch.optim.Adam(model.parameters(), lr=self.cfg.train.lr))
+        return self._models[channels_last]
 
     def restore(self) -> None:
         state, opt = self.snapshot
-        self.model.load_state_dict(state)
-        self.optimizer.load_state_dict(opt)
-        if self._cl is not None:
-            model, optimizer = self._cl
+        for model, optimizer in self._models.values():
             model.load_state_dict(state)
-            optimizer.load_state_dict(opt)
+            if opt is not None:
+                optimizer.load_state_dict(opt)
 
     def inputs(self, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        from cvae.training import to_device
-
         cpu = torch.device("cpu")
         return (to_device(self.frames_u8, cpu, channels_last),
                 to_device(self.poses_u8, cpu, channels_last))
 
-    def step(self, side: str, teacher_forced: bool, *, channels_last: bool = False,
-             chunk: int = 0, model: nn.Module | None = None) -> Callable[[], Any]:
-        """A closure running one training step of `side` ("ours" or "lab")."""
-        net, optimizer = self.channels_last_copy() if channels_last else (self.model,
-                                                                           self.optimizer)
+    def step(self, side: str, teacher_forced: bool, *, channels_last: bool | None = None,
+             chunk: int | None = None, model: nn.Module | None = None) -> Callable[[], Any]:
+        """A closure running one training step of `side` ("ours" or "lab").
+
+        channels_last / chunk: None is the project's default for "ours" (NCHW for the lab).
+        """
+        if channels_last is None:
+            channels_last = self.channels_last if side == "ours" else False
+        chunk = self.chunk if chunk is None else chunk
+        net, optimizer = self.model_for(channels_last)
         frames, poses = self.inputs(channels_last)
-        if model is not None:
-            net = model
-        elif chunk:
-            net = ChunkedCVAE(net, chunk)
+
+        def run_ours():
+            target = net if model is None else model
+            net.chunk_frames = chunk  # the models are shared between variants
+            return train_step(target, optimizer, frames, poses, beta=BETA,
+                              teacher_forced=teacher_forced, grad_clip=GRAD_CLIP)
+
         if side == "ours":
-            return lambda: train_step(net, optimizer, frames, poses, beta=BETA,
-                                      teacher_forced=teacher_forced, grad_clip=GRAD_CLIP)
+            return run_ours
         return lambda: lab_loop_step(net, optimizer, frames, poses, beta=BETA,
                                      teacher_forced=teacher_forced, grad_clip=GRAD_CLIP)
 
@@ -252,16 +230,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     unknown = groups - set(EXPLORE)
     if unknown:
         raise SystemExit(f"--explore: unknown group(s) {sorted(unknown)}; choose from {EXPLORE}")
+    layout = "channels_last" if bench.channels_last else "NCHW"
+    ours_is = f"{layout}, " + (f"chunks of {bench.chunk} frames" if bench.chunk else "one pass")
+    other = not bench.channels_last
+    other_name = "channels_last" if other else "NCHW"
     if "layout" in groups:
-        variants["ours tf channels_last"] = bench.step("ours", True, channels_last=True)
+        variants[f"ours tf {other_name}"] = bench.step("ours", True, channels_last=other)
+        variants[f"ours fr {other_name}"] = bench.step("ours", False, channels_last=other)
         variants["lab tf channels_last"] = bench.step("lab", True, channels_last=True)
-        variants["ours fr channels_last"] = bench.step("ours", False, channels_last=True)
         variants["lab fr channels_last"] = bench.step("lab", False, channels_last=True)
     if "chunk" in groups:
-        for k in (int(c) for c in args.chunks.split(",") if c.strip()):
-            variants[f"ours tf chunk {k}"] = bench.step("ours", True, chunk=k)
-            variants[f"ours tf chunk {k} channels_last"] = bench.step(
-                "ours", True, chunk=k, channels_last=True)
+        for k in [0, *(int(c) for c in args.chunks.split(",") if c.strip())]:
+            if k == bench.chunk:
+                continue
+            name = "one pass" if k == 0 else f"chunk {k}"
+            variants[f"ours tf {name}"] = bench.step("ours", True, chunk=k)
+            variants[f"ours tf {name} {other_name}"] = bench.step(
+                "ours", True, chunk=k, channels_last=other)
     if "threads" in groups and torch.get_num_threads() > 1:
         variants["ours tf 1 thread"] = common.with_threads(bench.step("ours", True), 1)
         variants["lab tf 1 thread"] = common.with_threads(bench.step("lab", True), 1)
@@ -274,7 +259,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         variants["ours fr no denormal flush"] = without_denormal_flush(bench.step("ours", False))
         variants["lab fr no denormal flush"] = without_denormal_flush(bench.step("lab", False))
     if args.compile:
-        compiled = torch.compile(bench.model)
+        compiled = torch.compile(bench.model_for(bench.channels_last)[0])
         fn = bench.step("ours", True, model=compiled)
         t0 = time.perf_counter()
         fn()  # compiles
@@ -317,7 +302,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "lab_loop_step_gflop": lab_flops / 1e9,
         "config": {"preset": preset, "batch": batch, "clip_len": clip_len, "rounds": rounds,
                    "frames_per_step": n, "threads": torch.get_num_threads(),
-                   "flush_denormal": True},
+                   "flush_denormal": True, "ours": ours_is},
         "machine": common.machine(),
     }
     if compile_seconds is not None:
@@ -332,6 +317,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     lines = [
         f"train_step benchmark: preset {preset}, batch {batch}, clip_len {clip_len} "
         f"({n} predicted frames per step), medians of {rounds} interleaved rounds",
+        f"ours = cvae.training.train_step as configured by default: {ours_is}; "
+        "the lab loop: NCHW, frame by frame",
         common.machine_line(),
         "",
         f"{'variant':<36} {'frames/s':>9} {'(min..max)':>17} {'frames/cpu-s':>13}",

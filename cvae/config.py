@@ -21,6 +21,7 @@ from cvae.errors import ConfigError
 
 KL_ANNEAL_TYPES = ("Monotonic", "Cyclical", "None")
 OUTPUT_ACTIVATIONS = ("none", "sigmoid")
+INITS = ("skip", "torch")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -51,6 +52,10 @@ class ModelConfig:
     latent_channels: int = 12  # N: z channels
     decoder_channels: int = 192  # D: decoder fusion output
     output_activation: str = "none"  # "none" as in the lab, or "sigmoid"
+    # Initial weights: "skip" (every residual block starts as its skip path, the posterior as
+    # the prior: the model learns from its first steps) or "torch" (PyTorch's defaults, as the
+    # lab; the prediction starts constant and sits there for hundreds of steps).
+    init: str = "skip"
 
 
 @dataclass
@@ -72,7 +77,11 @@ class TrainConfig:
     per_save: int = 3  # also keep checkpoints/epoch_<n>.pt every n epochs (0: never)
     max_steps_per_epoch: int = 0  # 0: the whole epoch; >0 caps it (smoke tests, benchmarks)
     bf16: bool = False  # bf16 autocast (GPU path)
-    channels_last: bool = False  # channels_last memory format (GPU path)
+    # channels_last memory format: faster convolutions on CPUs (oneDNN) and on GPUs
+    channels_last: bool = True
+    # Frames per chunk of the teacher-forced batched pass: -1 auto (4 on a CPU, where chunks
+    # that fit the caches run faster; the whole clip on a GPU), 0 the whole clip, k > 0 k frames.
+    chunk_frames: int = -1
 
 
 @dataclass
@@ -297,6 +306,7 @@ def validate(cfg: Config) -> None:
         m.output_activation in OUTPUT_ACTIVATIONS, "model.output_activation",
         m.output_activation, f"must be one of {list(OUTPUT_ACTIVATIONS)}",
     )
+    _check(m.init in INITS, "model.init", m.init, f"must be one of {list(INITS)}")
     _check(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
     _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
     _check(t.lr > 0, "train.lr", t.lr, "must be > 0")
@@ -317,6 +327,8 @@ def validate(cfg: Config) -> None:
     _check(0 <= t.kl_anneal_ratio <= 1, "train.kl_anneal_ratio", t.kl_anneal_ratio,
            "must be in [0, 1]")
     _check(t.per_save >= 0, "train.per_save", t.per_save, "must be >= 0")
+    _check(t.chunk_frames >= -1, "train.chunk_frames", t.chunk_frames,
+           "must be -1 (auto), 0 (whole clip) or a number of frames")
     _check(t.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", t.max_steps_per_epoch,
            "must be >= 0")
     _check(v.val_len >= 2, "validation.val_len", v.val_len, "must be >= 2")

@@ -147,6 +147,20 @@ def generator(in_ch: int, activation: str) -> nn.Sequential:
 PARTS = ("frame_encoder", "pose_encoder", "posterior", "decoder_fusion", "generator")
 
 
+def in_chunks(fn, chunk: int, *tensors: torch.Tensor):
+    """fn(*tensors) computed `chunk` items (dim 0) at a time and concatenated; 0: one call.
+
+    Same math either way; on a CPU, chunks of a few frames keep each layer's activations in the
+    caches, which the whole folded clip (B*T frames) overflows (BENCHMARKS.md, section 1).
+    """
+    if chunk <= 0 or tensors[0].shape[0] <= chunk:
+        return fn(*tensors)
+    outs = [fn(*parts) for parts in zip(*(t.split(chunk) for t in tensors), strict=True)]
+    if isinstance(outs[0], tuple):
+        return tuple(torch.cat(group) for group in zip(*outs, strict=True))
+    return torch.cat(outs)
+
+
 class CVAE(nn.Module):
     """Predicts frame t from frame t-1 (true or predicted), pose t and z."""
 
@@ -160,6 +174,12 @@ class CVAE(nn.Module):
         self.posterior = Posterior(F + L, N)
         self.decoder_fusion = DecoderFusion(F + L + N, D)
         self.generator = generator(D, cfg.output_activation)
+        # Frames per chunk of the teacher-forced batched pass (0: the whole clip at once). A
+        # speed setting, not architecture: `cvae.training.build_model` sets it from the config.
+        self.chunk_frames = 0
+
+    def _fuse_and_generate(self, prev_feat, pose_feat, z):
+        return self.generator(self.decoder_fusion(prev_feat, pose_feat, z))
 
     def forward(self, frames: torch.Tensor, poses: torch.Tensor, teacher_forced: bool,
                 noise: torch.Tensor | None = None, stepwise: bool = False):
@@ -176,28 +196,30 @@ class CVAE(nn.Module):
         """
         B, T = frames.shape[:2]
         S = T - 1  # predicted steps
+        k = self.chunk_frames
         # The pose encoder's BatchNorm sees all S*B poses of the clip as one batch on both
         # paths, which is what makes them equal.
         pose_feat = self.pose_encoder(poses[:, 1:].flatten(0, 1))  # [B*S,L,H,W]
         if teacher_forced and not stepwise:
-            feat = self.frame_encoder(frames.flatten(0, 1)).unflatten(0, (B, T))  # [B,T,F,H,W]
+            feat = in_chunks(self.frame_encoder, k, frames.flatten(0, 1))
+            feat = feat.unflatten(0, (B, T))  # [B,T,F,H,W]
             prev_feat, true_feat = feat[:, :-1].flatten(0, 1), feat[:, 1:].flatten(0, 1)
         else:
-            true_feat = self.frame_encoder(frames[:, 1:].flatten(0, 1))  # [B*S,F,H,W]
+            # [B*S,F,H,W]
+            true_feat = in_chunks(self.frame_encoder, k, frames[:, 1:].flatten(0, 1))
         if noise is None:
             noise = torch.randn(B, S, self.latent_channels, *frames.shape[-2:],
                                 device=frames.device, dtype=true_feat.dtype)
-        z, mu, logvar = self.posterior(true_feat, pose_feat, noise.flatten(0, 1))
+        z, mu, logvar = in_chunks(self.posterior, k, true_feat, pose_feat, noise.flatten(0, 1))
         if teacher_forced and not stepwise:
-            pred = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))
+            pred = in_chunks(self._fuse_and_generate, k, prev_feat, pose_feat, z)
             return (pred.unflatten(0, (B, S)), mu.unflatten(0, (B, S)),
                     logvar.unflatten(0, (B, S)))
         pose_feat, z = pose_feat.unflatten(0, (B, S)), z.unflatten(0, (B, S))
         preds = []
         prev = frames[:, 0]
         for t in range(S):
-            fused = self.decoder_fusion(self.frame_encoder(prev), pose_feat[:, t], z[:, t])
-            pred_t = self.generator(fused)  # [B,3,H,W]
+            pred_t = self._fuse_and_generate(self.frame_encoder(prev), pose_feat[:, t], z[:, t])
             preds.append(pred_t)
             prev = frames[:, t + 1] if teacher_forced else pred_t
         return torch.stack(preds, 1), mu.unflatten(0, (B, S)), logvar.unflatten(0, (B, S))
@@ -218,12 +240,42 @@ class CVAE(nn.Module):
             pose_feat = self.pose_encoder(poses[:, t])
             z = torch.randn(B, self.latent_channels, H, W, generator=rng,
                             device="cpu" if rng is None else rng.device).to(first_frame)
-            prev = self.generator(self.decoder_fusion(self.frame_encoder(prev), pose_feat, z))
+            prev = self._fuse_and_generate(self.frame_encoder(prev), pose_feat, z)
             prev = prev.clamp(0.0, 1.0)
             frames.append(prev)
             if progress is not None:
-                progress.update(1)
+                progress.update(B)
         return torch.stack(frames, 1)
+
+
+def init_signal_preserving(model: CVAE) -> None:
+    """Re-initialise the weights so the input reaches the output from the first step.
+
+    With PyTorch's default init every 1x1 "adaptor" on a skip path shrinks the signal's variance
+    about 3x; chained ~12 times from the previous frame to the prediction, the prediction starts
+    as a constant and training sits on that plateau for hundreds of steps. Here every convolution
+    gets a variance-preserving init (orthogonal for 1x1, LeCun normal otherwise), and the last
+    layer of every residual branch (and the posterior's head) starts at zero: each block starts
+    as its skip path, the posterior as the N(0, I) prior (KL 0). Same architecture and
+    parameters as the lab; only the starting point differs.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            if module.kernel_size == (1, 1) and module.groups == 1:
+                nn.init.orthogonal_(module.weight.flatten(1))
+            else:
+                fan_in = module.weight[0].numel()
+                nn.init.normal_(module.weight, std=fan_in**-0.5)
+            nn.init.zeros_(module.bias)
+    last_layers = [model.posterior[-1]]
+    for module in model.modules():
+        if isinstance(module, (ResidualBlock, DepthConv)):
+            last_layers.append(module.conv2)
+        elif isinstance(module, ConvFFN):
+            last_layers.append(module.conv_out)
+    for conv in last_layers:
+        nn.init.zeros_(conv.weight)
+        nn.init.zeros_(conv.bias)
 
 
 def parameter_table(model: CVAE) -> list[tuple[str, int]]:

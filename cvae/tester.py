@@ -35,6 +35,8 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[CVAE, Conf
     except RuntimeError as err:
         first = str(err).splitlines()[0]
         raise CvaeError(f"{path}: weights do not match the stored model config ({first})") from None
+    if cfg.train.channels_last:  # the layout it trained in: faster rollouts on CPU and GPU
+        model = model.to(memory_format=torch.channels_last)
     return model.to(device).eval(), cfg
 
 
@@ -96,17 +98,19 @@ def run_tester(cfg: Config, checkpoint: str | Path, device: torch.device) -> dic
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = torch.Generator().manual_seed(cfg.test.seed)
-    generated = []
+    # All sequences roll out as one batch: on a CPU a small model's step costs about the same
+    # for 1 frame as for 5, so this is ~len(sequences) times faster than one at a time.
+    first = torch.stack([s.first_frame for s in sequences]).float().div(255).to(device)
+    poses = torch.stack([s.poses[:length] for s in sequences]).float().div(255).to(device)
     bar = tqdm(total=len(sequences) * (length - 1), desc="generating", unit="frame",
                disable=not cfg.run.progress, dynamic_ncols=True)
     with bar:
-        for seq in sequences:
-            first = seq.first_frame.float().div(255)[None].to(device)  # [1,3,H,W]
-            poses = seq.poses[:length].float().div(255)[None].to(device)  # [1,T,3,H,W]
-            pred = to_uint8(model.generate(first, poses, rng=rng, progress=bar)[0])
-            pred[0] = seq.first_frame.numpy()  # frame 0 is the given frame, exactly
-            generated.append(pred)
-            write_gif(pred, out / f"pred_seq{seq.index}.gif", cfg.test.gif_fps)
+        pred = to_uint8(model.generate(first, poses, rng=rng, progress=bar))  # [K,T,3,H,W]
+    generated = []
+    for seq, frames in zip(sequences, pred, strict=True):
+        frames[0] = seq.first_frame.numpy()  # frame 0 is the given frame, exactly
+        generated.append(frames)
+        write_gif(frames, out / f"pred_seq{seq.index}.gif", cfg.test.gif_fps)
     submission = write_submission(generated, out / "submission.csv")
     result = {"submission": str(submission), "sequences": len(sequences), "frames": length,
               "gifs": [str(out / f"pred_seq{s.index}.gif") for s in sequences]}

@@ -13,6 +13,7 @@ import itertools
 import math
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from cvae.config import Config, to_yaml
 from cvae.errors import CvaeError
 from cvae.evaluate import Validation, validate
 from cvae.losses import clip_loss
-from cvae.model import CVAE, unwrap
+from cvae.model import CVAE, init_signal_preserving, unwrap
 from cvae.schedules import KLAnnealing, TeacherForcing
 
 # (frames uint8 [B,T,3,H,W], poses uint8 [B,T,3,H,W], clip ids int64 [B])
@@ -57,8 +58,22 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**31 - 1)
 
 
+CPU_CHUNK_FRAMES = 4  # measured best on a CPU (BENCHMARKS.md, section 1)
+
+
+def chunk_frames_for(cfg: Config, device: torch.device) -> int:
+    """train.chunk_frames with -1 (auto) resolved for the device."""
+    if cfg.train.chunk_frames >= 0:
+        return cfg.train.chunk_frames
+    return CPU_CHUNK_FRAMES if device.type == "cpu" else 0
+
+
 def build_model(cfg: Config, device: torch.device) -> CVAE:
-    model = CVAE(cfg.model).to(device)
+    model = CVAE(cfg.model)
+    if cfg.model.init == "skip":
+        init_signal_preserving(model)
+    model = model.to(device)
+    model.chunk_frames = chunk_frames_for(cfg, device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
@@ -248,6 +263,46 @@ class EpochData:
     steps_per_epoch: int
 
 
+class Primed:
+    """An iterator whose first item is fetched now, in a background thread.
+
+    `fit` primes the next epoch's batches before validating, so a data pipeline's per-epoch
+    start-up (Ray Data plans and starts its streaming split anew every epoch: seconds) overlaps
+    the validation rollout instead of stalling the next epoch (BENCHMARKS.md, section 4).
+    """
+
+    _END = object()
+
+    def __init__(self, iterator: Iterator[Batch]):
+        self._iterator = iterator
+        self._first: Any = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._fetch, name="prime-next-epoch", daemon=True)
+        self._thread.start()
+
+    def _fetch(self) -> None:
+        try:
+            self._first = next(self._iterator, self._END)
+        except BaseException as err:  # re-raised in the consumer's thread
+            self._error = err
+
+    def __iter__(self) -> Primed:
+        return self
+
+    def __next__(self) -> Batch:
+        if self._thread is None:
+            return next(self._iterator)
+        self._thread.join()
+        self._thread = None
+        if self._error is not None:
+            raise self._error
+        first, self._first = self._first, None
+        if first is self._END:
+            raise StopIteration
+        return first
+
+
 def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Tensor] | None,
         device: torch.device, rank: int = 0,
         prepare_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
@@ -286,6 +341,7 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
         val_float = (val_video[0][:n].float() / 255, val_video[1][:n].float() / 255)
     last_metrics: dict[str, Any] = {}
     fault = _FaultInjector(cfg, rank, data.steps_per_epoch)
+    upcoming: Primed | None = None  # the next epoch's batches, primed during validation
     try:
         for epoch in range(start_epoch, t.epochs):
             torch.manual_seed(epoch_seed(cfg.run.seed, epoch, rank))
@@ -297,7 +353,8 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
                 max_steps = min(max_steps, t.max_steps_per_epoch)
             beta, tfr = kl_annealing.beta, teacher_forcing.ratio
             lr = optimizer.param_groups[0]["lr"]
-            batches = data.batches(epoch)
+            batches = upcoming if upcoming is not None else data.batches(epoch)
+            upcoming = None
             if cfg.run.log_clip_ids:
                 batches = _record_clip_ids(batches, Path(cfg.run.out) / "clip_ids"
                                            / f"epoch{epoch + 1}_rank{rank}.txt")
@@ -309,6 +366,8 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
                 on_step=lambda step, e=epoch: fault.maybe_fail(e, step),
                 desc=f"epoch {epoch + 1}/{t.epochs}",
             )
+            if epoch + 1 < t.epochs:
+                upcoming = Primed(data.batches(epoch + 1))
             scheduler.step()
             kl_annealing.update()
             teacher_forcing.update()
@@ -429,7 +488,7 @@ def resume_state_for(cfg: Config, resume: bool) -> dict[str, Any] | None:
     state = load_checkpoint(last)
     stored = state["config"].get("model", {})
     for key, value in cfg.model.__dict__.items():
-        if stored.get(key) != value:
+        if key != "init" and stored.get(key) != value:  # the weights come from the checkpoint
             raise CvaeError(f"--resume: {last} has model.{key} = {stored.get(key)!r}, "
                             f"the config has {value!r}")
     return state

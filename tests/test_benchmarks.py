@@ -50,7 +50,7 @@ def test_train_step_prints_its_figures(cache, tmp_path):
     out = run("benchmarks.train_step", "--tiny", "--explore", "layout,chunk", "--chunks", "1",
               "--json-out", str(figures_file), cache=cache)
     for label in ("ours teacher-forced", "lab teacher-forced", "ours free-running",
-                  "lab free-running", "ours tf channels_last", "ours tf chunk 1",
+                  "lab free-running", "ours tf NCHW", "ours tf chunk 1", "ours tf one pass",
                   "teacher_forced:", "free_running:", "ratio", "step_gflop", "achieved_gflops",
                   "matmul_gflops", "efficiency", "machine:"):
         assert label in out
@@ -60,27 +60,20 @@ def test_train_step_prints_its_figures(cache, tmp_path):
     assert {"step_gflop", "achieved_gflops", "matmul_gflops"} <= set(figures)
 
 
-def test_lab_loop_and_chunked_pass_are_faithful():
-    """The chunked teacher-forced pass equals CVAE.forward, and the lab loop trains the model."""
+def test_lab_loop_trains_the_model():
+    """The lab loop is a real training step: finite loss, every step changes the weights."""
     bench = train_step_module()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny ops: two threads only spin-wait on a busy machine
     try:
         cfg = load_config(None, preset="small")
         torch.manual_seed(0)
-        model = CVAE(cfg.model).eval()  # eval: the pose BatchNorm uses running statistics
+        model = CVAE(cfg.model).train()
         frames, poses = torch.rand(2, 4, 3, 32, 64), torch.rand(2, 4, 3, 32, 64)
-        noise = torch.randn(2, 3, cfg.model.latent_channels, 32, 64)
-        with torch.no_grad():
-            ours = model(frames, poses, True, noise)
-            chunked = bench.ChunkedCVAE(model, 2)(frames, poses, True, noise)
-        for a, b in zip(ours, chunked, strict=True):
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
-        model.train()
         before = [p.detach().clone() for p in model.parameters()]
         opt = torch.optim.Adam(model.parameters(), lr=1e-3)
         loss = bench.lab_loop_step(model, opt, frames, poses, beta=1.0, teacher_forced=False,
-                             grad_clip=1.0)
+                                   grad_clip=1.0)
         assert torch.isfinite(loss)
         assert any(not torch.equal(p, q) for p, q in zip(before, model.parameters(), strict=True))
     finally:

@@ -306,6 +306,8 @@ def test_wrong_type_in_yaml(tmp_path):
         ("model.label_channels=3", "model.label_channels"),
         ("model.decoder_channels=20", "model.decoder_channels"),
         ("model.output_activation=tanh", "model.output_activation"),
+        ("model.init=xavier", "model.init"),
+        ("train.chunk_frames=-2", "train.chunk_frames"),
         ("train.lr_milestones=[5, 2]", "train.lr_milestones"),
         ("train.lr_milestones=[-1]", "train.lr_milestones"),
         ("validation.val_len=1", "validation.val_len"),

@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from cvae.config import ModelConfig, load_config
-from cvae.model import CVAE, PARTS, parameter_table, unwrap
+from cvae.model import (
+    CVAE,
+    PARTS,
+    ConvFFN,
+    DepthConv,
+    ResidualBlock,
+    init_signal_preserving,
+    parameter_table,
+    unwrap,
+)
 
 TINY = {"frame_channels": 8, "label_channels": 4, "latent_channels": 4, "decoder_channels": 8}
 B, T, H, W = 2, 4, 8, 12
@@ -220,7 +229,7 @@ def test_generate_counts_progress():
     model = tiny().eval()
     frames, poses = clip(t=6)
     model.generate(frames[:, 0], poses, progress=bar)
-    assert bar.n == 5
+    assert bar.n == frames.shape[0] * 5  # generated frames: every sequence of the batch
 
 
 def test_unwrap():
@@ -233,3 +242,47 @@ def test_unwrap():
 
     assert unwrap(model) is model
     assert unwrap(Wrapper(model)) is model
+
+
+# ------------------------------------------------------------------------ initialisation
+
+
+def _skip_init_model() -> CVAE:
+    torch.manual_seed(0)
+    model = CVAE(load_config(None, preset="small").model)
+    init_signal_preserving(model)
+    return model
+
+
+def test_skip_init_starts_every_residual_branch_at_zero_and_the_posterior_at_the_prior():
+    model = _skip_init_model()
+    lasts = [m.conv2 for m in model.modules() if isinstance(m, (ResidualBlock, DepthConv))]
+    lasts += [m.conv_out for m in model.modules() if isinstance(m, ConvFFN)]
+    assert len(lasts) > 20
+    assert all(c.weight.abs().sum() == 0 and c.bias.abs().sum() == 0 for c in lasts)
+    frames, poses = torch.rand(1, 3, 3, 32, 64), torch.rand(1, 3, 3, 32, 64)
+    _, mu, logvar = model(frames, poses, True)
+    assert mu.abs().max() == 0 and logvar.abs().max() == 0  # KL = 0 at the first step
+    assert sum(p.numel() for p in model.parameters()) == 131_257  # same parameters
+
+
+def test_skip_init_lets_the_previous_frame_reach_the_prediction():
+    """The lab's default init damps the input ~1e-6 on its way to the output: the prediction
+    starts nearly constant. The skip init passes it through at the input's scale."""
+    frames = torch.rand(1, 2, 3, 32, 64)
+    poses = torch.rand(1, 2, 3, 32, 64)
+    noise = torch.zeros(1, 1, 8, 32, 64)
+
+    def sensitivity(model: CVAE) -> float:
+        model.eval()
+        with torch.no_grad():
+            a = model(frames, poses, True, noise)[0]
+            changed = frames.clone()
+            changed[:, 0] = torch.rand(3, 32, 64)
+            b = model(changed, poses, True, noise)[0]
+        return (a - b).std().item() / (frames[:, 0] - changed[:, 0]).std().item()
+
+    torch.manual_seed(0)
+    lab_init = CVAE(load_config(None, preset="small").model)
+    assert sensitivity(_skip_init_model()) > 0.1
+    assert sensitivity(_skip_init_model()) > 100 * sensitivity(lab_init)

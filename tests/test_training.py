@@ -40,12 +40,14 @@ def load(path: Path) -> dict:
 # ---------------------------------------------------- batched vs per-frame teacher forcing
 
 
+@pytest.mark.parametrize("chunk", [0, 1, 4], ids=["whole", "chunk1", "chunk4"])
 @pytest.mark.parametrize(
     "dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)], ids=["float64", "float32"]
 )
-def test_batched_teacher_forcing_equals_the_per_frame_loop(dtype, tol):
+def test_batched_teacher_forcing_equals_the_per_frame_loop(dtype, tol, chunk):
     torch.manual_seed(0)
     model = CVAE(TINY).to(dtype).train()
+    model.chunk_frames = chunk  # 4 does not divide the 6 predicted frames: a ragged last chunk
     g = torch.Generator().manual_seed(1)
     b, t, h, w = 2, 4, 8, 12
     frames = torch.rand(b, t, 3, h, w, generator=g, dtype=dtype)
@@ -65,9 +67,13 @@ def test_batched_teacher_forcing_equals_the_per_frame_loop(dtype, tol):
     torch.testing.assert_close(mse_b, mse_s, rtol=tol, atol=tol)
     torch.testing.assert_close(kl_b, kl_s, rtol=tol, atol=tol)
     assert grads_b.keys() == grads_s.keys() == dict(model.named_parameters()).keys()
+    # The conv bias before the pose encoder's BatchNorm has a gradient of exactly 0 in exact
+    # arithmetic (BN subtracts it again): rounding noise there is judged against the model's
+    # largest gradient, not its own.
+    largest = max(g.abs().max().item() for g in grads_b.values())
     for name, grad in grads_b.items():
         assert grad.dtype == dtype
-        scale = max(grad.abs().max().item(), 1e-12)
+        scale = max(grad.abs().max().item(), 1e-3 * largest)
         torch.testing.assert_close(grad / scale, grads_s[name] / scale, rtol=tol, atol=tol,
                                    msg=f"gradient of {name} differs")
     # every part of the model is trained by the loss
@@ -529,3 +535,51 @@ def test_nan_loss_in_the_first_step_leaves_no_checkpoint(tiny_train_argv, tmp_pa
     assert "epoch 1, step 1" in err[-1]
     assert not (out / "checkpoints" / "last.pt").exists()
     assert metrics(out) == []
+
+
+# ----------------------------------------------------------- the next epoch, primed early
+
+
+def test_primed_iterator_yields_everything_in_order():
+    primed = training.Primed(iter([1, 2, 3]))
+    assert list(primed) == [1, 2, 3]
+    assert list(training.Primed(iter([]))) == []
+
+
+def test_primed_iterator_fetches_the_first_item_before_it_is_asked():
+    fetched = []
+
+    def source():
+        fetched.append("first")
+        yield "a"
+        fetched.append("second")
+        yield "b"
+
+    primed = training.Primed(source())
+    primed._thread.join(timeout=10)
+    assert fetched == ["first"]  # fetched in the background, the rest left for later
+    assert next(primed) == "a" and fetched == ["first"]
+    assert next(primed) == "b"
+
+
+def test_primed_iterator_reraises_the_sources_error_in_the_consumer():
+    def broken():
+        raise CvaeError("shard 3 is corrupt")
+        yield
+
+    with pytest.raises(CvaeError, match="shard 3 is corrupt"):
+        next(training.Primed(broken()))
+
+
+def test_build_model_resolves_chunking_and_init():
+    cpu = torch.device("cpu")
+    cfg = load_config(None, preset="small")
+    model = training.build_model(cfg, cpu)
+    assert model.chunk_frames == training.CPU_CHUNK_FRAMES
+    assert model.posterior[-1].weight.abs().sum() == 0  # the skip init
+    assert training.chunk_frames_for(load_config(None, overrides=["train.chunk_frames=0"]),
+                                     torch.device("cuda")) == 0
+    assert training.chunk_frames_for(cfg, torch.device("cuda")) == 0  # auto: one pass on a GPU
+    lab = training.build_model(load_config(None, preset="small", overrides=["model.init=torch"]),
+                               cpu)
+    assert lab.posterior[-1].weight.abs().sum() > 0
