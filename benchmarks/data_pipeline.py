@@ -33,9 +33,9 @@ def stall_loop(loop_config: dict[str, Any]) -> None:
 
     from cvae import parquet
     from cvae.config import Config
-    from cvae.model import CVAE
+    from cvae.evaluate import validate
     from cvae.train_cli import configure_torch
-    from cvae.training import epoch_seed, to_device, train_step
+    from cvae.training import Primed, build_model, epoch_seed, to_device, train_step
 
     cfg = Config.from_dict(loop_config["config"])
     configure_torch(cfg)
@@ -44,21 +44,30 @@ def stall_loop(loop_config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     d, batch = cfg.data, cfg.train.batch_size
     torch.manual_seed(cfg.run.seed)
-    model = CVAE(cfg.model)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
     device = torch.device("cpu")
+    model = build_model(cfg, device)  # chunks, layout and init as training has them
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
+    val = None
+    if rank == 0:
+        frames, poses = parquet.load_val_video(loop_config["pack"])
+        n = loop_config["val_len"]
+        val = (frames[:n].float() / 255, poses[:n].float() / 255)
 
     def collate(numpy_batch):
         return parquet.decode_batch(numpy_batch, height=d.height, width=d.width,
                                     clip_len=d.clip_len)
 
-    epochs = []
-    for epoch in range(loop_config["epochs"]):
-        it = iter(shard.iter_torch_batches(
+    def batches(epoch: int):
+        return iter(shard.iter_torch_batches(
             batch_size=batch, collate_fn=collate, prefetch_batches=2,
             local_shuffle_buffer_size=max(d.shuffle_buffer, batch),
             local_shuffle_seed=epoch_seed(cfg.run.seed + 2, epoch, rank),
         ))
+
+    epochs = []
+    upcoming = None
+    for epoch in range(loop_config["epochs"]):
+        it = upcoming if upcoming is not None else batches(epoch)
         waits, steps = [], []
         t_start = time.perf_counter()
         limit = loop_config["max_steps"] or math.inf
@@ -70,22 +79,29 @@ def stall_loop(loop_config: dict[str, Any]) -> None:
                 waits.append(time.perf_counter() - t0)  # the wait for "no more batches"
                 break
             t1 = time.perf_counter()
-            frames = to_device(frames_u8, device, False)
-            poses = to_device(poses_u8, device, False)
+            frames = to_device(frames_u8, device, cfg.train.channels_last)
+            poses = to_device(poses_u8, device, cfg.train.channels_last)
             loss, _, _ = train_step(model, optimizer, frames, poses, beta=1.0,
                                     teacher_forced=True, grad_clip=cfg.train.grad_clip)
             float(loss)
             waits.append(t1 - t0)
             steps.append(time.perf_counter() - t1)
-        epochs.append({"waits": waits, "steps": steps,
-                       "wall": time.perf_counter() - t_start,
+        wall = time.perf_counter() - t_start
+        # as fit does: prime the next epoch's batches, then validate (rank 0)
+        last = epoch + 1 == loop_config["epochs"]
+        upcoming = Primed(batches(epoch + 1)) if loop_config["prime"] and not last else None
+        t_val = time.perf_counter()
+        if val is not None and not last:
+            validate(model, *val, clip_len=d.clip_len, device=device)
+        epochs.append({"waits": waits, "steps": steps, "wall": wall,
+                       "validation": time.perf_counter() - t_val,
                        "torch_threads": torch.get_num_threads()})
     out = Path(loop_config["result_dir"]) / f"rank{rank}.json"
     out.write_text(json.dumps(epochs))
 
 
 def stall(pack: Path, cfg_argv: list[str], *, workers: int, epochs: int, max_steps: int,
-          tmp: Path) -> list[list[dict[str, Any]]]:
+          tmp: Path, prime: bool, val_len: int) -> list[list[dict[str, Any]]]:
     """Run `stall_loop` on `workers` Ray Train workers; returns per rank the per-epoch timings."""
     import ray
     import ray.data
@@ -102,18 +118,20 @@ def stall(pack: Path, cfg_argv: list[str], *, workers: int, epochs: int, max_ste
     context.execution_options.preserve_order = True  # as build_trainer
     context.enable_progress_bars = False
     dataset = ray.data.read_parquet(str(pack / "train"), columns=["clip_id", "frames", "poses"])
-    result_dir = tmp / "stall"
+    name = "stall_primed" if prime else "stall_unprimed"
+    result_dir = tmp / name
     result_dir.mkdir(parents=True, exist_ok=True)
     from benchmarks.data_pipeline import stall_loop as loop  # by reference, also from __main__
 
     trainer = TorchTrainer(
         loop,
         train_loop_config={"config": cfg.to_dict(), "epochs": epochs, "max_steps": max_steps,
-                           "result_dir": str(result_dir)},
+                           "result_dir": str(result_dir), "prime": prime, "pack": str(pack),
+                           "val_len": val_len},
         torch_config=TorchConfig(backend="gloo"),
         scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=False,
                                                resources_per_worker={"CPU": cpus}),
-        run_config=ray.train.RunConfig(name="stall", storage_path=str(tmp / "ray")),
+        run_config=ray.train.RunConfig(name=name, storage_path=str(tmp / "ray")),
         datasets={"train": dataset},
     )
     trainer.fit()
@@ -177,6 +195,14 @@ def read_throughput(root: Path, pack: Path, *, clip_len: int, limit: int, rounds
         random.Random(0).shuffle(order)
         return timed_items(ds, order[:n_clips])
 
+    def pq_shard_shuffled():  # what cvae-train's shuffled epochs read (ShardShuffleSampler)
+        import torch
+
+        ds = parquet.ParquetClipDataset(pack)
+        order = list(parquet.ShardShuffleSampler(ds.shard_ranges(),
+                                                 torch.Generator().manual_seed(0)))
+        return timed_items(ds, order[:n_clips])
+
     def png():
         ds = ClipDataset(root, "train", clip_len=clip_len, height=h, width=w)
         return timed_items(ds, range(n_clips))
@@ -200,6 +226,7 @@ def read_throughput(root: Path, pack: Path, *, clip_len: int, limit: int, rounds
         return n, time.perf_counter() - (t1 or t0)
 
     readers = {"parquet_dataset": pq_seq, "parquet_dataset_shuffled": pq_shuffled,
+               "parquet_dataset_shard_shuffled": pq_shard_shuffled,
                "png_folder": png, "ray_data_iter_batches": ray_data}
     rates: dict[str, list[float]] = {k: [] for k in readers}
     warmup = 1 if rounds > 1 else 0  # page cache, imports, Ray workers
@@ -239,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pack = common.packed(root, clip_len=clip_len)
     epochs = args.epochs or common.size(args, 2, 2, 1)
     max_steps = args.steps if args.steps is not None else common.size(args, 0, 8, 3)
+    val_len = common.size(args, 630, 64, 4)  # the rollout between epochs (rank 0)
     cfg_argv = [f"data.clip_len={clip_len}", "run.progress=false"]
     if args.tiny:
         cfg_argv += ["run.threads=1", "model.frame_channels=8", "model.label_channels=4",
@@ -248,36 +276,49 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         common.stderr("data_pipeline: read throughput ...")
         reads = read_throughput(root, pack, clip_len=clip_len, limit=common.size(args, 80, 32, 4),
                                 rounds=common.size(args, 3, 2, 1))
-        common.stderr(f"data_pipeline: stall loop on {args.workers} Ray Train worker(s) ...")
-        per_rank = stall(pack, cfg_argv, workers=args.workers, epochs=epochs,
-                         max_steps=max_steps, tmp=tmp)
-    st = stall_figures(per_rank)
+        runs = {}
+        for prime in (False, True):
+            common.stderr(f"data_pipeline: stall loop on {args.workers} Ray Train worker(s), "
+                          f"next epoch {'primed' if prime else 'not primed'} ...")
+            runs[prime] = stall_figures(stall(pack, cfg_argv, workers=args.workers,
+                                              epochs=epochs, max_steps=max_steps, tmp=tmp,
+                                              prime=prime, val_len=val_len))
+    st, before = runs[True], runs[False]
     figures: dict[str, Any] = {
         "wait_fraction": st["wait_fraction"],
         "wait_fraction_after_first": st["wait_fraction_after_first"],
         "stall": st,
+        "wait_fraction_unprimed": before["wait_fraction"],
+        "stall_unprimed": before,
         "read_clips_per_s": {k: v for k, v in reads.items()
                              if k not in ("clips", "ray_data_first_batch_seconds")},
         "ray_data_first_batch_seconds": reads["ray_data_first_batch_seconds"],
         "ray_start_seconds": ray_start_s,
         "config": {"workers": args.workers, "epochs": epochs, "max_steps": max_steps,
+                   "val_len": val_len,
                    "clip_len": clip_len, "pack": str(pack), "read_clips": reads["clips"]},
         "machine": common.machine(),
     }
-    lines = [
-        f"data_pipeline benchmark: data {pack}", common.machine_line(), "",
-        f"input stall, {args.workers} Ray Train worker(s) (torch threads "
-        f"{st['torch_threads']}), small preset step per batch:",
-        f"{'epoch':>6} {'steps':>6} {'wait s':>8} {'1st wait s':>11} {'step s':>8} "
-        f"{'wait %':>7} {'wait % w/o 1st':>15}",
-    ]
-    for i, e in enumerate(st["epochs"], 1):
-        lines.append(f"{i:>6} {e['steps']:>6} {e['wait_seconds']:8.2f} "
-                     f"{e['first_wait_seconds']:11.2f} {e['step_seconds']:8.2f} "
-                     f"{e['wait_fraction']:7.1%} {e['wait_fraction_after_first']:15.1%}")
+    lines = [f"data_pipeline benchmark: data {pack}", common.machine_line()]
+    for label, r in (("next epoch primed during validation (as fit does)", st),
+                     ("not primed (each epoch starts its pipeline cold)", before)):
+        lines += [
+            "",
+            f"input stall, {args.workers} Ray Train worker(s) (torch threads "
+            f"{r['torch_threads']}), small preset step per batch, {val_len}-frame validation "
+            f"between epochs; {label}:",
+            f"{'epoch':>6} {'steps':>6} {'wait s':>8} {'1st wait s':>11} {'step s':>8} "
+            f"{'wait %':>7} {'wait % w/o 1st':>15}",
+        ]
+        for i, e in enumerate(r["epochs"], 1):
+            lines.append(f"{i:>6} {e['steps']:>6} {e['wait_seconds']:8.2f} "
+                         f"{e['first_wait_seconds']:11.2f} {e['step_seconds']:8.2f} "
+                         f"{e['wait_fraction']:7.1%} {e['wait_fraction_after_first']:15.1%}")
     lines += [
+        "",
         f"wait_fraction {st['wait_fraction']:.1%} (without each epoch's first batch "
-        f"{st['wait_fraction_after_first']:.1%}; goal < 5%)",
+        f"{st['wait_fraction_after_first']:.1%}; not primed {before['wait_fraction']:.1%}; "
+        "goal < 5%)",
         "",
         f"read throughput ({reads['clips']} clips of {clip_len} frames, one process, medians):",
     ]

@@ -4,10 +4,10 @@
 
 Runs, in this order and in one process: `cvae-train` (`cvae.train_cli.main`: `fit` over
 `loader_epochs` of the Parquet pack), Ray start-up (timed on its own), then
-`python -m ray_jobs.train --num-workers 1` twice: with the default CPU share (1 CPU per worker,
-so Ray sets OMP_NUM_THREADS=1) and with `--cpus-per-worker <cores>` (the worker gets every core,
-as cvae-train does), then (full size only) `cvae-train` again, so that the single-process runs
-bracket the Ray runs against drifting load. Small preset; steps per epoch are capped (--steps).
+`python -m ray_jobs.train --num-workers 1` with the default CPU share (a lone worker gets the
+cores beside one CPU kept for Ray Data: every core here, as cvae-train has), then (full size only)
+`cvae-train` again, so that the single-process runs bracket the Ray run against drifting load.
+Small preset; steps per epoch are capped (--steps).
 Per-epoch `seconds` come from each run's metrics.csv (the training loop alone: data loading +
 steps, no validation); wall time is the whole `main()` call.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import statistics
 import time
 from pathlib import Path
@@ -90,7 +89,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         settings += ["--set", "run.threads=1",
                      "--set", "model.frame_channels=8", "--set", "model.label_channels=4",
                      "--set", "model.latent_channels=4", "--set", "model.decoder_channels=8"]
-    cores = os.cpu_count() or 1
     keep = Path(args.keep) if args.keep else None
     with common.temp_dir("cvae-bench-ray-") as tmp:
         base = keep or tmp
@@ -114,15 +112,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             runs[tag] = {"wall": wall, "epochs": epoch_seconds(out)}
 
         single("cvae_train_1")
-        # the default Ray worker holds 1 CPU, so Ray sets OMP_NUM_THREADS=1: its like-for-like
-        # single-process baseline runs 1 thread too
-        if not args.tiny:  # (--tiny runs everything on 1 thread)
-            single("cvae_train_1thread", ["--set", "run.threads=1"])
         common.stderr("ray_overhead: starting Ray ...")
         with common.ray_session() as ray_start_s:
             ray_run("ray_default", [])
-            if not args.tiny:
-                ray_run("ray_all_cores", ["--cpus-per-worker", str(cores)])
         if not (args.tiny or args.quick):
             single("cvae_train_2")
 
@@ -142,13 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        "wall_seconds": base_wall,
                        "runs": {k: r for k, r in runs.items() if k.startswith("cvae_train")}},
     }
-    one = runs.get("cvae_train_1thread")
-    if one is not None:
-        figures["cvae_train_1thread"] = {"epoch_seconds": steady(one),
-                                         "first_epoch_seconds": one["epochs"][0],
-                                         "wall_seconds": one["wall"],
-                                         "epoch_ratio": steady(one) / base_epoch}
-    for tag in ("ray_default", "ray_all_cores"):
+    for tag in ("ray_default",):
         if tag in runs:
             r = runs[tag]
             figures[tag] = {
@@ -158,9 +144,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "first_epoch_ratio": r["epochs"][0] / base_first,
                 "wall_ratio": r["wall"] / base_wall,
             }
-            if tag == "ray_default" and one is not None:
-                # like for like: both 1 thread
-                figures[tag]["epoch_ratio_same_threads"] = steady(r) / steady(one)
     figures["config"] = {"epochs": epochs, "max_steps_per_epoch": steps, "clip_len": clip_len,
                          "preset": "tiny" if args.tiny else args.preset, "pack": str(pack)}
     figures["machine"] = common.machine()
@@ -176,9 +159,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f = figures.get(tag, {})
         lines.append(f"{tag:<18} {steady(r):9.2f} {r['epochs'][0]:12.2f} {r['wall']:8.1f} "
                      f"{f.get('epoch_ratio', 1.0):11.2f}x {r['wall'] / base_wall:10.2f}x")
-    if "epoch_ratio_same_threads" in figures.get("ray_default", {}):
-        lines.append(f"ray_default (1 thread) / cvae_train_1thread epoch: "
-                     f"{figures['ray_default']['epoch_ratio_same_threads']:.2f}x")
     lines.append("goal: Ray epoch <= 1.10x the cvae-train epoch after start-up "
                  "(epoch ratio; wall includes the Ray run's per-run set-up)")
     common.emit(args, figures, lines)

@@ -21,7 +21,7 @@ from cvae.errors import ConfigError
 
 KL_ANNEAL_TYPES = ("Monotonic", "Cyclical", "None")
 OUTPUT_ACTIVATIONS = ("none", "sigmoid")
-INITS = ("skip", "torch")
+INITS = ("copy_last", "torch")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -52,10 +52,10 @@ class ModelConfig:
     latent_channels: int = 12  # N: z channels
     decoder_channels: int = 192  # D: decoder fusion output
     output_activation: str = "none"  # "none" as in the lab, or "sigmoid"
-    # Initial weights: "skip" (every residual block starts as its skip path, the posterior as
-    # the prior: the model learns from its first steps) or "torch" (PyTorch's defaults, as the
-    # lab; the prediction starts constant and sits there for hundreds of steps).
-    init: str = "skip"
+    # Initial weights: "copy_last" (the untrained model predicts the previous frame and its
+    # posterior is the prior; see cvae.model.init_copy_last) or "torch" (PyTorch's defaults, as
+    # the lab: the prediction starts constant and sits there for hundreds of steps).
+    init: str = "copy_last"
 
 
 @dataclass

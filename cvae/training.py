@@ -29,7 +29,7 @@ from cvae.config import Config, to_yaml
 from cvae.errors import CvaeError
 from cvae.evaluate import Validation, validate
 from cvae.losses import clip_loss
-from cvae.model import CVAE, init_signal_preserving, unwrap
+from cvae.model import CVAE, init_copy_last, unwrap
 from cvae.schedules import KLAnnealing, TeacherForcing
 
 # (frames uint8 [B,T,3,H,W], poses uint8 [B,T,3,H,W], clip ids int64 [B])
@@ -70,8 +70,8 @@ def chunk_frames_for(cfg: Config, device: torch.device) -> int:
 
 def build_model(cfg: Config, device: torch.device) -> CVAE:
     model = CVAE(cfg.model)
-    if cfg.model.init == "skip":
-        init_signal_preserving(model)
+    if cfg.model.init == "copy_last":
+        init_copy_last(model)
     model = model.to(device)
     model.chunk_frames = chunk_frames_for(cfg, device)
     if cfg.train.channels_last:

@@ -105,11 +105,13 @@ def test_ray_benchmarks_print_their_figures(cache, tmp_path):
               "data_pipeline,ray_overhead,memory", "--out", str(results), cache=cache,
               timeout=600)
     for label in ("worker waits for its next batch", "read clips/s", "Ray start-up",
-                  "ray_default epoch / cvae-train epoch", "peak RSS 4x / 1x set"):
+                  "Ray epoch / cvae-train epoch", "peak RSS 4x / 1x set", "not primed"):
         assert label in out
     figures = {k: v["figures"] for k, v in json.loads(results.read_text()).items()}
-    assert {"wait_fraction", "read_clips_per_s"} <= set(figures["data_pipeline"])
-    assert {"parquet_dataset", "png_folder", "ray_data_iter_batches"} <= set(
+    assert {"wait_fraction", "wait_fraction_unprimed", "read_clips_per_s"} <= set(
+        figures["data_pipeline"])
+    assert {"parquet_dataset", "parquet_dataset_shard_shuffled", "png_folder",
+            "ray_data_iter_batches"} <= set(
         figures["data_pipeline"]["read_clips_per_s"])
     assert {"ray_start_seconds", "cvae_train", "ray_default"} <= set(figures["ray_overhead"])
     assert {"driver_ratio", "worker_ratio"} <= set(figures["memory"])

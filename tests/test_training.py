@@ -576,7 +576,7 @@ def test_build_model_resolves_chunking_and_init():
     cfg = load_config(None, preset="small")
     model = training.build_model(cfg, cpu)
     assert model.chunk_frames == training.CPU_CHUNK_FRAMES
-    assert model.posterior[-1].weight.abs().sum() == 0  # the skip init
+    assert model.posterior[-1].weight.abs().sum() == 0  # the copy-last init
     assert training.chunk_frames_for(load_config(None, overrides=["train.chunk_frames=0"]),
                                      torch.device("cuda")) == 0
     assert training.chunk_frames_for(cfg, torch.device("cuda")) == 0  # auto: one pass on a GPU
