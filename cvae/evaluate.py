@@ -17,6 +17,7 @@ class Validation:
     short_len: int  # frames in the short-horizon mean (clip_len - 1)
     pred: torch.Tensor  # [T,3,H,W] float in [0,1] on the CPU (frame 0 = the given frame)
     target: torch.Tensor  # [T,3,H,W] the true video
+    one_step: list[float] | None = None  # PSNR of frames 1..short_len, each from the true last
 
     @staticmethod
     def _mean(values: list[float]) -> float:
@@ -29,6 +30,7 @@ class Validation:
             "val_psnr_short": self._mean(self.psnr[:n]),
             "baseline_psnr": self._mean(self.baseline),
             "baseline_psnr_short": self._mean(self.baseline[:n]),
+            **({"val_psnr_one_step": self._mean(self.one_step)} if self.one_step else {}),
         }
 
 
@@ -47,6 +49,13 @@ def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, clip_len
         rng = torch.Generator(device="cpu").manual_seed(seed)
         pred = model.generate(frames[:1].to(device), poses[None].to(device), rng=rng,
                               progress=progress)[0].float().cpu()
+        # One step from the true previous frame over the short horizon: what the model learned
+        # per step, apart from how its rollout drifts.
+        n = max(1, min(clip_len - 1, frames.shape[0] - 1)) + 1
+        noise = torch.randn(1, n - 1, model.latent_channels, *frames.shape[-2:], generator=rng)
+        one_step, _, _ = model(frames[None, :n].to(device), poses[None, :n].to(device), True,
+                               noise=noise.to(device))
+        one_step = psnr(one_step[0].float().cpu(), frames[1:n].float()).tolist()
     finally:
         model.train(was_training)
     return Validation(
@@ -55,4 +64,5 @@ def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, clip_len
         short_len=max(1, min(clip_len - 1, frames.shape[0] - 1)),
         pred=pred,
         target=frames.float(),
+        one_step=one_step,
     )

@@ -583,3 +583,25 @@ def test_build_model_resolves_chunking_and_init():
     lab = training.build_model(load_config(None, preset="small", overrides=["model.init=torch"]),
                                cpu)
     assert lab.posterior[-1].weight.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------ validation
+
+
+def test_validation_reports_the_rollout_the_baseline_and_one_step():
+    from cvae.evaluate import validate
+    from cvae.model import init_copy_last
+
+    torch.manual_seed(0)
+    model = CVAE(load_config(None, preset="small").model)
+    init_copy_last(model)  # predicts the previous frame: its one-step figure IS the baseline
+    g = torch.Generator().manual_seed(0)
+    frames, poses = torch.rand(20, 3, 32, 64, generator=g), torch.rand(20, 3, 32, 64, generator=g)
+    v = validate(model, frames, poses, clip_len=6, device=torch.device("cpu"))
+    m = v.metrics()
+    assert len(v.psnr) == len(v.baseline) == 19 and len(v.one_step) == 5
+    torch.testing.assert_close(torch.tensor(v.one_step), torch.tensor(v.baseline[:5]))
+    assert m["val_psnr_one_step"] == pytest.approx(m["baseline_psnr_short"])
+    # the rollout repeats frame 0, worse than the copy-last baseline on a changing video
+    assert m["val_psnr"] < m["baseline_psnr"]
+    assert model.training  # validate restores the mode it found
