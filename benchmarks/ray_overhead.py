@@ -55,6 +55,9 @@ def build_parser():
                         "clips on the default set)")
     p.add_argument("--clip-len", type=int, default=None,
                    help="frames per clip (default 16; --quick 8: cheaper steps)")
+    p.add_argument("--val-len", type=int, default=None,
+                   help="frames of the validation rollout between epochs (default 64; --quick "
+                        "16; 630: the real one, behind which the next epoch's data start-up hides)")
     p.add_argument("--preset", choices=["small", "lab"], default="small")
     p.add_argument("--keep", default=None, help="keep the run folders under this folder")
     return p
@@ -81,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--preset", "small" if args.tiny else args.preset, "--data", str(pack),
         "--epochs", str(epochs),
         "--set", f"data.clip_len={clip_len}",
-        "--set", f"validation.val_len={common.size(args, 64, 16, 4)}",
+        "--set", f"validation.val_len={args.val_len or common.size(args, 64, 16, 4)}",
         "--set", f"train.max_steps_per_epoch={steps}",
         "--set", "run.progress=false", "--set", "train.per_save=0",
     ]
