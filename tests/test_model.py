@@ -9,9 +9,6 @@ from cvae.config import ModelConfig, load_config
 from cvae.model import (
     CVAE,
     PARTS,
-    ConvFFN,
-    DepthConv,
-    ResidualBlock,
     init_copy_last,
     parameter_table,
     unwrap,
