@@ -366,6 +366,9 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
                 on_step=lambda step, e=epoch: fault.maybe_fail(e, step),
                 desc=f"epoch {epoch + 1}/{t.epochs}",
             )
+            # Let go of this epoch's iterator before the next one fetches: Ray Data's streaming
+            # split gives a new epoch nothing while a consumer still holds the last one.
+            batches = None
             if epoch + 1 < t.epochs:
                 upcoming = Primed(data.batches(epoch + 1))
             scheduler.step()

@@ -165,7 +165,8 @@ def test_one_worker_reproduces_cvae_train(ray_session, tiny_data, tmp_path, caps
     code, _, err = run_main(train_cli.main, ["--out", str(single_out), *common_args], capsys)
     assert code == 0, err
     code, stdout, err = run_main(ray_train.main, [
-        "--out", str(ray_out), "--num-workers", "1", *common_args,
+        # one CPU = one torch thread, as the single process here: the same float reductions
+        "--out", str(ray_out), "--num-workers", "1", "--cpus-per-worker", "1", *common_args,
     ], capsys)
     assert code == 0, err
 
