@@ -40,6 +40,7 @@ class DataConfig:
     loader_workers: int = 0  # torch DataLoader worker processes (single-process training)
     shuffle: bool = True  # shuffle clips each epoch (reseeded per epoch)
     shuffle_buffer: int = 256  # Ray Data local shuffle buffer, in clips
+    prime_next_epoch: bool = True  # fetch the next epoch's first batch while validating
 
 
 @dataclass

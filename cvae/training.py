@@ -369,7 +369,7 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
             # Let go of this epoch's iterator before the next one fetches: Ray Data's streaming
             # split gives a new epoch nothing while a consumer still holds the last one.
             batches = None
-            if epoch + 1 < t.epochs:
+            if epoch + 1 < t.epochs and cfg.data.prime_next_epoch:
                 upcoming = Primed(data.batches(epoch + 1))
             scheduler.step()
             kl_annealing.update()
