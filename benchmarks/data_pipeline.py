@@ -89,6 +89,7 @@ def stall_loop(loop_config: dict[str, Any]) -> None:
         wall = time.perf_counter() - t_start
         # as fit does: prime the next epoch's batches, then validate (rank 0)
         last = epoch + 1 == loop_config["epochs"]
+        it = None  # let go first, as fit does: Ray Data gives a new epoch nothing till then
         upcoming = Primed(batches(epoch + 1)) if loop_config["prime"] and not last else None
         t_val = time.perf_counter()
         if val is not None and not last:

@@ -43,6 +43,7 @@ def copy_last_baseline(frames: torch.Tensor) -> list[float]:
 def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, clip_len: int,
              device: torch.device, seed: int = 0, progress=None) -> Validation:
     """frames, poses: float [T,3,H,W] in [0,1]. The model is put in eval mode and restored."""
+    short_len = max(1, min(clip_len - 1, frames.shape[0] - 1))
     was_training = model.training
     model.eval()
     try:
@@ -51,7 +52,7 @@ def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, clip_len
                               progress=progress)[0].float().cpu()
         # One step from the true previous frame over the short horizon: what the model learned
         # per step, apart from how its rollout drifts.
-        n = max(1, min(clip_len - 1, frames.shape[0] - 1)) + 1
+        n = short_len + 1
         noise = torch.randn(1, n - 1, model.latent_channels, *frames.shape[-2:], generator=rng)
         one_step, _, _ = model(frames[None, :n].to(device), poses[None, :n].to(device), True,
                                noise=noise.to(device))
@@ -61,7 +62,7 @@ def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, clip_len
     return Validation(
         psnr=psnr(pred[1:], frames[1:].float()).tolist(),
         baseline=copy_last_baseline(frames.float()),
-        short_len=max(1, min(clip_len - 1, frames.shape[0] - 1)),
+        short_len=short_len,
         pred=pred,
         target=frames.float(),
         one_step=one_step,
