@@ -188,6 +188,48 @@ def release_resources(attached: bool) -> None:
         request_resources(bundles=[])
 
 
+def wait_for_train_actors(timeout: float = 60.0) -> int:
+    """Wait (bounded) until no Ray Train worker or controller runs; returns how many still do.
+
+    When Tune stops a trial (ASHA, or its last epoch), `Tuner.fit` returns before the trial's
+    Train actors have exited: a worker can still finish an epoch and append it to the trial's
+    metrics.csv after the sweep has read it. Summarising only after they are gone keeps
+    results.csv and the trial folders in step. An actor counts as running while Ray says it is
+    alive or, on this machine, while its process still exists (Ray marks a killed actor dead
+    before its process has exited).
+    """
+    from ray.util.state import list_actors
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            actors = list_actors(limit=10000, detail=True)
+        except Exception as err:  # noqa: BLE001 - the State API needs the dashboard
+            print(f"warning: cannot list Ray actors ({err}); summarising without waiting")
+            return 0
+        running = [a for a in actors if (a.class_name or "") in _TRAIN_ACTORS
+                   and (a.state == "ALIVE" or _process_runs(a.pid, a.class_name))]
+        if not running:
+            return 0
+        if time.monotonic() >= deadline:
+            print(f"warning: {len(running)} Ray Train actor(s) still running after {timeout:g} s;"
+                  " their trials' folders may still change")
+            return len(running)
+        time.sleep(0.5)
+
+
+_TRAIN_ACTORS = ("RayTrainWorker", "TrainController")
+
+
+def _process_runs(pid: int | None, class_name: str) -> bool:
+    """Whether this machine still has the actor's process (Ray titles it `ray::<Class>...`)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
+    except OSError:  # gone, another node's pid, or no /proc
+        return False
+    return cmdline.startswith(f"ray::{class_name}".encode())
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """One Ray Train worker: `cvae.training.fit` over this worker's Ray Data shard."""
     import ray.train

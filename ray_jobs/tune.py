@@ -449,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sweep interrupted with {unfinished} trial(s) unfinished; continue it with: "
               f"python -m ray_jobs.tune --out {out} --resume")
         return 130
+    common.wait_for_train_actors()
     gather_remote_trials(grid, settings)
     for err in grid.errors:
         print(f"warning: a trial failed: {str(err).strip().splitlines()[0][:200]}")
