@@ -87,6 +87,7 @@ def machine() -> dict[str, Any]:
         "ray": _version("ray"),
         "torch_threads": torch.get_num_threads(),
         "load_average_1min": round(load[0], 2),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
 
@@ -94,7 +95,8 @@ def machine_line() -> str:
     m = machine()
     return (f"machine: {m['cores']} cores ({m['cpu']}), python {m['python']}, torch {m['torch']}, "
             f"ray {m['ray']}, torch threads {m['torch_threads']}, load average "
-            f"{m['load_average_1min']} (a busy machine makes every figure noisy: compare ratios)")
+            f"{m['load_average_1min']} (a busy machine makes every figure noisy: compare ratios)"
+            + (f", GPU {m['gpu']}" if m["gpu"] else ""))
 
 
 # ---------------------------------------------------------------- timing

@@ -3,11 +3,13 @@
     python -m benchmarks.train_step --preset lab [--batch 2] [--clip-len 16] [--quick] [--json]
     python -m benchmarks.train_step --preset lab --quick --explore     # layouts, chunks, threads
     python -m benchmarks.train_step --preset small --quick --compile   # + torch.compile
+    python -m benchmarks.train_step --preset lab --device cuda --bf16  # GPU, + bf16 autocast
 
 Both sides train the same CVAE (weights and Adam state restored before every timed step), on the
 same clip batch, with the same torch settings (flush denormals on, as `cvae-train` does on CPU).
 Measurements are interleaved (ours, lab, ours, lab, ...) after a warm-up round; figures are
-medians. Frames/s counts predicted frames: batch x (clip_len - 1) per step.
+medians. Frames/s counts predicted frames: batch x (clip_len - 1) per step. On a GPU each timed
+sample is `--repeat` steps (default 10), synchronized, since one step takes milliseconds.
 
 The lab loop (`lab_loop_step`) is the seed's `training_one_step`: for each t, encode the previous
 frame, the true frame t and pose t one frame at a time, posterior, fusion, generator, loss summed,
@@ -73,13 +75,15 @@ class Bench:
     one of the two. The lab loop runs on the same weights in the lab's NCHW layout.
     """
 
-    def __init__(self, preset: str, batch: int, clip_len: int, seed: int = 0):
+    def __init__(self, preset: str, batch: int, clip_len: int, seed: int = 0,
+                 device: torch.device | None = None, repeat: int = 1):
         cfg = load_config(None, preset=preset)
-        cpu = torch.device("cpu")
+        self.device = device or torch.device("cpu")
+        self.repeat = repeat
         torch.manual_seed(seed)
         self.cfg = cfg
         self.channels_last = cfg.train.channels_last
-        self.chunk = chunk_frames_for(cfg, cpu)
+        self.chunk = chunk_frames_for(cfg, self.device)
         self._models: dict[bool, tuple[CVAE, torch.optim.Optimizer]] = {}
         base = CVAE(cfg.model)
         self.snapshot = (copy.deepcopy(base.state_dict()), None)
@@ -101,7 +105,7 @@ class Bench:
     def model_for(self, channels_last: bool) -> tuple[CVAE, torch.optim.Optimizer]:
         """The model (and its Adam) in one memory layout, built on first use."""
         if channels_last not in self._models:
-            model = CVAE(self.cfg.model)
+            model = CVAE(self.cfg.model).to(self.device)
             model.load_state_dict(self.snapshot[0])
             if channels_last:
                 model = model.to(memory_format=torch.channels_last)
@@ -117,15 +121,16 @@ class Bench:
                 optimizer.load_state_dict(opt)
 
     def inputs(self, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        cpu = torch.device("cpu")
-        return (to_device(self.frames_u8, cpu, channels_last),
-                to_device(self.poses_u8, cpu, channels_last))
+        return (to_device(self.frames_u8, self.device, channels_last),
+                to_device(self.poses_u8, self.device, channels_last))
 
     def step(self, side: str, teacher_forced: bool, *, channels_last: bool | None = None,
-             chunk: int | None = None, model: nn.Module | None = None) -> Callable[[], Any]:
-        """A closure running one training step of `side` ("ours" or "lab").
+             chunk: int | None = None, model: nn.Module | None = None,
+             autocast_dtype: torch.dtype | None = None) -> Callable[[], Any]:
+        """A closure running `repeat` training steps of `side` ("ours" or "lab"), synchronized.
 
         channels_last / chunk: None is the project's default for "ours" (NCHW for the lab).
+        autocast_dtype: "ours" under autocast (bf16 on a GPU), as `train.bf16` runs it.
         """
         if channels_last is None:
             channels_last = self.channels_last if side == "ours" else False
@@ -137,12 +142,27 @@ class Bench:
             target = net if model is None else model
             net.chunk_frames = chunk  # the models are shared between variants
             return train_step(target, optimizer, frames, poses, beta=BETA,
-                              teacher_forced=teacher_forced, grad_clip=GRAD_CLIP)
+                              teacher_forced=teacher_forced, grad_clip=GRAD_CLIP,
+                              autocast_dtype=autocast_dtype)
 
-        if side == "ours":
-            return run_ours
-        return lambda: lab_loop_step(net, optimizer, frames, poses, beta=BETA,
-                                     teacher_forced=teacher_forced, grad_clip=GRAD_CLIP)
+        def run_lab():
+            return lab_loop_step(net, optimizer, frames, poses, beta=BETA,
+                                 teacher_forced=teacher_forced, grad_clip=GRAD_CLIP)
+
+        return self.synchronized(run_ours if side == "ours" else run_lab)
+
+    def synchronized(self, fn: Callable[[], Any]) -> Callable[[], Any]:
+        """fn `repeat` times; on a GPU, wait for its kernels so the wall time is theirs."""
+        if self.device.type != "cuda":
+            return fn if self.repeat == 1 else lambda: [fn() for _ in range(self.repeat)][-1]
+
+        def run():
+            for _ in range(self.repeat):
+                result = fn()
+            torch.cuda.synchronize(self.device)
+            return result
+
+        return run
 
     def step_flops(self, side: str, teacher_forced: bool) -> float:
         """FLOPs of one step's forward + backward (FlopCounterMode: convolutions, matmuls)."""
@@ -152,7 +172,7 @@ class Bench:
         with FlopCounterMode(display=False) as counter:
             fn()
         self.restore()
-        return float(counter.get_total_flops())
+        return float(counter.get_total_flops()) / self.repeat
 
 
 def without_mkldnn(fn: Callable[[], Any]) -> Callable[[], Any]:
@@ -192,6 +212,11 @@ def build_parser():
                    help="--explore: frames per chunk of the teacher-forced batched pass")
     p.add_argument("--compile", action="store_true",
                    help="also time torch.compile(model) (compile time reported separately)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--bf16", action="store_true",
+                   help="also time our step under bf16 autocast (train.bf16; a GPU's path)")
+    p.add_argument("--repeat", type=int, default=None,
+                   help="steps per timed sample (default 1 on a CPU, 10 on a GPU)")
     return p
 
 
@@ -207,15 +232,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     log = None if args.json else common.stderr
     common.stderr(f"train_step: preset {preset}, batch {batch}, clip_len {clip_len}, "
                   f"{rounds} rounds after {warmup} warm-up")
-    bench = Bench(preset, batch, clip_len)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda: no CUDA device is available")
+        torch.backends.cudnn.benchmark = True  # what configure_torch does on a GPU
+    repeat = args.repeat or (10 if device.type == "cuda" else 1)
+    bench = Bench(preset, batch, clip_len, device=device, repeat=repeat)
 
     step_flops = bench.step_flops("ours", True)
     lab_flops = bench.step_flops("lab", True)
-    matmul_n = common.size(args, 2048, 2048, 256)
+    matmul_n = common.size(args, 8192 if device.type == "cuda" else 2048, 2048, 256)
+    matmul_a = torch.randn(matmul_n, matmul_n, device=device)
 
+    @bench.synchronized
     def matmul():
-        a = torch.randn(matmul_n, matmul_n)
-        a @ a
+        matmul_a @ matmul_a
 
     variants: dict[str, Callable[[], Any]] = {
         "ours teacher-forced": bench.step("ours", True),
@@ -266,13 +298,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         compile_seconds = time.perf_counter() - t0
         bench.restore()
         variants["ours tf compiled"] = fn
+    if args.bf16:
+        variants["ours tf bf16"] = bench.step("ours", True, autocast_dtype=torch.bfloat16)
+        variants["ours fr bf16"] = bench.step("ours", False, autocast_dtype=torch.bfloat16)
 
     def before(name: str) -> None:
         if name != "matmul":
             bench.restore()
 
     series = common.interleave(variants, rounds=rounds, warmup=warmup, before=before, log=log)
-    n = bench.frames_per_step
+    n = bench.frames_per_step * repeat  # predicted frames per timed sample
 
     def fps(name: str) -> float:
         return n / series[name].wall
@@ -290,8 +325,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "ours_fps_cpu_time": cpu_fps(ours), "lab_loop_fps_cpu_time": cpu_fps(lab),
                 "ratio_cpu_time": cpu_fps(ours) / cpu_fps(lab)}
 
-    matmul_gflops = 2 * matmul_n**3 / series["matmul"].wall / 1e9
-    achieved = step_flops / series["ours teacher-forced"].wall / 1e9
+    matmul_gflops = 2 * repeat * matmul_n**3 / series["matmul"].wall / 1e9
+    achieved = step_flops * repeat / series["ours teacher-forced"].wall / 1e9
     figures: dict[str, Any] = {
         "teacher_forced": pair("teacher-forced"),
         "free_running": pair("free-running"),
@@ -301,15 +336,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "efficiency": achieved / matmul_gflops,
         "lab_loop_step_gflop": lab_flops / 1e9,
         "config": {"preset": preset, "batch": batch, "clip_len": clip_len, "rounds": rounds,
-                   "frames_per_step": n, "threads": torch.get_num_threads(),
-                   "flush_denormal": True, "ours": ours_is},
+                   "frames_per_step": bench.frames_per_step, "threads": torch.get_num_threads(),
+                   "flush_denormal": True, "ours": ours_is, "device": str(device),
+                   "steps_per_sample": repeat},
         "machine": common.machine(),
     }
     if compile_seconds is not None:
         figures["compile_seconds"] = compile_seconds
     figures["variants_fps"] = {k: fps(k) for k in variants if k != "matmul"}
     figures["variants_gflops"] = {
-        k: (step_flops if k.startswith("ours t") else lab_flops) / series[k].wall / 1e9
+        k: (step_flops if k.startswith("ours t") else lab_flops) * repeat / series[k].wall / 1e9
         for k in variants if " tf" in k or "teacher-forced" in k
     }
 

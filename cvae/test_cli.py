@@ -40,3 +40,7 @@ def main(argv: list[str] | None = None) -> int:
               f"(baseline {result['baseline_psnr_short']:.2f}; one step from the true previous "
               f"frame {result['val_psnr_one_step']:.2f}); figure {result['psnr_png']}")
     return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -48,9 +48,10 @@ def cache(tmp_path_factory) -> Path:
 def test_train_step_prints_its_figures(cache, tmp_path):
     figures_file = tmp_path / "train_step.json"
     out = run("benchmarks.train_step", "--tiny", "--explore", "layout,chunk", "--chunks", "1",
-              "--json-out", str(figures_file), cache=cache)
+              "--bf16", "--json-out", str(figures_file), cache=cache)
     for label in ("ours teacher-forced", "lab teacher-forced", "ours free-running",
                   "lab free-running", "ours tf NCHW", "ours tf chunk 1", "ours tf one pass",
+                  "ours tf bf16", "ours fr bf16",
                   "teacher_forced:", "free_running:", "ratio", "step_gflop", "achieved_gflops",
                   "matmul_gflops", "efficiency", "machine:"):
         assert label in out
@@ -58,6 +59,26 @@ def test_train_step_prints_its_figures(cache, tmp_path):
     for kind in ("teacher_forced", "free_running"):
         assert {"ours_fps", "lab_loop_fps", "ratio"} <= set(figures[kind])
     assert {"step_gflop", "achieved_gflops", "matmul_gflops"} <= set(figures)
+
+
+def test_ddp_fit_on_one_rank_trains_as_cvae_train_does(cli, tiny_train_argv, tmp_path):
+    """benchmarks.ddp_fit (DDP without Ray; gloo here, nccl on a GPU): one rank = cvae-train."""
+    import csv
+
+    from cvae.train_cli import main as train_main
+
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    from benchmarks.ddp_fit import main as ddp_main
+
+    assert cli(ddp_main, tiny_train_argv(tmp_path / "ddp", "--epochs", "2")) == 0
+    assert cli(train_main, tiny_train_argv(tmp_path / "plain", "--epochs", "2")) == 0
+    rows = [list(csv.DictReader(open(tmp_path / name / "metrics.csv")))
+            for name in ("ddp", "plain")]
+    assert len(rows[0]) == len(rows[1]) == 2
+    for ddp, plain in zip(*rows, strict=True):
+        assert float(ddp["loss"]) == pytest.approx(float(plain["loss"]), rel=1e-4)
+        assert float(ddp["val_psnr"]) == pytest.approx(float(plain["val_psnr"]), abs=1e-3)
 
 
 def test_lab_loop_trains_the_model():
