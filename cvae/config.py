@@ -57,6 +57,9 @@ class ModelConfig:
     # posterior is the prior; see cvae.model.init_copy_last) or "torch" (PyTorch's defaults, as
     # the lab: the prediction starts constant and sits there for hundreds of steps).
     init: str = "copy_last"
+    # The generator's output is the frame (false, the lab) or the change from the previous frame
+    # (true: prediction = previous frame + output; no parameters added, the count is the lab's).
+    predict_change: bool = False
 
 
 @dataclass
@@ -308,6 +311,8 @@ def validate(cfg: Config) -> None:
         m.output_activation, f"must be one of {list(OUTPUT_ACTIVATIONS)}",
     )
     _check(m.init in INITS, "model.init", m.init, f"must be one of {list(INITS)}")
+    _check(not (m.predict_change and m.output_activation != "none"), "model.predict_change",
+           m.predict_change, "needs model.output_activation: none (a change can be negative)")
     _check(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
     _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
     _check(t.lr > 0, "train.lr", t.lr, "must be > 0")

@@ -169,6 +169,7 @@ class CVAE(nn.Module):
         F, L = cfg.frame_channels, cfg.label_channels
         N, D = cfg.latent_channels, cfg.decoder_channels
         self.latent_channels = N
+        self.predict_change = cfg.predict_change
         self.frame_encoder = frame_encoder(F)
         self.pose_encoder = pose_encoder(L)
         self.posterior = Posterior(F + L, N)
@@ -178,8 +179,10 @@ class CVAE(nn.Module):
         # speed setting, not architecture: `cvae.training.build_model` sets it from the config.
         self.chunk_frames = 0
 
-    def _fuse_and_generate(self, prev_feat, pose_feat, z):
-        return self.generator(self.decoder_fusion(prev_feat, pose_feat, z))
+    def _fuse_and_generate(self, prev, prev_feat, pose_feat, z):
+        """The prediction from the previous frame (and its features), pose features and z."""
+        out = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))
+        return prev + out if self.predict_change else out
 
     def forward(self, frames: torch.Tensor, poses: torch.Tensor, teacher_forced: bool,
                 noise: torch.Tensor | None = None, stepwise: bool = False):
@@ -212,14 +215,16 @@ class CVAE(nn.Module):
                                 device=frames.device, dtype=true_feat.dtype)
         z, mu, logvar = in_chunks(self.posterior, k, true_feat, pose_feat, noise.flatten(0, 1))
         if teacher_forced and not stepwise:
-            pred = in_chunks(self._fuse_and_generate, k, prev_feat, pose_feat, z)
+            prev = frames[:, :-1].flatten(0, 1)  # [B*S,3,H,W]
+            pred = in_chunks(self._fuse_and_generate, k, prev, prev_feat, pose_feat, z)
             return (pred.unflatten(0, (B, S)), mu.unflatten(0, (B, S)),
                     logvar.unflatten(0, (B, S)))
         pose_feat, z = pose_feat.unflatten(0, (B, S)), z.unflatten(0, (B, S))
         preds = []
         prev = frames[:, 0]
         for t in range(S):
-            pred_t = self._fuse_and_generate(self.frame_encoder(prev), pose_feat[:, t], z[:, t])
+            pred_t = self._fuse_and_generate(prev, self.frame_encoder(prev), pose_feat[:, t],
+                                             z[:, t])
             preds.append(pred_t)
             prev = frames[:, t + 1] if teacher_forced else pred_t
         return torch.stack(preds, 1), mu.unflatten(0, (B, S)), logvar.unflatten(0, (B, S))
@@ -240,7 +245,7 @@ class CVAE(nn.Module):
             pose_feat = self.pose_encoder(poses[:, t])
             z = torch.randn(B, self.latent_channels, H, W, generator=rng,
                             device="cpu" if rng is None else rng.device).to(first_frame)
-            prev = self._fuse_and_generate(self.frame_encoder(prev), pose_feat, z)
+            prev = self._fuse_and_generate(prev, self.frame_encoder(prev), pose_feat, z)
             prev = prev.clamp(0.0, 1.0)
             frames.append(prev)
             if progress is not None:
@@ -259,11 +264,14 @@ def init_copy_last(model: CVAE) -> None:
     Training then learns the change from the pose, from a stable rollout on. With PyTorch's
     default init (the lab's) the chained adaptors damp the previous frame ~1e6x on its way to
     the prediction, which starts constant and stays there for hundreds of steps. Branch
-    internals keep PyTorch's defaults; architecture and parameters are the lab's.
+    internals keep PyTorch's defaults; architecture and parameters are the lab's. With
+    `predict_change` the generator's last convolution starts at zero instead: no change.
     """
-    skip_path = [model.frame_encoder[-1], model.decoder_fusion[-1], model.generator[-1]
-                 if isinstance(model.generator[-1], nn.Conv2d) else model.generator[-2]]
+    head = model.generator[-1] if isinstance(model.generator[-1], nn.Conv2d) \
+        else model.generator[-2]
+    skip_path = [model.frame_encoder[-1], model.decoder_fusion[-1]]
     zero = [model.posterior[-1]]
+    (zero if model.predict_change else skip_path).append(head)
     for module in model.modules():
         if isinstance(module, (ResidualBlock, DepthConv)):
             zero.append(module.conv2)

@@ -244,16 +244,19 @@ def test_unwrap():
 # ------------------------------------------------------------------------ initialisation
 
 
-def _copy_last_model(activation: str = "none") -> CVAE:
+def _copy_last_model(activation: str = "none", predict_change: bool = False) -> CVAE:
     torch.manual_seed(0)
-    cfg = load_config(None, preset="small", overrides=[f"model.output_activation={activation}"])
+    cfg = load_config(None, preset="small", overrides=[
+        f"model.output_activation={activation}", f"model.predict_change={predict_change}"])
     model = CVAE(cfg.model)
     init_copy_last(model)
     return model
 
 
-def test_copy_last_init_predicts_the_previous_frame_with_the_posterior_at_the_prior():
-    model = _copy_last_model()
+@pytest.mark.parametrize("predict_change", [False, True])
+def test_copy_last_init_predicts_the_previous_frame_with_the_posterior_at_the_prior(
+        predict_change):
+    model = _copy_last_model(predict_change=predict_change)
     frames, poses = torch.rand(2, 4, 3, 32, 64), torch.rand(2, 4, 3, 32, 64)
     for teacher_forced in (True, False):
         pred, mu, logvar = model(frames, poses, teacher_forced)
@@ -265,11 +268,12 @@ def test_copy_last_init_predicts_the_previous_frame_with_the_posterior_at_the_pr
     assert sum(p.numel() for p in model.parameters()) == 131_257  # the same parameters
 
 
-def test_copy_last_init_leaves_every_part_trainable():
+@pytest.mark.parametrize("predict_change", [False, True])
+def test_copy_last_init_leaves_every_part_trainable(predict_change):
     """Zero-initialised layers open up after the first steps: every part learns."""
     from cvae.training import train_step
 
-    model = _copy_last_model()
+    model = _copy_last_model(predict_change=predict_change)
     start = {part: [p.detach().clone() for p in getattr(model, part).parameters()]
              for part in PARTS}
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -293,3 +297,40 @@ def test_lab_init_starts_far_from_copying():
     with torch.no_grad():
         delta = model(frames, poses, True, noise)[0] - model(changed, poses, True, noise)[0]
     assert delta.std() < 0.01 * (frames[:, 0] - changed[:, 0]).std()
+
+
+# ------------------------------------------------------------------------ predicting the change
+
+
+def test_predict_change_adds_the_output_to_the_previous_frame():
+    """Same weights: the change model's prediction = the frame model's + the previous frame."""
+    frames, poses = clip()
+    noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(3))
+    frame_model, change_model = tiny(), tiny(predict_change=True)
+    change_model.load_state_dict(frame_model.state_dict())
+    frame_model.eval(), change_model.eval()
+    with torch.no_grad():
+        out = frame_model(frames, poses, True, noise)[0]
+        pred = change_model(frames, poses, True, noise)[0]
+    torch.testing.assert_close(pred, frames[:, :-1] + out)
+    assert sum(p.numel() for p in change_model.parameters()) == \
+        sum(p.numel() for p in frame_model.parameters())
+
+
+def test_predict_change_free_running_feeds_back_prediction_plus_change():
+    frames, poses = clip()
+    noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(3))
+    model = tiny(predict_change=True).eval()
+    with torch.no_grad():
+        pred = model(frames, poses, False, noise)[0]
+        stepped = model(frames, poses, True, noise, stepwise=True)[0]
+    torch.testing.assert_close(pred[:, 0], stepped[:, 0])  # step 1 starts from the true frame
+    assert not torch.allclose(pred[:, 1:], stepped[:, 1:])  # later steps from predictions
+
+
+def test_predict_change_with_sigmoid_is_refused():
+    from cvae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.predict_change"):
+        load_config(None, overrides=["model.predict_change=true",
+                                     "model.output_activation=sigmoid"])
