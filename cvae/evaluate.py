@@ -1,4 +1,12 @@
-"""Autoregressive validation: roll out the validation video, PSNR per frame, and the baseline."""
+"""Autoregressive validation: roll out the validation video, PSNR per frame, and the baselines.
+
+Two pairs of figures, each comparing the model with copying the last frame it was given:
+- the rollout (val_psnr, val_psnr_short): the model generates frames 1..T-1 from frame 0 and the
+  poses alone; the copy-last baseline, given the same, repeats frame 0 (baseline_psnr, _short).
+- one step (val_psnr_one_step): the model predicts each of frames 1..clip_len-1 from the true
+  previous frame; the copy-last baseline copies that true previous frame
+  (baseline_psnr_one_step).
+"""
 
 from __future__ import annotations
 
@@ -12,12 +20,13 @@ from cvae.model import CVAE
 
 @dataclass
 class Validation:
-    psnr: list[float]  # model PSNR of frames 1..T-1
-    baseline: list[float]  # copy-the-last-true-frame PSNR of frames 1..T-1
+    psnr: list[float]  # PSNR of the model's rollout, frames 1..T-1
+    baseline: list[float]  # PSNR of frame 0 (the last frame given) repeated, frames 1..T-1
     short_len: int  # frames in the short-horizon mean (clip_len - 1)
     pred: torch.Tensor  # [T,3,H,W] float in [0,1] on the CPU (frame 0 = the given frame)
     target: torch.Tensor  # [T,3,H,W] the true video
     one_step: list[float] | None = None  # PSNR of frames 1..short_len, each from the true last
+    one_step_baseline: list[float] | None = None  # copying the true last frame, same frames
 
     @staticmethod
     def _mean(values: list[float]) -> float:
@@ -31,11 +40,19 @@ class Validation:
             "baseline_psnr": self._mean(self.baseline),
             "baseline_psnr_short": self._mean(self.baseline[:n]),
             **({"val_psnr_one_step": self._mean(self.one_step)} if self.one_step else {}),
+            **({"baseline_psnr_one_step": self._mean(self.one_step_baseline)}
+               if self.one_step_baseline else {}),
         }
 
 
 def copy_last_baseline(frames: torch.Tensor) -> list[float]:
-    """PSNR of predicting frame t as frame t-1: what a model must beat. frames [T,3,H,W]."""
+    """PSNR of frames 1..T-1 for the copy-last baseline's rollout: given frame 0 (and poses it
+    does not use), it repeats frame 0. What a rollout must beat. frames [T,3,H,W]."""
+    return psnr(frames[:1].expand_as(frames[1:]), frames[1:]).tolist()
+
+
+def copy_previous_baseline(frames: torch.Tensor) -> list[float]:
+    """PSNR of predicting each frame t as the true frame t-1: what one step must beat."""
     return psnr(frames[:-1], frames[1:]).tolist()
 
 
@@ -66,4 +83,5 @@ def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, clip_len
         pred=pred,
         target=frames.float(),
         one_step=one_step,
+        one_step_baseline=copy_previous_baseline(frames[:short_len + 1].float()),
     )

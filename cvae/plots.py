@@ -44,13 +44,14 @@ def training_curve(rows: Sequence[dict], path: str | Path) -> Path:
 
 def psnr_per_frame(psnr: Sequence[float], path: str | Path, *, baseline: Sequence[float] = (),
                    title: str = "PSNR per frame") -> Path:
-    """PSNR of each predicted frame (1..T-1), with the copy-last-frame baseline if given."""
+    """PSNR of each predicted frame (1..T-1), with the copy-last baseline's (frame 0 repeated)."""
     fig, ax = plt.subplots(figsize=(8, 3.5))
     frames = range(1, len(psnr) + 1)
     ax.plot(frames, psnr, lw=1, label=f"model (mean {sum(psnr) / max(len(psnr), 1):.2f} dB)")
     if len(baseline):
         mean = sum(baseline) / len(baseline)
-        ax.plot(frames, baseline, lw=1, alpha=0.7, label=f"copy last frame (mean {mean:.2f} dB)")
+        ax.plot(frames, baseline, lw=1, alpha=0.7,
+                label=f"copy-last baseline: frame 0 repeated (mean {mean:.2f} dB)")
     ax.set_xlabel("frame")
     ax.set_ylabel("PSNR (dB)")
     ax.set_title(title)

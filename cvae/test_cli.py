@@ -37,8 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     if "val_psnr" in result:
         print(f"validation video: val_psnr {result['val_psnr']:.2f} dB (copy-last baseline "
               f"{result['baseline_psnr']:.2f}), val_psnr_short {result['val_psnr_short']:.2f} dB "
-              f"(baseline {result['baseline_psnr_short']:.2f}; one step from the true previous "
-              f"frame {result['val_psnr_one_step']:.2f}); figure {result['psnr_png']}")
+              f"(baseline {result['baseline_psnr_short']:.2f}); one step from the true previous "
+              f"frame {result['val_psnr_one_step']:.2f} dB (copying it "
+              f"{result['baseline_psnr_one_step']:.2f}); figure {result['psnr_png']}")
     return 0
 
 

@@ -426,8 +426,9 @@ def _epoch_line(m: dict[str, Any], epochs: int) -> str:
             f"kl {m['kl']:.2f})  beta {m['beta']:.2f}  tfr {m['tfr']:.2f}  {m['seconds']:.0f}s")
     if "val_psnr" in m:
         line += (f"  val_psnr {m['val_psnr']:.2f} (baseline {m['baseline_psnr']:.2f})"
-                 f"  short {m['val_psnr_short']:.2f} (baseline {m['baseline_psnr_short']:.2f}"
-                 f", one-step {m['val_psnr_one_step']:.2f})")
+                 f"  short {m['val_psnr_short']:.2f} (baseline {m['baseline_psnr_short']:.2f})"
+                 f"  one-step {m['val_psnr_one_step']:.2f} (baseline "
+                 f"{m['baseline_psnr_one_step']:.2f})")
     return line
 
 

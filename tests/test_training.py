@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import random
 import shutil
@@ -40,13 +41,14 @@ def load(path: Path) -> dict:
 # ---------------------------------------------------- batched vs per-frame teacher forcing
 
 
+@pytest.mark.parametrize("predict_change", [False, True], ids=["frame", "change"])
 @pytest.mark.parametrize("chunk", [0, 1, 4], ids=["whole", "chunk1", "chunk4"])
 @pytest.mark.parametrize(
     "dtype, tol", [(torch.float64, 1e-10), (torch.float32, 1e-4)], ids=["float64", "float32"]
 )
-def test_batched_teacher_forcing_equals_the_per_frame_loop(dtype, tol, chunk):
+def test_batched_teacher_forcing_equals_the_per_frame_loop(dtype, tol, chunk, predict_change):
     torch.manual_seed(0)
-    model = CVAE(TINY).to(dtype).train()
+    model = CVAE(dataclasses.replace(TINY, predict_change=predict_change)).to(dtype).train()
     model.chunk_frames = chunk  # 4 does not divide the 6 predicted frames: a ragged last chunk
     g = torch.Generator().manual_seed(1)
     b, t, h, w = 2, 4, 8, 12
@@ -594,14 +596,24 @@ def test_validation_reports_the_rollout_the_baseline_and_one_step():
 
     torch.manual_seed(0)
     model = CVAE(load_config(None, preset="small").model)
-    init_copy_last(model)  # predicts the previous frame: its one-step figure IS the baseline
+    init_copy_last(model)  # predicts the previous frame: it IS the copy-last baseline
     g = torch.Generator().manual_seed(0)
     frames, poses = torch.rand(20, 3, 32, 64, generator=g), torch.rand(20, 3, 32, 64, generator=g)
     v = validate(model, frames, poses, clip_len=6, device=torch.device("cpu"))
     m = v.metrics()
-    assert len(v.psnr) == len(v.baseline) == 19 and len(v.one_step) == 5
-    torch.testing.assert_close(torch.tensor(v.one_step), torch.tensor(v.baseline[:5]))
-    assert m["val_psnr_one_step"] == pytest.approx(m["baseline_psnr_short"])
-    # the rollout repeats frame 0, worse than the copy-last baseline on a changing video
-    assert m["val_psnr"] < m["baseline_psnr"]
+    assert len(v.psnr) == len(v.baseline) == 19
+    assert len(v.one_step) == len(v.one_step_baseline) == 5
+    # Rollout from frame 0: the baseline, given the same, repeats frame 0 -- as this model does.
+    torch.testing.assert_close(torch.tensor(v.psnr), torch.tensor(v.baseline))
+    assert m["val_psnr"] == pytest.approx(m["baseline_psnr"])
+    assert m["val_psnr_short"] == pytest.approx(m["baseline_psnr_short"])
+    # One step: the baseline copies the true previous frame -- as this model does.
+    torch.testing.assert_close(torch.tensor(v.one_step), torch.tensor(v.one_step_baseline))
+    assert m["val_psnr_one_step"] == pytest.approx(m["baseline_psnr_one_step"])
+    # the two baselines differ: frame 0 repeated vs the true previous frame
+    truth = frames.float()
+    expected = [float(10 * torch.log10(1 / ((truth[0] - truth[t]) ** 2).mean())) for t in (1, 5)]
+    assert [v.baseline[0], v.baseline[4]] == pytest.approx(expected, abs=1e-4)
+    assert v.one_step_baseline[4] == pytest.approx(
+        float(10 * torch.log10(1 / ((truth[4] - truth[5]) ** 2).mean())), abs=1e-4)
     assert model.training  # validate restores the mode it found
