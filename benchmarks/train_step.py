@@ -236,7 +236,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise SystemExit("--device cuda: no CUDA device is available")
-        torch.backends.cudnn.benchmark = True  # what configure_torch does on a GPU
+        # cuDNN autotuning (cvae-train's setting) stays off: every variant's shapes would be
+        # tuned anew, and the one GPU run with it on printed nothing in 120 s (BENCHMARKS.md 7)
     repeat = args.repeat or (10 if device.type == "cuda" else 1)
     bench = Bench(preset, batch, clip_len, device=device, repeat=repeat)
 
