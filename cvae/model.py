@@ -226,7 +226,9 @@ class CVAE(nn.Module):
             pred_t = self._fuse_and_generate(prev, self.frame_encoder(prev), pose_feat[:, t],
                                              z[:, t])
             preds.append(pred_t)
-            prev = frames[:, t + 1] if teacher_forced else pred_t
+            # Fed back as a rollout feeds it (generate): clamped to the image range, so a
+            # prediction that overshoots cannot compound (with predict_change it would).
+            prev = frames[:, t + 1] if teacher_forced else pred_t.clamp(0.0, 1.0)
         return torch.stack(preds, 1), mu.unflatten(0, (B, S)), logvar.unflatten(0, (B, S))
 
     @torch.no_grad()

@@ -139,6 +139,19 @@ def test_free_running_feeds_back_its_predictions():
     assert not torch.allclose(tf[:, 1], tf_changed[:, 1])
 
 
+def test_free_running_feeds_back_the_prediction_clamped_as_a_rollout_does():
+    model = tiny()
+    with torch.no_grad():
+        model.generator[-1].bias.fill_(2.0)  # predictions overshoot the image range
+    frames, poses = clip(t=3)
+    noise = torch.randn(B, 2, N, H, W)
+    fr = model(frames, poses, False, noise=noise)[0]
+    assert fr[:, 0].max() > 1.0
+    fed_back = frames.clone()
+    fed_back[:, 1] = fr[:, 0].clamp(0.0, 1.0)
+    torch.testing.assert_close(model(fed_back, poses, True, noise=noise)[0][:, 1], fr[:, 1])
+
+
 def test_output_activation_none_is_unbounded_linear_head():
     model = tiny()
     assert not isinstance(model.generator[-1], torch.nn.Sigmoid)
