@@ -59,6 +59,12 @@ def build_parser():
                    help="frames of the validation rollout between epochs (default 64; --quick "
                         "16; 630: the real one, behind which the next epoch's data start-up hides)")
     p.add_argument("--preset", choices=["small", "lab"], default="small")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads on both sides (run.threads; default torch's: the cores "
+                        "here, and as many as the Ray worker has CPUs)")
+    p.add_argument("--cpus-per-worker", type=float, default=None,
+                   help="the Ray worker's CPUs (default: ray_jobs.train's, the cores beside one "
+                        "for Ray Data)")
     p.add_argument("--keep", default=None, help="keep the run folders under this folder")
     return p
 
@@ -88,6 +94,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--set", f"train.max_steps_per_epoch={steps}",
         "--set", "run.progress=false", "--set", "train.per_save=0",
     ]
+    if args.threads:
+        settings += ["--set", f"run.threads={args.threads}"]
     if args.tiny:
         settings += ["--set", "run.threads=1",
                      "--set", "model.frame_channels=8", "--set", "model.label_channels=4",
@@ -117,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         single("cvae_train_1")
         common.stderr("ray_overhead: starting Ray ...")
         with common.ray_session() as ray_start_s:
-            ray_run("ray_default", [])
+            ray_run("ray_default", [] if args.cpus_per_worker is None
+                    else ["--cpus-per-worker", str(args.cpus_per_worker)])
         if not (args.tiny or args.quick):
             single("cvae_train_2")
 
@@ -148,11 +157,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 "wall_ratio": r["wall"] / base_wall,
             }
     figures["config"] = {"epochs": epochs, "max_steps_per_epoch": steps, "clip_len": clip_len,
-                         "preset": "tiny" if args.tiny else args.preset, "pack": str(pack)}
+                         "preset": "tiny" if args.tiny else args.preset, "pack": str(pack),
+                         "threads": args.threads, "cpus_per_worker": args.cpus_per_worker}
     figures["machine"] = common.machine()
     lines = [
         f"ray_overhead benchmark: {epochs} epoch(s) per run, "
-        f"{'whole epochs' if not steps else f'{steps} steps per epoch'}, data {pack}",
+        f"{'whole epochs' if not steps else f'{steps} steps per epoch'}, data {pack}"
+        + (f", run.threads={args.threads}" if args.threads else "")
+        + (f", --cpus-per-worker {args.cpus_per_worker:g}" if args.cpus_per_worker else ""),
         common.machine_line(), "",
         f"Ray start-up (ray.init, local, dashboard on): {ray_start_s:.1f} s (not in the ratios)",
         f"{'run':<18} {'epoch s':>9} {'1st epoch s':>12} {'wall s':>8} {'epoch ratio':>12} "
