@@ -2,9 +2,9 @@
 # The GPU path in one run, on a machine with one CUDA GPU (Ray not needed):
 #   1. the training step on the GPU: ours vs the lab loop, fp32 and bf16 autocast (lab preset)
 #   2. DDP over nccl around the same `fit` a Ray worker runs (benchmarks/ddp_fit.py)
-#   3. how many epochs of the quickstart recipe beat the copy-last baseline: four trainings side
-#      by side (small fp32, small bf16, small with free-running from epoch 40, lab fp32), each
-#      stopped after TRAIN_SECONDS; metrics.csv per epoch
+#   3. how many epochs of longer training beat the copy-last baseline: four trainings side by
+#      side (small fp32, small bf16, small with free-running from epoch 40, lab fp32; the lab's
+#      frame output), each stopped after TRAIN_SECONDS; metrics.csv per epoch
 #   4. the Tester on the small run's best checkpoint
 # Usage: benchmarks/gpu_check.sh OUT_DIR   (PYTHON=python3 TRAIN_SECONDS=240 EPOCHS=150)
 set -u
@@ -37,7 +37,8 @@ log "train_step, lab preset, batch 16"
 timeout 120 $PY -m benchmarks.train_step "${BENCH[@]}" --batch 16 \
     --json-out "$OUT/train_step_b16.json" 2>&1 | grep -v "round\|warm-up"
 
-# The quickstart recipe (Makefile TRAIN_SETTINGS, batch 2 in one process) with room to learn.
+# The earlier quickstart recipe (teacher forcing, frame output; batch 2 in one process) with
+# room to learn: the runs README.md's GPU figures come from.
 COMMON=(--data "$DATA" --epochs "$EPOCHS" --set run.progress=false --set data.loader_workers=2
         --set train.batch_size=2 --set train.kl_anneal_type=None --set train.lr=5e-4
         --set train.per_save=0 --set "train.lr_milestones=[100,130]" --set run.threads=4)

@@ -153,13 +153,15 @@ class Bench:
 
     def synchronized(self, fn: Callable[[], Any]) -> Callable[[], Any]:
         """fn `repeat` times; on a GPU, wait for its kernels so the wall time is theirs."""
-        if self.device.type != "cuda":
-            return fn if self.repeat == 1 else lambda: [fn() for _ in range(self.repeat)][-1]
+        cuda = self.device.type == "cuda"
+        if self.repeat == 1 and not cuda:
+            return fn
 
         def run():
             for _ in range(self.repeat):
                 result = fn()
-            torch.cuda.synchronize(self.device)
+            if cuda:
+                torch.cuda.synchronize(self.device)
             return result
 
         return run
