@@ -93,7 +93,7 @@ def stall_loop(loop_config: dict[str, Any]) -> None:
         upcoming = Primed(batches(epoch + 1)) if loop_config["prime"] and not last else None
         t_val = time.perf_counter()
         if val is not None and not last:
-            validate(model, *val, clip_len=d.clip_len, device=device)
+            validate(model, *val, short_len=d.clip_len - 1, device=device)
         epochs.append({"waits": waits, "steps": steps, "wall": wall,
                        "validation": time.perf_counter() - t_val,
                        "torch_threads": torch.get_num_threads()})

@@ -86,6 +86,13 @@ class TrainConfig:
     # Frames per chunk of the teacher-forced batched pass: -1 auto (4 on a CPU, where chunks
     # that fit the caches run faster; the whole clip on a GPU), 0 the whole clip, k > 0 k frames.
     chunk_frames: int = -1
+    # Start from this checkpoint's weights (a .pt file, a run folder or a Ray checkpoint folder);
+    # the optimizer, the schedules and the epoch count start fresh: a second training stage,
+    # e.g. free-running on longer clips. Ignored by --resume (the run's own checkpoint wins).
+    init_from: str = ""
+    # Mirror clips and permute their colour channels at random (cvae.data.augment): more rooms
+    # and dancers than the training videos hold.
+    augment: bool = False
 
 
 @dataclass
@@ -95,6 +102,13 @@ class ValidationConfig:
     val_len: int = 630  # capped by the length of the data's validation video
     every: int = 1  # validate every n epochs (and always after the last)
     seed: int = 0  # seeds z ~ N(0, I) so epochs are compared on the same noise
+    # Predicted frames in val_psnr_short; 0: data.clip_len - 1 (a training clip's). Set it when
+    # training on longer clips, so the short figure stays comparable with other runs.
+    short_len: int = 0
+
+    def short_horizon(self, clip_len: int) -> int:
+        """Frames in the short-horizon mean (val_psnr_short)."""
+        return self.short_len or clip_len - 1
 
 
 @dataclass
@@ -339,6 +353,8 @@ def validate(cfg: Config) -> None:
            "must be >= 0")
     _check(v.val_len >= 2, "validation.val_len", v.val_len, "must be >= 2")
     _check(v.every >= 1, "validation.every", v.every, "must be >= 1")
+    _check(v.short_len >= 0, "validation.short_len", v.short_len,
+           "must be >= 0 (0: data.clip_len - 1)")
     _check(te.seq_len >= 1, "test.seq_len", te.seq_len, "must be >= 1")
     _check(te.gif_fps >= 1, "test.gif_fps", te.gif_fps, "must be >= 1")
     _check(r.device in DEVICES, "run.device", r.device, f"must be one of {list(DEVICES)}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,26 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     if x.dtype != torch.uint8:
         raise TypeError(f"to_float expects a uint8 tensor, got {x.dtype}")
     return x.float() / 255
+
+
+def augment(frames: torch.Tensor, poses: torch.Tensor,
+            rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training augmentation, drawn per clip: a horizontal flip of frames and poses together,
+    and a permutation of the frames' colour channels (the poses keep theirs: their colours name
+    the limbs).
+
+    frames, poses: [B,T,3,H,W] -> the same shapes. A few training videos hold only a few rooms
+    and dancers; mirrored and recoloured ones make the model carry appearance over from the
+    previous frame instead of repainting the training set's.
+    """
+    out_frames, out_poses = [], []
+    for clip_frames, clip_poses in zip(frames, poses, strict=True):
+        if rng.random() < 0.5:
+            clip_frames, clip_poses = clip_frames.flip(-1), clip_poses.flip(-1)
+        channels = rng.sample(range(3), 3)
+        out_frames.append(clip_frames[:, channels])
+        out_poses.append(clip_poses)
+    return torch.stack(out_frames), torch.stack(out_poses)
 
 
 def split_dirs(root: str | Path, split: str) -> tuple[Path, Path]:

@@ -3,7 +3,7 @@
 Two pairs of figures, each comparing the model with copying the last frame it was given:
 - the rollout (val_psnr, val_psnr_short): the model generates frames 1..T-1 from frame 0 and the
   poses alone; the copy-last baseline, given the same, repeats frame 0 (baseline_psnr, _short).
-- one step (val_psnr_one_step): the model predicts each of frames 1..clip_len-1 from the true
+- one step (val_psnr_one_step): the model predicts each of frames 1..short_len from the true
   previous frame; the copy-last baseline copies that true previous frame
   (baseline_psnr_one_step).
 """
@@ -22,7 +22,7 @@ from cvae.model import CVAE
 class Validation:
     psnr: list[float]  # PSNR of the model's rollout, frames 1..T-1
     baseline: list[float]  # PSNR of frame 0 (the last frame given) repeated, frames 1..T-1
-    short_len: int  # frames in the short-horizon mean (clip_len - 1)
+    short_len: int  # frames in the short-horizon mean (validation.short_horizon)
     pred: torch.Tensor  # [T,3,H,W] float in [0,1] on the CPU (frame 0 = the given frame)
     target: torch.Tensor  # [T,3,H,W] the true video
     one_step: list[float] | None = None  # PSNR of frames 1..short_len, each from the true last
@@ -57,10 +57,10 @@ def copy_previous_baseline(frames: torch.Tensor) -> list[float]:
 
 
 @torch.no_grad()
-def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, clip_len: int,
+def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, short_len: int,
              device: torch.device, seed: int = 0, progress=None) -> Validation:
     """frames, poses: float [T,3,H,W] in [0,1]. The model is put in eval mode and restored."""
-    short_len = max(1, min(clip_len - 1, frames.shape[0] - 1))
+    short_len = max(1, min(short_len, frames.shape[0] - 1))
     was_training = model.training
     model.eval()
     try:

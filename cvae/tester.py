@@ -117,7 +117,8 @@ def run_tester(cfg: Config, checkpoint: str | Path, device: torch.device) -> dic
     if (root / "val" / "val_img").is_dir():
         frames, poses = load_video(root, "val", height, width, max_len=cfg.test.seq_len)
         validation = validate(model, frames.float() / 255, poses.float() / 255,
-                              clip_len=trained.data.clip_len, device=device, seed=cfg.test.seed)
+                              short_len=trained.validation.short_horizon(trained.data.clip_len),
+                              device=device, seed=cfg.test.seed)
         result.update(write_validation(validation, out))
     return result
 

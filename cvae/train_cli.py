@@ -13,7 +13,14 @@ from cvae.config import add_config_args, config_from_args, to_yaml
 from cvae.errors import cli_entry
 from cvae.model import CVAE, parameter_table
 from cvae.parquet import ParquetClipDataset, ShardShuffleSampler
-from cvae.training import EpochData, epoch_seed, fit, resolve_device, resume_state_for
+from cvae.training import (
+    EpochData,
+    epoch_seed,
+    fit,
+    initial_weights,
+    resolve_device,
+    resume_state_for,
+)
 
 DEFAULT_CONFIG = "config/train.yaml"
 
@@ -94,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_torch(cfg)
     device = resolve_device(cfg.run.device)
     resume = resume_state_for(cfg, args.resume)
+    if resume is None:
+        initial_weights(cfg)  # a bad train.init_from fails before any data is read
     dataset = datasource.train_dataset(cfg)
     val = datasource.val_video(cfg)
     print(f"training {cfg.model.preset} preset on {cfg.data.root}: {len(dataset)} clips of "

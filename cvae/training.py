@@ -26,6 +26,7 @@ from tqdm import tqdm
 from cvae import plots
 from cvae.checkpoint import save_checkpoint
 from cvae.config import Config, to_yaml
+from cvae.data import augment
 from cvae.errors import CvaeError
 from cvae.evaluate import Validation, validate
 from cvae.losses import clip_loss
@@ -119,10 +120,12 @@ class EpochStats:
 
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
                 *, epoch: int, beta: float, tfr: float, grad_clip: float, device: torch.device,
-                tf_rng: random.Random, max_steps: int | None = None, channels_last: bool = False,
+                tf_rng: random.Random, augment_rng: random.Random | None = None,
+                max_steps: int | None = None, channels_last: bool = False,
                 autocast_dtype: torch.dtype | None = None, progress: bool = True,
                 on_step: Callable[[int], None] | None = None, desc: str = "") -> EpochStats:
-    """Train one epoch. Each clip is teacher-forced with probability `tfr` (a Bernoulli draw)."""
+    """Train one epoch. Each clip is teacher-forced with probability `tfr` (a Bernoulli draw);
+    with `augment_rng`, clips are augmented (cvae.data.augment)."""
     model.train()
     start = time.perf_counter()
     totals = torch.zeros(3, dtype=torch.float64)
@@ -133,6 +136,8 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batche
         for frames_u8, poses_u8, _ids in itertools.islice(batches, max_steps):
             if on_step is not None:
                 on_step(steps)
+            if augment_rng is not None:
+                frames_u8, poses_u8 = augment(frames_u8, poses_u8, augment_rng)
             frames = to_device(frames_u8, device, channels_last)
             poses = to_device(poses_u8, device, channels_last)
             teacher_forced = tf_rng.random() < tfr
@@ -332,6 +337,8 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
         start_epoch = int(resume_state["epoch"])
         best_psnr = float(resume_state.get("best_val_psnr", -math.inf))
         best_epoch = int(resume_state.get("best_epoch", 0))
+    elif t.init_from:
+        model.load_state_dict(initial_weights(cfg))
     wrapped = prepare_model(model) if prepare_model is not None else model
     run = RunDir(cfg.run.out, cfg, resume_epoch=start_epoch) if is_main else None
     autocast_dtype = torch.bfloat16 if t.bf16 else None
@@ -346,6 +353,7 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
         for epoch in range(start_epoch, t.epochs):
             torch.manual_seed(epoch_seed(cfg.run.seed, epoch, rank))
             tf_rng = random.Random(epoch_seed(cfg.run.seed + 1, epoch, rank))
+            augment_rng = random.Random(epoch_seed(cfg.run.seed + 3, epoch, rank))
             fraction = (cfg.data.fast_partial
                         if cfg.data.fast_train and epoch < cfg.data.fast_train_epochs else 1.0)
             max_steps = max(1, math.ceil(data.steps_per_epoch * fraction))
@@ -360,7 +368,8 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
                                            / f"epoch{epoch + 1}_rank{rank}.txt")
             stats = train_epoch(
                 wrapped, optimizer, batches, epoch=epoch, beta=beta, tfr=tfr,
-                grad_clip=t.grad_clip, device=device, tf_rng=tf_rng, max_steps=max_steps,
+                grad_clip=t.grad_clip, device=device, tf_rng=tf_rng,
+                augment_rng=augment_rng if t.augment else None, max_steps=max_steps,
                 channels_last=t.channels_last, autocast_dtype=autocast_dtype,
                 progress=cfg.run.progress and is_main,
                 on_step=lambda step, e=epoch: fault.maybe_fail(e, step),
@@ -385,7 +394,8 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
                     (epoch + 1) % cfg.validation.every == 0 or epoch + 1 == t.epochs
                 ):
                     validation = validate(
-                        unwrap(wrapped), *val_float, clip_len=cfg.data.clip_len, device=device,
+                        unwrap(wrapped), *val_float,
+                        short_len=cfg.validation.short_horizon(cfg.data.clip_len), device=device,
                         seed=cfg.validation.seed,
                     )
                     metrics.update(validation.metrics())
@@ -491,9 +501,30 @@ def resume_state_for(cfg: Config, resume: bool) -> dict[str, Any] | None:
     if not last.exists():
         raise CvaeError(f"--resume: {last} not found (nothing to resume in {cfg.run.out})")
     state = load_checkpoint(last)
+    _check_same_model(state, cfg, f"--resume: {last}")
+    return state
+
+
+def _check_same_model(state: dict[str, Any], cfg: Config, source: str) -> None:
     stored = state["config"].get("model", {})
     for key, value in cfg.model.__dict__.items():
         if key != "init" and stored.get(key) != value:  # the weights come from the checkpoint
-            raise CvaeError(f"--resume: {last} has model.{key} = {stored.get(key)!r}, "
+            raise CvaeError(f"{source} has model.{key} = {stored.get(key)!r}, "
                             f"the config has {value!r}")
-    return state
+
+
+def initial_weights(cfg: Config) -> dict[str, Any] | None:
+    """The model state_dict `train.init_from` names, checked against the config's model; None
+    when it names nothing. Launchers call it before starting workers, so a bad path fails early.
+    """
+    from cvae.checkpoint import load_checkpoint, resolve_checkpoint_path
+
+    if not cfg.train.init_from:
+        return None
+    try:
+        path = resolve_checkpoint_path(cfg.train.init_from)
+        state = load_checkpoint(path)
+    except CvaeError as err:
+        raise CvaeError(f"train.init_from: {err}") from None
+    _check_same_model(state, cfg, f"train.init_from: {path}")
+    return state["model"]

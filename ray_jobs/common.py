@@ -55,12 +55,15 @@ def absolutize(cfg: Config) -> None:
     where a relative path would read nothing and write into a temporary folder: refuse it.
     """
     if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
-        for key, value in (("--data", cfg.data.root), ("--out", cfg.run.out)):
-            if not Path(value).is_absolute():
+        for key, value in (("--data", cfg.data.root), ("--out", cfg.run.out),
+                           ("train.init_from", cfg.train.init_from)):
+            if value and not Path(value).is_absolute():
                 raise CvaeError(f"{key} {value}: use an absolute path in a `ray job submit` job "
                                 "(its working directory is a temporary copy)")
     cfg.data.root = str(Path(cfg.data.root).resolve())
     cfg.run.out = str(Path(cfg.run.out).resolve())
+    if cfg.train.init_from:
+        cfg.train.init_from = str(Path(cfg.train.init_from).resolve())
 
 
 def prepare_data(cfg: Config) -> tuple[Path, dict]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from cvae.errors import cli_entry
 from cvae.train_cli import build_parser, config_from_args
-from cvae.training import resume_state_for
+from cvae.training import initial_weights, resume_state_for
 from ray_jobs import common
 
 
@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     common.absolutize(cfg)
-    resume_state_for(cfg, args.resume)  # a fresh run never overwrites one; --resume needs one
+    if resume_state_for(cfg, args.resume) is None:  # a fresh run never overwrites one
+        initial_weights(cfg)  # a bad train.init_from fails here, before Ray starts
     pack_dir, meta = common.prepare_data(cfg)  # bad data fails here, before Ray starts
     attached = common.connect(args.address)
     import ray

@@ -38,6 +38,7 @@ from cvae.config import (
 from cvae.errors import ConfigError, CvaeError, cli_entry
 from cvae.spaces import Space, check_values, load_space, parse_space
 from cvae.train_cli import build_parser as train_parser
+from cvae.training import initial_weights
 from ray_jobs import common
 
 SWEEP_FILE = "sweep.json"
@@ -104,6 +105,7 @@ def base_config(args: argparse.Namespace, space: Space) -> Config:
     cfg.run.out = args.out or "runs/sweep"
     validate(cfg)
     common.absolutize(cfg)  # (inside `ray job submit`, relative paths are refused)
+    initial_weights(cfg)  # a bad train.init_from fails before Ray starts
     if cfg.validation.every != 1:
         raise ConfigError(f"validation.every = {cfg.validation.every}: a sweep validates every "
                           "epoch (ASHA compares trials' val_psnr at each epoch); set it to 1")

@@ -311,6 +311,7 @@ def test_wrong_type_in_yaml(tmp_path):
         ("train.lr_milestones=[5, 2]", "train.lr_milestones"),
         ("train.lr_milestones=[-1]", "train.lr_milestones"),
         ("validation.val_len=1", "validation.val_len"),
+        ("validation.short_len=-1", "validation.short_len"),
         ("test.seq_len=0", "test.seq_len"),
         ("run.device=tpu", "run.device"),
     ],
@@ -329,6 +330,12 @@ def test_ratio_bounds_are_inclusive():
     assert (cfg.train.tfr, cfg.train.kl_anneal_ratio, cfg.data.partial) == (0.0, 0.0, 1.0)
     cfg = load_config(overrides=["train.tfr=1", "train.kl_anneal_ratio=1", "data.partial=0.01"])
     assert cfg.data.partial == 0.01
+
+
+def test_short_horizon_is_a_training_clip_unless_set():
+    assert load_config(overrides=["data.clip_len=80"]).validation.short_horizon(80) == 79
+    cfg = load_config(overrides=["data.clip_len=80", "validation.short_len=15"])
+    assert cfg.validation.short_horizon(cfg.data.clip_len) == 15
 
 
 def test_smallest_frame_the_model_takes_is_accepted():

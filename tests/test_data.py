@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import random
 import sys
 import types
 
@@ -13,6 +15,7 @@ from PIL import Image
 
 from cvae.data import (
     ClipDataset,
+    augment,
     clip_index,
     frame_files,
     load_image,
@@ -291,3 +294,28 @@ def test_cli_synth_and_preview_call_their_modules(make_lab, tmp_path, capsys, mo
     code, out, _ = run_cli(["preview", str(root), "--out", str(tmp_path / "s.png"),
                             "--frames", "3"], capsys)
     assert code == 0 and calls["contact_sheet"] == {"frames": 3}
+
+
+# ------------------------------------------------------------------------------ augment
+
+
+def test_augment_mirrors_clips_and_recolours_frames_only():
+    g = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (64, 3, 3, 4, 5), dtype=torch.uint8, generator=g)
+    poses = torch.randint(0, 256, (64, 3, 3, 4, 5), dtype=torch.uint8, generator=g)
+    out_frames, out_poses = augment(frames, poses, random.Random(0))
+    assert out_frames.shape == frames.shape and out_poses.shape == poses.shape
+    flips, orders = set(), set()
+    for f, p, of, op in zip(frames, poses, out_frames, out_poses, strict=True):
+        flipped = not torch.equal(op, p)
+        if flipped:  # the poses are mirrored with their frames, never recoloured
+            assert torch.equal(op, p.flip(-1))
+            f = f.flip(-1)
+        matches = [c for c in itertools.permutations(range(3)) if torch.equal(of, f[:, list(c)])]
+        assert len(matches) == 1
+        flips.add(flipped)
+        orders.add(matches[0])
+    assert flips == {True, False} and len(orders) == 6  # every case is drawn
+    # the same seed draws the same augmentation (a resumed run replays it)
+    again = augment(frames, poses, random.Random(0))
+    assert torch.equal(again[0], out_frames) and torch.equal(again[1], out_poses)

@@ -1,4 +1,5 @@
-"""Ray-free helpers of the cluster layer: waiting for a stopped trial's Train actors to exit."""
+"""Ray-free helpers of the cluster layer: paths for workers, waiting for a stopped trial's Train
+actors to exit."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import subprocess
 import time
 from types import SimpleNamespace
 
+import pytest
 import ray.util.state
 
+from cvae.config import load_config
+from cvae.errors import CvaeError
 from ray_jobs import common
 
 
@@ -78,3 +82,23 @@ def test_no_state_api_means_no_wait(monkeypatch, capsys):
     assert common.wait_for_train_actors(timeout=30) == 0
     assert "cannot list Ray actors" in capsys.readouterr().out
 
+
+
+def test_absolutize_gives_workers_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    cfg = load_config(overrides=["data.root=d", "run.out=o", "train.init_from=runs/a"])
+    common.absolutize(cfg)
+    assert (cfg.data.root, cfg.run.out, cfg.train.init_from) == (
+        str(tmp_path / "d"), str(tmp_path / "o"), str(tmp_path / "runs" / "a"))
+    cfg = load_config(overrides=["data.root=d"])
+    common.absolutize(cfg)
+    assert cfg.train.init_from == ""  # nothing to start from stays nothing
+
+
+def test_absolutize_refuses_relative_paths_in_a_submitted_job(monkeypatch):
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")
+    cfg = load_config(overrides=["data.root=/d", "run.out=/o", "train.init_from=runs/a"])
+    with pytest.raises(CvaeError, match="^train.init_from runs/a: use an absolute path"):
+        common.absolutize(cfg)
+    common.absolutize(load_config(overrides=["data.root=/d", "run.out=/o"]))  # no init_from: fine

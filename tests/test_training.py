@@ -16,6 +16,7 @@ from PIL import Image
 
 import cvae.training as training
 from cvae.config import Config, ModelConfig, load_config
+from cvae.data import augment
 from cvae.errors import CvaeError
 from cvae.losses import clip_loss, kl_divergence, psnr
 from cvae.model import CVAE
@@ -493,6 +494,57 @@ def test_resume_with_other_model_dims_is_refused(tiny_run, tiny_train_argv, tmp_
     assert len(err) == 1 and "model.frame_channels" in err[0]
 
 
+# ------------------------------------------------------------------------ init_from
+
+
+def test_init_from_starts_from_the_weights_with_fresh_schedules(tiny_run, tiny_train_argv,
+                                                                tmp_path, cli):
+    out = tmp_path / "stage2"
+    source = load(tiny_run / "checkpoints" / "best.pt")
+    # lr 1e-30 leaves every weight where it started: the run must have started from `source`
+    argv = tiny_train_argv(out, "--epochs", "1", sets=(
+        f"train.init_from={tiny_run}", "train.lr=1e-30", "train.lr_milestones=[]"))
+    assert cli(train_main, argv) == 0
+    state = load(out / "checkpoints" / "last.pt")
+    assert state["epoch"] == 1 and [r["epoch"] for r in metrics(out)] == ["1"]
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-30)
+    assert state["teacher_forcing"] == {"epoch": 1}  # the schedules restart at epoch 0
+    assert state["config"]["train"]["init_from"] == str(tiny_run)
+    names = dict(CVAE(load_config(tiny_run / "config.yaml").model).named_parameters())
+    for name in names:
+        torch.testing.assert_close(state["model"][name], source["model"][name], rtol=0,
+                                   atol=1e-20, msg=name)
+
+
+@pytest.mark.parametrize("problem", ["missing", "other_dims"])
+def test_bad_init_from_is_one_line_and_writes_nothing(tiny_run, tiny_train_argv, tmp_path, cli,
+                                                      capsys, problem):
+    out = tmp_path / "stage2"
+    sets = (f"train.init_from={tmp_path / 'nope.pt'}",) if problem == "missing" else (
+        f"train.init_from={tiny_run / 'checkpoints' / 'last.pt'}", "model.frame_channels=16")
+    capsys.readouterr()
+    assert cli(train_main, tiny_train_argv(out, "--epochs", "1", sets=sets)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: train.init_from: ")
+    assert ("not found" in err[0]) if problem == "missing" else ("model.frame_channels" in err[0])
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_train_augment_augments_every_training_batch(tiny_train_argv, tmp_path, cli,
+                                                     monkeypatch, on):
+    seen = []
+
+    def recording(frames, poses, rng):
+        seen.append(frames.shape)
+        return augment(frames, poses, rng)
+
+    monkeypatch.setattr(training, "augment", recording)
+    argv = tiny_train_argv(tmp_path / "aug", "--epochs", "1", sets=(f"train.augment={on}",))
+    assert cli(train_main, argv) == 0
+    assert len(seen) == (2 if on else 0)  # the tiny data: two steps per epoch
+
+
 # ------------------------------------------------------------------------------- NaN
 
 
@@ -599,7 +651,7 @@ def test_validation_reports_the_rollout_the_baseline_and_one_step():
     init_copy_last(model)  # predicts the previous frame: it IS the copy-last baseline
     g = torch.Generator().manual_seed(0)
     frames, poses = torch.rand(20, 3, 32, 64, generator=g), torch.rand(20, 3, 32, 64, generator=g)
-    v = validate(model, frames, poses, clip_len=6, device=torch.device("cpu"))
+    v = validate(model, frames, poses, short_len=5, device=torch.device("cpu"))
     m = v.metrics()
     assert len(v.psnr) == len(v.baseline) == 19
     assert len(v.one_step) == len(v.one_step_baseline) == 5
