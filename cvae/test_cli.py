@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['baseline_psnr']:.2f}), val_psnr_short {result['val_psnr_short']:.2f} dB "
               f"(baseline {result['baseline_psnr_short']:.2f}); one step from the true previous "
               f"frame {result['val_psnr_one_step']:.2f} dB (copying it "
-              f"{result['baseline_psnr_one_step']:.2f}); figure {result['psnr_png']}")
+              f"{result['baseline_psnr_one_step']:.2f}); figure {result['psnr_png']}; "
+              f"background vs dancer errors per 70 frames {result['regions_csv']}")
     return 0
 
 

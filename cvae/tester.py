@@ -20,7 +20,7 @@ from cvae.checkpoint import checkpoint_config, load_checkpoint, resolve_checkpoi
 from cvae.config import Config
 from cvae.data import TestSequence, load_test_sequences, load_video
 from cvae.errors import CvaeError, DataError
-from cvae.evaluate import Validation, validate
+from cvae.evaluate import REGION_COLUMNS, Validation, region_errors, validate
 from cvae.model import CVAE
 
 
@@ -127,8 +127,23 @@ def write_validation(validation: Validation, out: Path) -> dict:
     from cvae.training import write_psnr_csv
 
     write_psnr_csv(out / "psnr_per_frame.csv", validation)
+    write_region_csv(out / "rollout_regions.csv", validation)
     m = validation.metrics()
     plots.psnr_per_frame(validation.psnr, out / "psnr_per_frame.png", baseline=validation.baseline,
                          title=f"Validation video: mean PSNR {m['val_psnr']:.2f} dB")
     return {**m, "psnr_csv": str(out / "psnr_per_frame.csv"),
-            "psnr_png": str(out / "psnr_per_frame.png")}
+            "psnr_png": str(out / "psnr_per_frame.png"),
+            "regions_csv": str(out / "rollout_regions.csv")}
+
+
+def write_region_csv(path: Path, validation: Validation) -> None:
+    """rollout_regions.csv: the rollout's and the baseline's error per 70 frames, background and
+    dancer apart (cvae.evaluate.region_errors), written atomically."""
+    from cvae.training import _atomic_write
+
+    rows = region_errors(validation.pred, validation.target)
+    lines = [",".join(REGION_COLUMNS)] + [
+        ",".join(str(r[c]) if c.endswith("frame") else f"{r[c]:.6f}" for c in REGION_COLUMNS)
+        for r in rows
+    ]
+    _atomic_write(path, "\n".join(lines) + "\n")

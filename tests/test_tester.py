@@ -48,7 +48,7 @@ def tested(tiny_run, tiny_data, tmp_path_factory) -> Path:
 def test_output_files(tested):
     assert {p.name for p in tested.iterdir()} == {
         "submission.csv", "pred_seq0.gif", "pred_seq1.gif", "psnr_per_frame.csv",
-        "psnr_per_frame.png"}
+        "psnr_per_frame.png", "rollout_regions.csv"}
 
 
 def test_submission_header_and_ids(tested):
@@ -105,6 +105,16 @@ def test_psnr_per_frame(tested):
     assert all(0 < float(r[1]) < 100 and 0 < float(r[2]) < 100 for r in body)
     with Image.open(tested / "psnr_per_frame.png") as im:
         assert im.format == "PNG"
+
+
+def test_rollout_regions(tested):
+    from cvae.evaluate import REGION_COLUMNS
+
+    lines = (tested / "rollout_regions.csv").read_text().splitlines()
+    assert lines[0] == ",".join(REGION_COLUMNS)
+    body = [line.split(",") for line in lines[1:]]
+    assert [(int(r[0]), int(r[1])) for r in body] == [(1, T - 1)]  # one window: T < 70
+    assert all(float(v) >= 0 for v in body[0][2:4])  # whole-frame errors are never nan
 
 
 def test_run_folder_is_accepted_and_gives_the_same_submission(tested, tiny_run, tiny_data,

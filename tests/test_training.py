@@ -642,6 +642,31 @@ def test_build_model_resolves_chunking_and_init():
 # ------------------------------------------------------------------------------ validation
 
 
+def test_region_errors_split_background_and_dancer():
+    from cvae.evaluate import region_errors
+
+    T = 10
+    truth = torch.zeros(T, 3, 4, 12)  # black room; a white 2x2 dancer walks 1 pixel per frame
+    for t in range(T):
+        truth[t, :, 1:3, t:t + 2] = 1.0
+    pred = truth.clone()
+    pred[1:, :, :, :] = 0.0  # a rollout that erased the dancer at once
+    rows = region_errors(pred, truth, window=4)
+    assert [(r["first_frame"], r["last_frame"]) for r in rows] == [(1, 4), (5, 8), (9, 9)]
+    for r in rows:
+        assert r["dancer_mse"] == pytest.approx(1.0)  # all of the dancer is missing
+        assert r["background_mse"] == pytest.approx(0.0)  # and the room is exact
+        assert r["mse"] == pytest.approx(4 / 48)  # 4 of 48 pixels wrong by 1
+    # The baseline repeats frame 0: the dancer is missing where it went and stays where it was
+    # (background pixels); frame 1 still overlaps frame 0 by one column.
+    first = rows[0]
+    assert first["baseline_dancer_mse"] == pytest.approx((2 + 4 + 4 + 4) / 16)
+    assert first["baseline_background_mse"] == pytest.approx((2 + 4 + 4 + 4) / (4 * 44))
+    # no dancer in a window: its dancer figures are nan, not a division error
+    still = region_errors(torch.zeros(3, 3, 4, 4), torch.zeros(3, 3, 4, 4))
+    assert math.isnan(still[0]["dancer_mse"]) and still[0]["background_mse"] == 0.0
+
+
 def test_validation_reports_the_rollout_the_baseline_and_one_step():
     from cvae.evaluate import validate
     from cvae.model import init_copy_last
