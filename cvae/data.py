@@ -127,8 +127,8 @@ def augment(frames: torch.Tensor, poses: torch.Tensor,
     the limbs).
 
     frames, poses: [B,T,3,H,W] -> the same shapes. A few training videos hold only a few rooms
-    and dancers; mirrored and recoloured ones make the model carry appearance over from the
-    previous frame instead of repainting the training set's.
+    and dancers; mirrored and recoloured ones push the model to carry appearance over from the
+    previous frame rather than learn the training set's colours.
     """
     out_frames, out_poses = [], []
     for clip_frames, clip_poses in zip(frames, poses, strict=True):
