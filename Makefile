@@ -21,7 +21,7 @@ TRAIN_SETTINGS ?= --set model.predict_change=true --set train.batch_size=1 \
 # best weights, with mirrored and recoloured clips (train.augment); the short figure stays over
 # 15 frames. What beats the copy-last baseline over the 630-frame rollout (README).
 LONG_OUT ?= runs/long
-LONG_EPOCHS ?= 12
+LONG_EPOCHS ?= 20
 LONG_SETTINGS ?= --set train.init_from=$(OUT)/train --set data.clip_len=80 \
 	--set validation.short_len=15 --set train.augment=true --set train.tfr=0 \
 	--set model.predict_change=true --set train.batch_size=1 --set train.kl_anneal_type=None \
