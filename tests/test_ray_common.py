@@ -83,7 +83,6 @@ def test_no_state_api_means_no_wait(monkeypatch, capsys):
     assert "cannot list Ray actors" in capsys.readouterr().out
 
 
-
 def test_absolutize_gives_workers_absolute_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
