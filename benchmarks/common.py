@@ -243,12 +243,12 @@ def synth_set(*, train_videos: int = 8, frames_per_video: int = 160, val_frames:
 def packed(root: Path, *, clip_len: int = 16, height: int = 32, width: int = 64,
            rows_per_file: int = 64) -> Path:
     """A cached Parquet pack of a lab-layout folder."""
-    from cvae import parquet
+    from cvae import packs
 
     out = root.parent / f"{root.name}.pack-c{clip_len}-{height}x{width}-r{rows_per_file}"
     if not (out / "meta.json").is_file():
         with contextlib.suppress(OSError):
-            parquet.pack(root, out, clip_len=clip_len, height=height, width=width,
+            packs.pack(root, out, clip_len=clip_len, height=height, width=width,
                          rows_per_file=rows_per_file, progress=False)
     if not (out / "meta.json").is_file():
         raise RuntimeError(f"{out}: could not pack {root}")
@@ -318,9 +318,24 @@ def temp_dir(prefix: str) -> Iterator[Path]:
         yield Path(d)
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """Set torch's intra-op threads for the block (0 leaves torch's default)."""
+    import torch
+
+    if threads <= 0:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 def with_threads(fn, threads: int):
     """`fn` run with `threads` torch threads (the previous count restored after)."""
-    from cvae.training import torch_threads
 
     def run():
         with torch_threads(threads):

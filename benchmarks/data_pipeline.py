@@ -2,11 +2,11 @@
 
     python -m benchmarks.data_pipeline [--quick] [--json] [--workers 1]
 
-1. Input stall: a Ray Train worker runs a loop shaped like `ray_jobs.common.train_loop_per_worker`
-   (the same `iter_torch_batches` call: `parquet.decode_batch` collate, prefetch 2, local shuffle
-   buffer; then `to_device` + `cvae.training.train_step` of the small preset) and times every
-   `next()` on the batch iterator. Figure: wait / (wait + step) over the epoch (goal < 5%), with and
-   without each epoch's first batch (the pipeline's start-up).
+1. Input stall: the real Ray Train worker loop (`ray_jobs.common.build_trainer`: Ray Data
+   shards, `cvae.training.fit` with validation between epochs, small preset) with every
+   `next()` on each epoch's batch iterator timed (`EpochData.wrapped`, `timed_batches`).
+   Figure: wait / (wait + step) over the epoch (goal < 5%), with and without each epoch's first
+   batch (the pipeline's start-up).
 2. Read throughput in clips/s, one process: `ParquetClipDataset` (sequential and shuffled item
    access), `ClipDataset` over the PNG folder it was packed from, and
    `ray.data.read_parquet(...).iter_batches` + `decode_batch` in the driver.
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import time
 from pathlib import Path
@@ -26,117 +25,68 @@ from benchmarks import common
 
 # ---------------------------------------------------------------- inside the Ray Train worker
 
-def stall_loop(loop_config: dict[str, Any]) -> None:
-    """A Ray Train worker: the real loop's batch iterator, a model step per batch, timed."""
-    import ray.train
+def timed_batches(batches, epoch: int, *, rank: int, out: str):
+    """Pass a worker's epoch of batches through, timing each `next()` (the wait) and the time
+    until the training loop asks for the next one (the step); written to
+    <out>/timings/epoch<e>_rank<r>.json when the loop lets go of the iterator."""
     import torch
 
-    from cvae import parquet
-    from cvae.config import Config
-    from cvae.evaluate import validate
-    from cvae.train_cli import configure_torch
-    from cvae.training import Primed, build_model, epoch_seed, to_device, train_step
-
-    cfg = Config.from_dict(loop_config["config"])
-    configure_torch(cfg)
-    ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
-    shard = ray.train.get_dataset_shard("train")
-    d, batch = cfg.data, cfg.train.batch_size
-    torch.manual_seed(cfg.run.seed)
-    device = torch.device("cpu")
-    model = build_model(cfg, device)  # chunks, layout and init as training has them
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    val = None
-    if rank == 0:
-        frames, poses = parquet.load_val_video(loop_config["pack"])
-        n = loop_config["val_len"]
-        val = (frames[:n].float() / 255, poses[:n].float() / 255)
-
-    def collate(numpy_batch):
-        return parquet.decode_batch(numpy_batch, height=d.height, width=d.width,
-                                    clip_len=d.clip_len)
-
-    def batches(epoch: int):
-        return iter(shard.iter_torch_batches(
-            batch_size=batch, collate_fn=collate, prefetch_batches=2,
-            local_shuffle_buffer_size=max(d.shuffle_buffer, batch),
-            local_shuffle_seed=epoch_seed(cfg.run.seed + 2, epoch, rank),
-        ))
-
-    epochs = []
-    upcoming = None
-    for epoch in range(loop_config["epochs"]):
-        it = upcoming if upcoming is not None else batches(epoch)
-        waits, steps = [], []
-        t_start = time.perf_counter()
-        limit = loop_config["max_steps"] or math.inf
-        while len(steps) < limit:
+    waits: list[float] = []
+    steps: list[float] = []
+    resumed = None
+    try:
+        it = iter(batches)
+        while True:
             t0 = time.perf_counter()
+            if resumed is not None:
+                steps.append(t0 - resumed)
             try:
-                frames_u8, poses_u8, _ids = next(it)
+                batch = next(it)
             except StopIteration:
                 waits.append(time.perf_counter() - t0)  # the wait for "no more batches"
+                resumed = None
                 break
-            t1 = time.perf_counter()
-            frames = to_device(frames_u8, device, cfg.train.channels_last)
-            poses = to_device(poses_u8, device, cfg.train.channels_last)
-            loss, _, _ = train_step(model, optimizer, frames, poses, beta=1.0,
-                                    teacher_forced=True, grad_clip=cfg.train.grad_clip)
-            float(loss)
-            waits.append(t1 - t0)
-            steps.append(time.perf_counter() - t1)
-        wall = time.perf_counter() - t_start
-        # as fit does: prime the next epoch's batches, then validate (rank 0)
-        last = epoch + 1 == loop_config["epochs"]
-        it = None  # let go first, as fit does: Ray Data gives a new epoch nothing till then
-        upcoming = Primed(batches(epoch + 1)) if loop_config["prime"] and not last else None
-        t_val = time.perf_counter()
-        if val is not None and not last:
-            validate(model, *val, short_len=d.clip_len - 1, device=device)
-        epochs.append({"waits": waits, "steps": steps, "wall": wall,
-                       "validation": time.perf_counter() - t_val,
-                       "torch_threads": torch.get_num_threads()})
-    out = Path(loop_config["result_dir"]) / f"rank{rank}.json"
-    out.write_text(json.dumps(epochs))
+            waits.append(time.perf_counter() - t0)
+            resumed = time.perf_counter()
+            yield batch
+    finally:
+        if resumed is not None:  # a step cap: the loop stopped asking after the last step
+            steps.append(time.perf_counter() - resumed)
+        folder = Path(out) / "timings"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"epoch{epoch + 1}_rank{rank}.json").write_text(json.dumps(
+            {"waits": waits, "steps": steps, "torch_threads": torch.get_num_threads()}))
 
 
 def stall(pack: Path, cfg_argv: list[str], *, workers: int, epochs: int, max_steps: int,
           tmp: Path, prime: bool, val_len: int) -> list[list[dict[str, Any]]]:
-    """Run `stall_loop` on `workers` Ray Train workers; returns per rank the per-epoch timings."""
+    """The real Ray Train worker loop (`ray_jobs.common.build_trainer`: Ray Data shards, `fit`,
+    validation, checkpoints) on `workers` workers, every epoch's batches timed by
+    `timed_batches`; returns per rank the per-epoch timings."""
     import ray
-    import ray.data
-    import ray.train
-    from ray.train.torch import TorchConfig, TorchTrainer
 
+    from benchmarks.data_pipeline import timed_batches as timed  # by reference, also from __main__
     from cvae.config import load_config
+    from cvae.packs import check_pack
     from ray_jobs import common as ray_common
 
-    cfg = load_config(None, overrides=cfg_argv, preset="small")
-    ns = argparse.Namespace(num_workers=workers, cpus_per_worker=None, use_gpu=False)
-    cpus = ray_common.worker_cpus(ns, ray.cluster_resources().get("CPU", 0))
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # as build_trainer
-    context.enable_progress_bars = False
-    dataset = ray.data.read_parquet(str(pack / "train"), columns=["clip_id", "frames", "poses"])
     name = "stall_primed" if prime else "stall_unprimed"
-    result_dir = tmp / name
-    result_dir.mkdir(parents=True, exist_ok=True)
-    from benchmarks.data_pipeline import stall_loop as loop  # by reference, also from __main__
-
-    trainer = TorchTrainer(
-        loop,
-        train_loop_config={"config": cfg.to_dict(), "epochs": epochs, "max_steps": max_steps,
-                           "result_dir": str(result_dir), "prime": prime, "pack": str(pack),
-                           "val_len": val_len},
-        torch_config=TorchConfig(backend="gloo"),
-        scaling_config=ray.train.ScalingConfig(num_workers=workers, use_gpu=False,
-                                               resources_per_worker={"CPU": cpus}),
-        run_config=ray.train.RunConfig(name=name, storage_path=str(tmp / "ray")),
-        datasets={"train": dataset},
-    )
+    cfg = load_config(None, preset="small", overrides=[
+        *cfg_argv, f"train.epochs={epochs}", f"train.max_steps_per_epoch={max_steps}",
+        f"data.prime_next_epoch={str(prime).lower()}", f"validation.val_len={val_len}",
+        "train.batch_size=2", "train.per_save=0", f"run.out={tmp / name}"])
+    meta = check_pack(pack, height=cfg.data.height, width=cfg.data.width,
+                      clip_len=cfg.data.clip_len)
+    ns = argparse.Namespace(num_workers=workers, cpus_per_worker=None, use_gpu=False,
+                            max_failures=0, storage_path=str(tmp / "ray"))
+    cpus = ray_common.worker_cpus(ns, ray.cluster_resources().get("CPU", 0))
+    trainer = ray_common.build_trainer(cfg, ns, pack_dir=pack, num_clips=meta["num_clips"],
+                                       cpus_per_worker=cpus, resume=False, name=name,
+                                       wrap_batches=timed)
     trainer.fit()
-    return [json.loads((result_dir / f"rank{r}.json").read_text()) for r in range(workers)]
+    folder = tmp / name / "timings"
+    return [[json.loads((folder / f"epoch{e}_rank{r}.json").read_text())
+             for e in range(1, epochs + 1)] for r in range(workers)]
 
 
 def stall_figures(per_rank: list[list[dict[str, Any]]]) -> dict[str, Any]:
@@ -174,10 +124,10 @@ def read_throughput(root: Path, pack: Path, *, clip_len: int, limit: int, rounds
 
     import ray
 
-    from cvae import parquet
-    from cvae.data import ClipDataset
+    from cvae import packs
+    from cvae.lab_folder import ClipDataset
 
-    meta = parquet.split_meta(pack, "train")
+    meta = packs.split_meta(pack, "train")
     h, w = meta["height"], meta["width"]
     n_clips = min(limit, meta["num_clips"])
 
@@ -188,10 +138,10 @@ def read_throughput(root: Path, pack: Path, *, clip_len: int, limit: int, rounds
         return len(order), time.perf_counter() - t0
 
     def pq_seq():
-        return timed_items(parquet.ParquetClipDataset(pack), range(n_clips))
+        return timed_items(packs.ParquetClipDataset(pack), range(n_clips))
 
     def pq_shuffled():
-        ds = parquet.ParquetClipDataset(pack)
+        ds = packs.ParquetClipDataset(pack)
         order = list(range(len(ds)))
         random.Random(0).shuffle(order)
         return timed_items(ds, order[:n_clips])
@@ -199,8 +149,8 @@ def read_throughput(root: Path, pack: Path, *, clip_len: int, limit: int, rounds
     def pq_shard_shuffled():  # what cvae-train's shuffled epochs read (ShardShuffleSampler)
         import torch
 
-        ds = parquet.ParquetClipDataset(pack)
-        order = list(parquet.ShardShuffleSampler(ds.shard_ranges(),
+        ds = packs.ParquetClipDataset(pack)
+        order = list(packs.ShardShuffleSampler(ds.shard_ranges(),
                                                  torch.Generator().manual_seed(0)))
         return timed_items(ds, order[:n_clips])
 
@@ -216,7 +166,7 @@ def read_throughput(root: Path, pack: Path, *, clip_len: int, limit: int, rounds
             ["clip_id", "frames", "poses"])
         n, t1 = 0, None
         for b in ds.iter_batches(batch_size=2, batch_format="numpy", prefetch_batches=2):
-            parquet.decode_batch(b, height=h, width=w, clip_len=clip_len)
+            packs.decode_batch(b, height=h, width=w, clip_len=clip_len)
             if t1 is None:
                 t1 = time.perf_counter()
                 first_batch.append(t1 - t0)

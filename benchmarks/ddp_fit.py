@@ -10,7 +10,6 @@ Takes cvae-train's flags (--config, --preset, --set, ...).
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import time
 
@@ -18,17 +17,13 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from cvae import datasource
-from cvae.config import config_from_args
+from cvae import datasets
+from cvae.cli import config_from_args, configure_torch, print_summary
+from cvae.datasets import loader_epochs
 from cvae.errors import cli_entry
-from cvae.train_cli import build_parser, configure_torch, loader_epochs, print_summary
+from cvae.train_cli import build_parser
 from cvae.training import fit, resolve_device
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from ray_jobs.common import free_port
 
 
 @cli_entry
@@ -38,17 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     device = resolve_device(cfg.run.device)
     backend = "nccl" if device.type == "cuda" else "gloo"
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
     dist.init_process_group(backend, rank=0, world_size=1)
     try:
         def prepare(model: torch.nn.Module) -> torch.nn.Module:
             ids = [device.index or 0] if device.type == "cuda" else None
             return DistributedDataParallel(model, device_ids=ids)
 
-        dataset = datasource.train_dataset(cfg)
+        dataset = datasets.train_dataset(cfg)
         start = time.perf_counter()
         summary = fit(cfg, data=loader_epochs(dataset, cfg, device),
-                      val_video=datasource.val_video(cfg), device=device, prepare_model=prepare)
+                      val_video=datasets.val_video(cfg), device=device, prepare_model=prepare)
         seconds = time.perf_counter() - start
     finally:
         dist.destroy_process_group()

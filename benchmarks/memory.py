@@ -56,9 +56,9 @@ def run_set(root: Path, out: Path, settings: list[str], *, clip_len: int) -> dic
     finally:
         ray_common.train_loop_per_worker = original
     worker = json.loads((out / "bench_memory_rank0.json").read_text())
-    from cvae import parquet
+    from cvae import packs
 
-    meta = parquet.split_meta(pack, "train")
+    meta = packs.split_meta(pack, "train")
     pack_mb = sum(f.stat().st_size for f in (pack / "train").iterdir()) / 2**20
     return {"driver_peak_rss_mb": common.peak_rss_mb() if reset else float("nan"),
             "driver_rss_before_mb": before,

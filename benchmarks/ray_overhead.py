@@ -40,9 +40,9 @@ def run_main(main, argv: list[str], quiet: bool = True) -> float:
 
 
 def epoch_seconds(out: Path) -> list[float]:
-    from cvae.training import RunDir
+    from cvae.rundir import read_metrics
 
-    return [float(r["seconds"]) for r in RunDir.read_metrics(out)]
+    return [r["seconds"] for r in read_metrics(out)]
 
 
 def build_parser():

@@ -1,4 +1,4 @@
-"""Training-step throughput: our `cvae.training.train_step` against the seed lab's per-frame loop.
+"""Training-step throughput: `cvae.training.train_step` against the reference per-frame loop.
 
     python -m benchmarks.train_step --preset lab [--batch 2] [--clip-len 16] [--quick] [--json]
     python -m benchmarks.train_step --preset lab --quick --explore     # layouts, chunks, threads
@@ -39,12 +39,12 @@ GRAD_CLIP = 1.0
 EXPLORE = ("layout", "chunk", "threads", "onednn", "denormal")
 
 
-# ---------------------------------------------------------------- the seed lab's loop
+# ---------------------------------------------------------------- the reference loop
 
 def lab_loop_step(model: CVAE, optimizer: torch.optim.Optimizer, frames: torch.Tensor,
                   poses: torch.Tensor, *, beta: float, teacher_forced: bool,
                   grad_clip: float) -> torch.Tensor:
-    """The seed lab's training step, frame by frame. frames, poses: float [B,T,3,H,W]."""
+    """The reference script's training step, frame by frame. frames, poses: float [B,T,3,H,W]."""
     batch, steps = frames.shape[:2]
     images, labels = frames.transpose(0, 1), poses.transpose(0, 1)  # [T,B,3,H,W]
     last_pred = None

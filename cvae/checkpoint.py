@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +9,7 @@ import torch
 
 from cvae.config import Config
 from cvae.errors import CvaeError
+from cvae.storage import atomic_path
 
 FORMAT = "cvae-checkpoint/1"
 # A Ray checkpoint is a directory holding this file; cvae-test accepts either.
@@ -18,12 +18,9 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write atomically: a crash mid-write never leaves a truncated checkpoint behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save({"format": FORMAT, **state}, tmp)
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
+    return Path(path)
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
@@ -57,3 +54,50 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 def checkpoint_config(state: dict[str, Any], path: str | Path = "checkpoint") -> Config:
     return Config.from_dict(state["config"], source=f"{path} (stored config)")
+
+
+def last_checkpoint(out: str | Path) -> Path:
+    return Path(out) / "checkpoints" / "last.pt"
+
+
+def resume_state_for(cfg: Config, resume: bool) -> dict[str, Any] | None:
+    """The checkpoint a run continues from (`--resume`), or None for a fresh run.
+
+    A fresh run refuses a folder that already holds one, so nothing is overwritten by accident.
+    """
+    last = last_checkpoint(cfg.run.out)
+    if not resume:
+        if last.exists():
+            raise CvaeError(f"{cfg.run.out} already holds a run ({last}): pass --resume to "
+                            "continue it, or choose another --out")
+        return None
+    if not last.exists():
+        raise CvaeError(f"--resume: {last} not found (nothing to resume in {cfg.run.out})")
+    state = load_checkpoint(last)
+    check_same_model(state, cfg, f"--resume: {last}")
+    return state
+
+
+def check_same_model(state: dict[str, Any], cfg: Config, source: str) -> None:
+    """The checkpoint's model dims are the config's (model.init does not matter: the weights
+    come from the checkpoint)."""
+    stored = state["config"].get("model", {})
+    for key, value in cfg.model.__dict__.items():
+        if key != "init" and stored.get(key) != value:
+            raise CvaeError(f"{source} has model.{key} = {stored.get(key)!r}, "
+                            f"the config has {value!r}")
+
+
+def initial_weights(cfg: Config) -> dict[str, Any] | None:
+    """The model state_dict `train.init_from` names, checked against the config's model; None
+    when it names nothing. Launchers call it before starting workers, so a bad path fails early.
+    """
+    if not cfg.train.init_from:
+        return None
+    try:
+        path = resolve_checkpoint_path(cfg.train.init_from)
+        state = load_checkpoint(path)
+    except CvaeError as err:
+        raise CvaeError(f"train.init_from: {err}") from None
+    check_same_model(state, cfg, f"train.init_from: {path}")
+    return state["model"]

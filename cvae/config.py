@@ -1,16 +1,18 @@
 """One typed config for every command: dataclasses, YAML loading, presets and `--set` overrides.
 
-Resolution order (later wins): dataclass defaults (the lab's values) -> the preset's values ->
-the YAML file -> command-line shortcuts (--data, --epochs, ...) -> `--set section.key=value`.
+Resolution order (later wins): dataclass defaults (the reference recipe's values) -> the
+preset's values -> the YAML file -> layers a launcher adds (a sweep space's constants) ->
+command-line shortcuts (--data, --epochs, ...) -> `--set section.key=value`.
 Every problem fails at load time with one line naming the key and the value (ConfigError).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
+import math
 import typing
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,9 +34,9 @@ class DataConfig:
     root: str = "data/dance"  # a lab-layout folder or a Parquet pack made by `cvae-data pack`
     height: int = 32  # frames are resized to height x width
     width: int = 64
-    clip_len: int = 16  # the lab's train_vi_len: frames per training clip
-    partial: float = 1.0  # fraction of the training clips used per epoch (the lab's `partial`)
-    fast_train: bool = False  # the lab's fast_train: use `fast_partial` for the first epochs
+    clip_len: int = 16  # frames per training clip
+    partial: float = 1.0  # fraction of the training clips used per epoch (the first ones)
+    fast_train: bool = False  # use only `fast_partial` of the clips for the first epochs
     fast_partial: float = 0.4
     fast_train_epochs: int = 5
     loader_workers: int = 0  # torch DataLoader worker processes (single-process training)
@@ -45,26 +47,26 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Channel widths of the five parts (SPEC section 3). Set by `preset` unless overridden."""
+    """Channel widths of the five parts (cvae.model). Set by `preset` unless overridden."""
 
     preset: str = "lab"
     frame_channels: int = 128  # F: frame encoder output
     label_channels: int = 32  # L: pose encoder output
     latent_channels: int = 12  # N: z channels
     decoder_channels: int = 192  # D: decoder fusion output
-    output_activation: str = "none"  # "none" as in the lab, or "sigmoid"
+    output_activation: str = "none"  # "none" (the reference architecture), or "sigmoid"
     # Initial weights: "copy_last" (the untrained model predicts the previous frame and its
-    # posterior is the prior; see cvae.model.init_copy_last) or "torch" (PyTorch's defaults, as
-    # the lab: the prediction starts constant and sits there for hundreds of steps).
+    # posterior is the prior; see cvae.model.init_copy_last) or "torch" (PyTorch's defaults,
+    # the reference's: the prediction starts constant and sits there for hundreds of steps).
     init: str = "copy_last"
-    # The generator's output is the frame (false, the lab) or the change from the previous frame
-    # (true: prediction = previous frame + output; no parameters added, the count is the lab's).
+    # The generator's output is the frame (false, the reference) or the change from the previous
+    # frame (true: prediction = previous frame + output; no parameters added).
     predict_change: bool = False
 
 
 @dataclass
 class TrainConfig:
-    """Optimisation, teacher forcing and KL annealing (SPEC section 4)."""
+    """Optimisation, teacher forcing and KL annealing (cvae.schedules)."""
 
     epochs: int = 70
     batch_size: int = 2
@@ -90,7 +92,7 @@ class TrainConfig:
     # the optimizer, the schedules and the epoch count start fresh: a second training stage,
     # e.g. free-running on longer clips. Ignored by --resume (the run's own checkpoint wins).
     init_from: str = ""
-    # Mirror clips and permute their colour channels at random (cvae.data.augment): more rooms
+    # Mirror clips and permute their colour channels at random (cvae.augment): more rooms
     # and dancers than the training videos hold.
     augment: bool = False
 
@@ -131,9 +133,6 @@ class RunConfig:
     threads: int = 0  # torch intra-op threads; 0: torch's default
     progress: bool = True  # tqdm bars
     flush_denormal: bool = True  # CPU speed: denormals are ~10x slower and invisible in PSNR
-    log_clip_ids: bool = False  # write each epoch's clip ids per worker to <out>/clip_ids/
-    fail_at_step: int = -1  # fault injection for tests: the worker given by fail_rank exits
-    fail_rank: int = 0  # once at this global step (-1: never)
 
 
 @dataclass
@@ -295,7 +294,22 @@ def _check(ok: bool, key: str, value: Any, why: str) -> None:
 
 def validate(cfg: Config) -> None:
     """Reject impossible values, naming the key."""
-    d, m, t, v, te, r = cfg.data, cfg.model, cfg.train, cfg.validation, cfg.test, cfg.run
+    _check_finite(cfg)
+    _validate_data(cfg.data)
+    _validate_model(cfg.model)
+    _validate_train(cfg.train)
+    _validate_run(cfg.validation, cfg.test, cfg.run)
+
+
+def _check_finite(cfg: Config) -> None:
+    """No float key may be inf or nan (an infinite lr trains to NaN weights)."""
+    for name, section in _sections(cfg).items():
+        for key, value in vars(section).items():
+            if isinstance(value, float):
+                _check(math.isfinite(value), f"{name}.{key}", value, "must be a finite number")
+
+
+def _validate_data(d: DataConfig) -> None:
     # The pose encoder reflection-pads by 3, which needs at least 4 pixels per side.
     _check(4 <= d.height <= 2048, "data.height", d.height, "must be between 4 and 2048")
     _check(4 <= d.width <= 2048, "data.width", d.width, "must be between 4 and 2048")
@@ -305,6 +319,9 @@ def validate(cfg: Config) -> None:
     _check(d.fast_train_epochs >= 0, "data.fast_train_epochs", d.fast_train_epochs, "must be >= 0")
     _check(d.loader_workers >= 0, "data.loader_workers", d.loader_workers, "must be >= 0")
     _check(d.shuffle_buffer >= 1, "data.shuffle_buffer", d.shuffle_buffer, "must be >= 1")
+
+
+def _validate_model(m: ModelConfig) -> None:
     _check(m.preset in PRESETS, "model.preset", m.preset, f"must be one of {sorted(PRESETS)}")
     # The blocks divide these widths by 8 (F, D), 4 (N) and 2 (L).
     for key, value, multiple in (
@@ -327,6 +344,9 @@ def validate(cfg: Config) -> None:
     _check(m.init in INITS, "model.init", m.init, f"must be one of {list(INITS)}")
     _check(not (m.predict_change and m.output_activation != "none"), "model.predict_change",
            m.predict_change, "needs model.output_activation: none (a change can be negative)")
+
+
+def _validate_train(t: TrainConfig) -> None:
     _check(t.epochs >= 1, "train.epochs", t.epochs, "must be >= 1")
     _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
     _check(t.lr > 0, "train.lr", t.lr, "must be > 0")
@@ -351,6 +371,9 @@ def validate(cfg: Config) -> None:
            "must be -1 (auto), 0 (whole clip) or a number of frames")
     _check(t.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", t.max_steps_per_epoch,
            "must be >= 0")
+
+
+def _validate_run(v: ValidationConfig, te: TestConfig, r: RunConfig) -> None:
     _check(v.val_len >= 2, "validation.val_len", v.val_len, "must be >= 2")
     _check(v.every >= 1, "validation.every", v.every, "must be >= 1")
     _check(v.short_len >= 0, "validation.short_len", v.short_len,
@@ -379,8 +402,10 @@ def load_config(
     overrides: list[str] | tuple[str, ...] = (),
     preset: str | None = None,
     shortcuts: dict[str, Any] | None = None,
+    layers: Sequence[tuple[str, dict[str, Any]]] = (),
 ) -> Config:
-    """Load a config: defaults -> preset -> YAML -> shortcuts -> overrides, then validate."""
+    """Load a config: defaults -> preset -> YAML -> `layers` (each a source name and its dotted
+    keys, e.g. a sweep space's constants) -> shortcuts -> overrides, then validate."""
     file_values: Any = _read_yaml(Path(path)) if path else {}
     source = str(path) if path else "config"
     if not isinstance(file_values, dict):
@@ -402,6 +427,9 @@ def load_config(
     _apply_nested(cfg, file_values, source)
     if chosen is not None:
         cfg.model.preset = chosen
+    for layer_source, values in layers:
+        for key, value in values.items():
+            set_key(cfg, key, value, layer_source)
     for key, value in (shortcuts or {}).items():
         if value is not None:
             set_key(cfg, key, value, "command line")
@@ -412,43 +440,12 @@ def load_config(
     return cfg
 
 
-# ---- command-line plumbing shared by cvae-train, cvae-test and the Ray entrypoints ----
-
-def add_config_args(parser: argparse.ArgumentParser, default_config: str) -> None:
-    """The flags every command takes; cluster layers add only their own flags on top."""
-    parser.add_argument("--config", default=default_config, help="YAML config file")
-    parser.add_argument("--data", help="lab-layout folder or Parquet pack (data.root)")
-    parser.add_argument("--out", help="output folder (run.out)")
-    parser.add_argument("--epochs", type=int, help="number of epochs (train.epochs)")
-    parser.add_argument("--preset", choices=sorted(PRESETS), help="model size preset")
-    parser.add_argument("--seed", type=int, help="random seed (run.seed)")
-    parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-        help="override any config key, e.g. --set train.lr=3e-4 (repeatable)",
-    )
-
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    shortcuts = {
-        "data.root": args.data,
-        "run.out": args.out,
-        "train.epochs": args.epochs,
-        "run.seed": args.seed,
-    }
-    config_path = args.config
-    if config_path and not Path(config_path).exists() and not Path(config_path).is_absolute():
-        # Let commands work from any folder: fall back to the config shipped with the checkout.
-        shipped = Path(__file__).resolve().parent.parent / config_path
-        config_path = str(shipped) if shipped.exists() else config_path
-    return load_config(config_path, args.overrides, args.preset, shortcuts)
-
-
 def to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
 
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "TrainConfig", "ValidationConfig", "TestConfig",
-    "RunConfig", "PRESETS", "load_config", "set_key", "validate", "add_config_args",
-    "config_from_args", "parse_override", "all_keys", "to_yaml",
+    "RunConfig", "PRESETS", "load_config", "set_key", "validate", "parse_override",
+    "all_keys", "to_yaml",
 ]

@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from cvae.data import frame_files, image_size, split_dirs, split_videos
 from cvae.errors import CvaeError, DataError, cli_entry
+from cvae.lab_folder import frame_files, image_size, split_dirs, split_videos
 
 DEFAULT_HEIGHT, DEFAULT_WIDTH, DEFAULT_CLIP_LEN = 32, 64, 16
 
@@ -56,7 +56,7 @@ def _cmd_synth(args: argparse.Namespace) -> None:
 
 
 def _cmd_pack(args: argparse.Namespace) -> None:
-    from cvae.parquet import pack
+    from cvae.packs import pack
 
     r = pack(args.root, args.out, clip_len=args.clip_len, height=args.height,
              width=args.width, rows_per_file=args.rows_per_file, progress=not args.quiet)
@@ -78,7 +78,7 @@ def _cmd_info(args: argparse.Namespace) -> None:
     if not root.is_dir():
         raise DataError(f"{root}: folder not found")
     if (root / "meta.json").is_file():
-        from cvae.parquet import check_pack, read_meta
+        from cvae.packs import check_pack, read_meta
 
         meta = read_meta(root)
         tr = meta["splits"]["train"]

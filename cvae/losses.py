@@ -1,8 +1,6 @@
-"""The lab's loss: sum over the clip's predicted frames of MSE + beta * KL (SPEC section 4)."""
+"""The training loss: sum over the clip's predicted frames of MSE + beta * KL."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +15,7 @@ def clip_loss(pred: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar
               beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """pred, target [B,S,3,H,W]; mu, logvar [B,S,N,H,W].
 
-    Returns (loss, mse, kl), each summed over the S steps as the lab does per step:
+    Returns (loss, mse, kl), each summed over the S steps (one loss per step, added up):
     MSE_t is the mean over the batch and pixels, KL_t is summed over latents / B.
     """
     steps = pred.shape[1]
@@ -32,7 +30,3 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-frame PSNR for images in [0,1]: 20 log10(1) - 10 log10(MSE). [...,C,H,W] -> [...]."""
     mse = (pred.float() - target.float()).pow(2).flatten(-3).mean(-1)
     return -10.0 * torch.log10(mse.clamp_min(1e-10))
-
-
-def finite(x: float) -> bool:
-    return math.isfinite(x)

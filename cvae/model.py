@@ -1,4 +1,6 @@
-"""The conditional VAE, block for block as the lab template (SPEC section 3).
+"""The conditional VAE: frame and pose encoders, a Gaussian posterior, a decoder fusion and a
+generator, block for block as the reference architecture (1,585,620 parameters at the default
+widths; README, "Where the model comes from").
 
 Shapes: B batch, T frames per clip, F/L/N/D channel widths (frame, label, latent, decoder),
 H x W frame size. Every block keeps H x W.
@@ -81,7 +83,8 @@ def pose_encoder(out_ch: int) -> nn.Sequential:
         nn.ReflectionPad2d(3),
         nn.Conv2d(3, out_ch // 2, 7),
         nn.BatchNorm2d(out_ch // 2),
-        # The template passes `True` as the negative slope: an identity, kept for parity.
+        # Negative slope 1.0 makes this LeakyReLU an identity: the reference architecture passes
+        # `True` here, kept so that parameter count and outputs match it.
         nn.LeakyReLU(1.0),
         ResidualBlock(out_ch // 2, out_ch),
     )
@@ -97,7 +100,7 @@ class Posterior(nn.Sequential):
             ResidualBlock(out_ch // 4, out_ch // 2),
             DepthConvBlock(out_ch // 2, out_ch // 2),
             ResidualBlock(out_ch // 2, out_ch),
-            nn.LeakyReLU(1.0),  # slope `True` in the template, kept for parity
+            nn.LeakyReLU(1.0),  # an identity: the reference passes `True` as the slope
             nn.Conv2d(out_ch, out_ch * 2, 1),
         )
 
@@ -264,9 +267,9 @@ def init_copy_last(model: CVAE) -> None:
     identity on the channels it keeps (dirac), and the channels that carry the previous frame
     come first at every narrowing: the untrained model predicts the previous frame exactly.
     Training then learns the change from the pose, from a stable rollout on. With PyTorch's
-    default init (the lab's) the chained adaptors damp the previous frame ~1e6x on its way to
-    the prediction, which starts constant and stays there for hundreds of steps. Branch
-    internals keep PyTorch's defaults; architecture and parameters are the lab's. With
+    default init (`model.init=torch`) the chained adaptors damp the previous frame ~1e6x on
+    its way to the prediction, which starts constant and stays there for hundreds of steps. Branch
+    internals keep PyTorch's defaults; architecture and parameter count are unchanged. With
     `predict_change` the generator's last convolution starts at zero instead: no change.
     """
     head = model.generator[-1] if isinstance(model.generator[-1], nn.Conv2d) \

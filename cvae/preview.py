@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from cvae.errors import DataError
+from cvae.storage import atomic_path
 
 _GAP = 2  # pixels between tiles
 _CAPTION = 12  # pixels of caption text above each video's pair of rows
@@ -36,13 +36,8 @@ def contact_sheet(
     spans = _video_spans(root, img_dir)[:videos]
     rows = [(caption, _pick(first, count, frames)) for caption, first, count in spans]
     sheet = _compose(rows, img_dir, label_dir, frames, scale)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
-    try:
+    with atomic_path(out) as tmp:
         sheet.save(tmp, format="PNG")
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

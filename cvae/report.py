@@ -25,6 +25,8 @@ from typing import Any
 import yaml
 
 from cvae.errors import CvaeError, cli_entry
+from cvae.rundir import read_metrics
+from cvae.storage import atomic_path, write_text
 
 TRIALS_DIR = "trials"
 PARAMS_FILE = "params.json"  # the searched values of a sweep trial (written by ray_jobs.tune)
@@ -53,29 +55,6 @@ def find_runs(folder: str | Path) -> tuple[str, list[tuple[str, Path]]]:
         raise CvaeError(f"{folder}: no metrics.csv in it nor in {TRIALS_DIR}/*/ (expected a "
                         "training run folder or a sweep folder)")
     return "sweep", runs
-
-
-def _float(text: Any) -> float | None:
-    if text is None or text == "":
-        return None
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return None
-
-
-def read_metrics(run: Path) -> list[dict[str, Any]]:
-    """metrics.csv as dicts of floats (None where a cell is empty), epoch as int."""
-    with open(run / "metrics.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    out = []
-    for row in rows:
-        values = {k: _float(v) for k, v in row.items() if k}
-        if values.get("epoch") is None:
-            continue
-        values["epoch"] = int(values["epoch"])
-        out.append(values)
-    return out
 
 
 def read_config(run: Path) -> dict[str, Any]:
@@ -238,13 +217,11 @@ def table_rows(keys: list[str], rows: list[dict[str, Any]]) -> tuple[list[str], 
 def write_results_csv(keys: list[str], rows: list[dict[str, Any]], path: str | Path) -> Path:
     path = Path(path)
     header, body = table_rows(keys, rows)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(header)
         for line in body:
             writer.writerow(["" if v is None else v for v in line])
-    os.replace(tmp, path)
     return path
 
 
@@ -347,9 +324,8 @@ def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str,
     data = report_data(folder)
     out = Path(out) if out is not None else Path(folder)
     figures = write_figures(data, out)
-    (out / "report_data.json").write_text(json.dumps(data, indent=1))
-    report = out / "report.md"
-    report.write_text(_markdown(data, figures, out))
+    write_text(out / "report_data.json", json.dumps(data, indent=1))
+    report = write_text(out / "report.md", _markdown(data, figures, out))
     return {"report": report, "figures": figures, "data": out / "report_data.json",
             "best": data["best"]}
 

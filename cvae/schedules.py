@@ -31,9 +31,9 @@ def kl_beta(epoch: int, anneal_type: str, cycle: int, ratio: float) -> float:
 
 
 def teacher_forcing_ratio(epoch: int, start: float, decay_start: int, decay_step: float) -> float:
-    """tfr at (0-based) `epoch`, as the lab updates it after each epoch: once `decay_start`
+    """tfr at (0-based) `epoch`, updated after each epoch: once `decay_start`
     epochs are done (and at least one), each further epoch starts `decay_step` lower; >= 0.
-    Lab defaults (1.0, 10, 0.1): epochs 0..9 use 1.0, epoch 10 uses 0.9, epoch 19 uses 0.0."""
+    With the defaults (1.0, 10, 0.1): epochs 0..9 use 1.0, epoch 10 uses 0.9, epoch 19 uses 0.0."""
     decayed_epochs = max(0, epoch - max(decay_start, 1) + 1)
     return max(0.0, start - decay_step * decayed_epochs)
 
@@ -65,6 +65,7 @@ class KLAnnealing(EpochCounter):
         return kl_beta(self.epoch, self.anneal_type, self.cycle, self.ratio)
 
 
+# The same shape as KLAnnealing on purpose: each schedule names its own parameters.
 @dataclass
 class TeacherForcing(EpochCounter):
     start: float

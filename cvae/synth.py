@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
+from cvae import storage
 from cvae.errors import DataError
+from cvae.storage import atomic_path
 
 FORMAT = "cvae-synth/1"
 
@@ -96,24 +97,15 @@ def generate(
     _check_args(counts, seed, height, width)
     out = Path(out)
     _check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    resolved = out.resolve()
-    tmp = resolved.parent / f".{resolved.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)  # a stale folder of an earlier run with our pid
     jobs = _jobs(seed, train_videos, frames_per_video, val_frames, test_sequences, test_frames)
     total = sum(job.num_frames for job in jobs)
     start = time.perf_counter()
-    try:
+    with atomic_path(out.resolve()) as tmp:
+        storage.remove(tmp)  # a stale folder of an earlier run with our pid
         with tqdm(total=total, desc="synth", unit="frame", disable=not progress) as bar:
             for job in jobs:
                 _write_video(tmp, job, height, width, bar.update)
         _write_manifests(tmp, jobs, seed, height, width)
-        if out.exists():
-            out.rmdir()  # an empty folder (checked above); os.replace cannot replace it on all OSes
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {
         "out": str(out),
         "seed": seed,
@@ -395,7 +387,7 @@ MOVES: dict[str, tuple[Move, float, float]] = {
 
 
 @dataclass
-class Video:
+class VideoPlan:
     """Everything needed to render one video's frames.
 
     xy: (T, 18+6, 2) image coordinates (pixels) of the keypoints followed by the extra
@@ -422,7 +414,7 @@ _POINTS = KEYPOINT_NAMES + _EXTRA
 _IDX = {name: i for i, name in enumerate(_POINTS)}
 
 
-def plan_video(rng: np.random.Generator, n: int, height: int, width: int) -> Video:
+def plan_video(rng: np.random.Generator, n: int, height: int, width: int) -> VideoPlan:
     """Draw a person, a room and a dance for n frames (all randomness happens here)."""
     body = _sample_body(rng, height)
     look = _sample_look(rng)
@@ -435,7 +427,7 @@ def plan_video(rng: np.random.Generator, n: int, height: int, width: int) -> Vid
     root_x = _root_path(rng, moves, n, width, body["h"])
     facing = _facing(rng, moves, params["twist"], n)
     xy, depth, visible = _pose(body, params, facing, root_x, floor_y)
-    return Video(height, width, xy, depth, visible, facing, body, look, floor_y, background,
+    return VideoPlan(height, width, xy, depth, visible, facing, body, look, floor_y, background,
                  moves)  # fmt: skip
 
 
@@ -771,7 +763,7 @@ def _floor(rng, yy, xx, horizon: float, height: int, width: int) -> np.ndarray:
 # ------------------------------------------------------------------------------ rendering
 
 
-def render_label(video: Video, i: int) -> Image.Image:
+def render_label(video: VideoPlan, i: int) -> Image.Image:
     """(H, W) RGB OpenPose-style skeleton of frame i on black."""
     size = (video.width * _SS, video.height * _SS)
     img = Image.new("RGB", size, (0, 0, 0))
@@ -788,7 +780,7 @@ def render_label(video: Video, i: int) -> Image.Image:
     return img.reduce(_SS)
 
 
-def render_rgb(video: Video, i: int) -> Image.Image:
+def render_rgb(video: VideoPlan, i: int) -> Image.Image:
     """(H, W) RGB frame i: the static room, a floor shadow and the person, far parts first."""
     img = video.background.copy()
     draw = ImageDraw.Draw(img)
@@ -799,7 +791,7 @@ def render_rgb(video: Video, i: int) -> Image.Image:
     return img.reduce(_SS)
 
 
-def _shadow(draw: ImageDraw.ImageDraw, video: Video, xy: np.ndarray) -> None:
+def _shadow(draw: ImageDraw.ImageDraw, video: VideoPlan, xy: np.ndarray) -> None:
     """A dark ellipse on the floor under the person, smaller when in the air."""
     feet_y = xy[[_IDX["r_toe"], _IDX["l_toe"]], 1].max() / _SS
     lift = max(0.0, video.floor_y - feet_y - 0.5 * video.body["w_shin"])
@@ -811,7 +803,7 @@ def _shadow(draw: ImageDraw.ImageDraw, video: Video, xy: np.ndarray) -> None:
     draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=tuple(int(c * 0.6) for c in shade))
 
 
-def _parts(video: Video, xy: np.ndarray, depth: np.ndarray, i: int) -> list:
+def _parts(video: VideoPlan, xy: np.ndarray, depth: np.ndarray, i: int) -> list:
     """[(depth, paint(draw))] for torso, head, arms and legs of frame i (2x coordinates)."""
     body, look, s = video.body, video.look, _SS
     p = {name: xy[_IDX[name]] for name in _POINTS}
@@ -856,7 +848,7 @@ def _paint_torso(draw, p: dict, width: float, colour) -> None:
         _disc(draw, q, width * 0.35, colour)
 
 
-def _paint_head(draw, p: dict, video: Video, i: int) -> None:
+def _paint_head(draw, p: dict, video: VideoPlan, i: int) -> None:
     """Neck, hair-coloured head, and a skin face that slides sideways as the head turns."""
     body, look = video.body, video.look
     r = _SS * body["head_r"]

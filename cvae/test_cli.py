@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from cvae.config import add_config_args, config_from_args
+from cvae import cli
 from cvae.errors import ConfigError, cli_entry
 from cvae.tester import run_tester
-from cvae.train_cli import configure_torch
 from cvae.training import resolve_device
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cvae-test", description=__doc__)
-    add_config_args(parser, "config/test.yaml")
+    parser = argparse.ArgumentParser(prog="cvae-test", description=__doc__,
+                                     parents=[cli.config_args("config/test.yaml")])
     parser.add_argument("--checkpoint", help="a .pt file, a Ray checkpoint folder, a run folder "
                         "or a sweep's best/ folder (test.checkpoint)")
     return parser
@@ -24,12 +23,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.checkpoint:
         args.overrides = [*args.overrides, f"test.checkpoint={args.checkpoint}"]
-    if args.out is None:
-        args.overrides = ["run.out=runs/test", *args.overrides]
-    cfg = config_from_args(args)
+    cfg = cli.config_from_args(args)
     if not cfg.test.checkpoint:
         raise ConfigError("test.checkpoint is empty: pass --checkpoint PATH")
-    configure_torch(cfg)
+    cli.configure_torch(cfg)
     result = run_tester(cfg, cfg.test.checkpoint, resolve_device(cfg.run.device))
     print(f"submission: {result['submission']} ({result['sequences']} sequences x "
           f"{result['frames']} frames)")

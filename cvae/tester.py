@@ -1,13 +1,12 @@
 """The Tester: roll out every test sequence from its first frame and write submission.csv.
 
-submission.csv (SPEC section 6): header `id,0,1,...,3*H*W-1`; one row per generated frame,
+submission.csv: header `id,0,1,...,3*H*W-1`; one row per generated frame,
 sequences stacked in order (id = k * T + t); values = frame in C,H,W order x 255, rounded to ints;
 frame 0 of each sequence is the given first frame.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -15,13 +14,14 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from cvae import plots
+from cvae import plots, storage
 from cvae.checkpoint import checkpoint_config, load_checkpoint, resolve_checkpoint_path
 from cvae.config import Config
-from cvae.data import TestSequence, load_test_sequences, load_video
 from cvae.errors import CvaeError, DataError
 from cvae.evaluate import REGION_COLUMNS, Validation, region_errors, validate
+from cvae.lab_folder import TestSequence, load_test_sequences, load_video
 from cvae.model import CVAE
+from cvae.rundir import write_psnr_csv
 
 
 def load_model(checkpoint: str | Path, device: torch.device) -> tuple[CVAE, Config]:
@@ -52,12 +52,10 @@ def write_submission(sequences: list[np.ndarray], path: str | Path) -> Path:
     if len(lengths) != 1:
         raise CvaeError(f"test sequences differ in shape: {sorted(lengths)}")
     rows = np.concatenate([s.reshape(s.shape[0], -1) for s in sequences])  # [K*T, 3*H*W]
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
+    with storage.atomic_path(path) as tmp, open(tmp, "w") as fh:
         fh.write("id," + ",".join(map(str, range(rows.shape[1]))) + "\n")
         for i, row in enumerate(rows):
             fh.write(f"{i}," + ",".join(map(str, row.tolist())) + "\n")
-    os.replace(tmp, path)
     return path
 
 
@@ -70,9 +68,9 @@ def write_gif(frames: np.ndarray, path: str | Path, fps: int, scale: int = 2) ->
         )
         for f in frames
     ]
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    os.replace(tmp, path)
+    with storage.atomic_path(path) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                       duration=int(1000 / fps), loop=0)
     return path
 
 
@@ -124,8 +122,6 @@ def run_tester(cfg: Config, checkpoint: str | Path, device: torch.device) -> dic
 
 
 def write_validation(validation: Validation, out: Path) -> dict:
-    from cvae.training import write_psnr_csv
-
     write_psnr_csv(out / "psnr_per_frame.csv", validation)
     write_region_csv(out / "rollout_regions.csv", validation)
     m = validation.metrics()
@@ -139,11 +135,9 @@ def write_validation(validation: Validation, out: Path) -> dict:
 def write_region_csv(path: Path, validation: Validation) -> None:
     """rollout_regions.csv: the rollout's and the baseline's error per 70 frames, background and
     dancer apart (cvae.evaluate.region_errors), written atomically."""
-    from cvae.training import _atomic_write
-
     rows = region_errors(validation.pred, validation.target)
     lines = [",".join(REGION_COLUMNS)] + [
         ",".join(str(r[c]) if c.endswith("frame") else f"{r[c]:.6f}" for c in REGION_COLUMNS)
         for r in rows
     ]
-    _atomic_write(path, "\n".join(lines) + "\n")
+    storage.write_text(path, "\n".join(lines) + "\n")

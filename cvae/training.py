@@ -1,19 +1,17 @@
 """The training loop, written once and called per worker.
 
-`fit` knows nothing about Ray: the caller passes the device, an iterator factory for each epoch's
-batches, a `prepare_model` hook (DDP wrapping) and a `report` hook (ray.train.report). The
-single-process `cvae-train` and the Ray workers run exactly this code.
+`fit` knows nothing about Ray: the caller passes the device, an `EpochData` (each epoch's batches,
+already sharded and shuffled), a `prepare_model` hook (DDP wrapping) and a `report` hook
+(ray.train.report). The single-process `cvae-train`, DDP without Ray and the Ray Train workers
+run exactly this code. The run folder is `cvae.rundir`; checkpoints, resume and `train.init_from`
+are `cvae.checkpoint`.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import itertools
 import math
-import os
 import random
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -23,23 +21,19 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from cvae import plots
-from cvae.checkpoint import save_checkpoint
-from cvae.config import Config, to_yaml
-from cvae.data import augment
+from cvae.augment import augment
+from cvae.checkpoint import initial_weights, save_checkpoint
+from cvae.config import Config
 from cvae.errors import CvaeError
-from cvae.evaluate import Validation, validate
+from cvae.evaluate import validate
 from cvae.losses import clip_loss
 from cvae.model import CVAE, init_copy_last, unwrap
+from cvae.prefetch import Primed
+from cvae.rundir import RunDir
 from cvae.schedules import KLAnnealing, TeacherForcing
 
 # (frames uint8 [B,T,3,H,W], poses uint8 [B,T,3,H,W], clip ids int64 [B])
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
-
-METRIC_COLUMNS = (
-    "epoch", "loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_psnr_short",
-    "baseline_psnr", "baseline_psnr_short", "seconds",
-)
 
 
 class TrainingDiverged(CvaeError):
@@ -92,7 +86,7 @@ def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool) ->
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames: torch.Tensor,
                poses: torch.Tensor, *, beta: float, teacher_forced: bool, grad_clip: float,
                autocast_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
-    """One clip: forward, the lab's loss, one backward, grad-norm clip, Adam step.
+    """One clip: forward, the loss (cvae.losses.clip_loss), one backward, grad-norm clip, Adam step.
 
     frames, poses: float [B,T,3,H,W]. Returns detached (loss, mse, kl).
     """
@@ -108,6 +102,30 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames:
     return loss.detach(), mse.detach(), kl.detach()
 
 
+
+@dataclass
+class StepOptions:
+    """How every step of a run executes."""
+
+    device: torch.device
+    grad_clip: float = 1.0
+    channels_last: bool = False
+    autocast_dtype: torch.dtype | None = None  # bf16 autocast on a GPU
+    progress: bool = True  # a tqdm bar per epoch
+
+
+@dataclass
+class EpochPlan:
+    """What one epoch trains with: the schedules' values and how many steps."""
+
+    epoch: int  # 0-based
+    epochs: int
+    beta: float
+    tfr: float
+    lr: float = 0.0
+    max_steps: int | None = None  # None: all the batches
+
+
 @dataclass
 class EpochStats:
     loss: float
@@ -119,144 +137,45 @@ class EpochStats:
 
 
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
-                *, epoch: int, beta: float, tfr: float, grad_clip: float, device: torch.device,
-                tf_rng: random.Random, augment_rng: random.Random | None = None,
-                max_steps: int | None = None, channels_last: bool = False,
-                autocast_dtype: torch.dtype | None = None, progress: bool = True,
-                on_step: Callable[[int], None] | None = None, desc: str = "") -> EpochStats:
-    """Train one epoch. Each clip is teacher-forced with probability `tfr` (a Bernoulli draw);
-    with `augment_rng`, clips are augmented (cvae.data.augment)."""
+                plan: EpochPlan, options: StepOptions, *, tf_rng: random.Random,
+                augment_rng: random.Random | None = None) -> EpochStats:
+    """Train one epoch. Each clip is teacher-forced with probability `plan.tfr` (a Bernoulli
+    draw); with `augment_rng`, clips are augmented (cvae.augment)."""
     model.train()
     start = time.perf_counter()
     totals = torch.zeros(3, dtype=torch.float64)
     steps = clips = 0
-    bar = tqdm(total=max_steps, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(total=plan.max_steps, desc=f"epoch {plan.epoch + 1}/{plan.epochs}",
+               disable=not options.progress, leave=False, dynamic_ncols=True)
     try:
         # islice: stop before fetching a batch that will not be trained on
-        for frames_u8, poses_u8, _ids in itertools.islice(batches, max_steps):
-            if on_step is not None:
-                on_step(steps)
+        for frames_u8, poses_u8, _ids in itertools.islice(batches, plan.max_steps):
             if augment_rng is not None:
                 frames_u8, poses_u8 = augment(frames_u8, poses_u8, augment_rng)
-            frames = to_device(frames_u8, device, channels_last)
-            poses = to_device(poses_u8, device, channels_last)
-            teacher_forced = tf_rng.random() < tfr
-            loss, mse, kl = train_step(
-                model, optimizer, frames, poses, beta=beta, teacher_forced=teacher_forced,
-                grad_clip=grad_clip, autocast_dtype=autocast_dtype,
-            )
-            values = torch.stack([loss, mse, kl]).double().cpu()  # one device sync per step
+            frames = to_device(frames_u8, options.device, options.channels_last)
+            poses = to_device(poses_u8, options.device, options.channels_last)
+            values = torch.stack(train_step(
+                model, optimizer, frames, poses, beta=plan.beta,
+                teacher_forced=tf_rng.random() < plan.tfr, grad_clip=options.grad_clip,
+                autocast_dtype=options.autocast_dtype,
+            )).double().cpu()  # one device sync per step
             if not torch.isfinite(values[0]):
                 raise TrainingDiverged(
-                    f"loss is {values[0].item()} at epoch {epoch + 1}, step {steps + 1}; "
+                    f"loss is {values[0].item()} at epoch {plan.epoch + 1}, step {steps + 1}; "
                     "stopped, the last good checkpoint is kept (try a lower train.lr)"
                 )
             totals += values
             steps += 1
             clips += frames.shape[0]
             bar.update(1)
-            bar.set_postfix(loss=f"{values[0].item():.4f}", beta=f"{beta:.2f}", tfr=f"{tfr:.2f}")
+            bar.set_postfix(loss=f"{values[0].item():.4f}", beta=f"{plan.beta:.2f}",
+                            tfr=f"{plan.tfr:.2f}")
     finally:
         bar.close()
     if steps == 0:
-        raise CvaeError(f"epoch {epoch + 1}: the training data gave no batch")
+        raise CvaeError(f"epoch {plan.epoch + 1}: the training data gave no batch")
     mean = (totals / steps).tolist()
     return EpochStats(mean[0], mean[1], mean[2], steps, clips, time.perf_counter() - start)
-
-
-class RunDir:
-    """The run's artifacts: config.yaml, metrics.csv, figures, TensorBoard logs, checkpoints."""
-
-    def __init__(self, out: str | Path, cfg: Config, *, resume_epoch: int = 0):
-        self.path = Path(out)
-        self.ckpt_dir = self.path / "checkpoints"
-        self.path.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.path / "config.yaml", to_yaml(cfg))
-        # A resumed run forgets rows past its checkpoint, so no epoch appears twice.
-        self.rows = [r for r in self.read_metrics(self.path) if int(r["epoch"]) <= resume_epoch]
-        self._write_metrics()
-        self._tb = None
-
-    @staticmethod
-    def read_metrics(path: str | Path) -> list[dict[str, str]]:
-        file = Path(path) / "metrics.csv"
-        if not file.is_file():
-            return []
-        with open(file, newline="") as fh:
-            return list(csv.DictReader(fh))
-
-    def _write_metrics(self) -> None:
-        tmp = self.path / f".metrics.csv.tmp-{os.getpid()}"
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=METRIC_COLUMNS)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path / "metrics.csv")
-
-    @property
-    def tb(self):
-        if self._tb is None:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(str(self.path / "tb"))
-        return self._tb
-
-    def log_epoch(self, metrics: dict[str, Any], validation: Validation | None) -> None:
-        row = {k: _fmt(metrics.get(k)) for k in METRIC_COLUMNS}
-        self.rows.append(row)
-        self._write_metrics()
-        plots.training_curve(self.rows, self.path / "training.png")
-        epoch = int(metrics["epoch"])
-        for key in METRIC_COLUMNS[1:]:
-            value = metrics.get(key)
-            if value is not None:
-                self.tb.add_scalar(f"{'val' if 'psnr' in key else 'train'}/{key}", value, epoch)
-        if validation is not None:
-            self.tb.add_image("val/predicted_over_true", _pred_vs_true(validation), epoch)
-        self.tb.flush()
-
-    def write_best_validation(self, validation: Validation, epoch: int) -> None:
-        write_psnr_csv(self.path / "psnr_per_frame.csv", validation)
-        m = validation.metrics()
-        plots.psnr_per_frame(
-            validation.psnr, self.path / "psnr_per_frame.png", baseline=validation.baseline,
-            title=f"Validation PSNR per frame (best epoch {epoch}: {m['val_psnr']:.2f} dB)",
-        )
-
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-
-
-def write_psnr_csv(path: str | Path, validation: Validation) -> None:
-    lines = ["frame,psnr,baseline_psnr"] + [
-        f"{t},{p:.4f},{b:.4f}"
-        for t, (p, b) in enumerate(zip(validation.psnr, validation.baseline, strict=True), start=1)
-    ]
-    _atomic_write(Path(path), "\n".join(lines) + "\n")
-
-
-def _pred_vs_true(validation: Validation, frames: int = 8) -> torch.Tensor:
-    """[3,H',W'] grid: predicted frames 1..n (top row) over the true ones (bottom row)."""
-    from torchvision.utils import make_grid
-
-    n = min(frames, validation.pred.shape[0] - 1)
-    tiles = torch.cat([validation.pred[1 : n + 1], validation.target[1 : n + 1]])
-    return make_grid(tiles, nrow=n, padding=1)
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -267,45 +186,137 @@ class EpochData:
     batches: Callable[[int], Iterator[Batch]]
     steps_per_epoch: int
 
+    def wrapped(self, wrap: Callable[[Iterator[Batch], int], Iterator[Batch]]) -> EpochData:
+        """The same data with each epoch's iterator passed through `wrap(batches, epoch)`:
+        the seam where tests and benchmarks watch, time or interrupt what a worker trains on."""
+        return EpochData(lambda epoch: wrap(self.batches(epoch), epoch), self.steps_per_epoch)
 
-class Primed:
-    """An iterator whose first item is fetched now, in a background thread.
 
-    `fit` primes the next epoch's batches before validating, so a data pipeline's per-epoch
-    start-up (Ray Data plans and starts its streaming split anew every epoch: seconds) overlaps
-    the validation rollout instead of stalling the next epoch (BENCHMARKS.md, section 4).
-    """
+@dataclass
+class TrainingState:
+    """What fit() steps and a checkpoint holds: the model, its optimizer, the schedules."""
 
-    _END = object()
+    model: CVAE
+    wrapped: torch.nn.Module  # the model as prepare_model returned it (e.g. DDP)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    kl_annealing: KLAnnealing
+    teacher_forcing: TeacherForcing
+    start_epoch: int = 0
+    best_psnr: float = -math.inf
+    best_epoch: int = 0
 
-    def __init__(self, iterator: Iterator[Batch]):
-        self._iterator = iterator
-        self._first: Any = None
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = threading.Thread(
-            target=self._fetch, name="prime-next-epoch", daemon=True)
-        self._thread.start()
+    def plan(self, cfg: Config, epoch: int, steps_per_epoch: int) -> EpochPlan:
+        d, t = cfg.data, cfg.train
+        fraction = d.fast_partial if d.fast_train and epoch < d.fast_train_epochs else 1.0
+        max_steps = max(1, math.ceil(steps_per_epoch * fraction))
+        if t.max_steps_per_epoch:
+            max_steps = min(max_steps, t.max_steps_per_epoch)
+        return EpochPlan(epoch, t.epochs, self.kl_annealing.beta, self.teacher_forcing.ratio,
+                         self.optimizer.param_groups[0]["lr"], max_steps)
 
-    def _fetch(self) -> None:
-        try:
-            self._first = next(self._iterator, self._END)
-        except BaseException as err:  # re-raised in the consumer's thread
-            self._error = err
+    def step_schedules(self) -> None:
+        self.scheduler.step()
+        self.kl_annealing.update()
+        self.teacher_forcing.update()
 
-    def __iter__(self) -> Primed:
-        return self
+    def checkpoint(self, cfg: Config, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        """The checkpoint of a finished epoch (1-based `epoch`): plain data only."""
+        return {
+            "config": cfg.to_dict(), "epoch": epoch,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "kl_annealing": self.kl_annealing.state_dict(),
+            "teacher_forcing": self.teacher_forcing.state_dict(),
+            "best_val_psnr": self.best_psnr, "best_epoch": self.best_epoch,
+            "metrics": {k: v for k, v in metrics.items() if v is not None},
+        }
 
-    def __next__(self) -> Batch:
-        if self._thread is None:
-            return next(self._iterator)
-        self._thread.join()
-        self._thread = None
-        if self._error is not None:
-            raise self._error
-        first, self._first = self._first, None
-        if first is self._END:
-            raise StopIteration
-        return first
+    def load(self, state: dict[str, Any]) -> None:
+        """Continue from a checkpoint (`--resume`, or Ray Train's after a worker failure)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.kl_annealing.load_state_dict(state["kl_annealing"])
+        self.teacher_forcing.load_state_dict(state["teacher_forcing"])
+        self.start_epoch = int(state["epoch"])
+        self.best_psnr = float(state.get("best_val_psnr", -math.inf))
+        self.best_epoch = int(state.get("best_epoch", 0))
+
+
+def setup(cfg: Config, device: torch.device,
+          prepare_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
+          resume_state: dict[str, Any] | None = None) -> TrainingState:
+    """The model (same initial weights on every worker and every run), Adam, the lr, KL and
+    teacher-forcing schedules; restored from `resume_state` or started from `train.init_from`."""
+    t = cfg.train
+    torch.manual_seed(cfg.run.seed)
+    model = build_model(cfg, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
+    state = TrainingState(
+        model, model, optimizer,
+        torch.optim.lr_scheduler.MultiStepLR(optimizer, t.lr_milestones, gamma=t.lr_gamma),
+        KLAnnealing(t.kl_anneal_type, t.kl_anneal_cycle, t.kl_anneal_ratio),
+        TeacherForcing(t.tfr, t.tfr_sde, t.tfr_d_step),
+    )
+    if resume_state is not None:
+        state.load(resume_state)
+    elif t.init_from:
+        model.load_state_dict(initial_weights(cfg))
+    if prepare_model is not None:
+        state.wrapped = prepare_model(model)
+    return state
+
+
+def step_options(cfg: Config, device: torch.device, progress: bool) -> StepOptions:
+    return StepOptions(device, cfg.train.grad_clip, cfg.train.channels_last,
+                       torch.bfloat16 if cfg.train.bf16 else None, progress)
+
+
+def run_epoch(state: TrainingState, cfg: Config, batches: Iterable[Batch], plan: EpochPlan,
+              options: StepOptions, rank: int) -> EpochStats:
+    """Train one epoch with its own seeds (per epoch and rank), so a resumed run replays the
+    same teacher-forcing draws, augmentations and z samples."""
+    seed = cfg.run.seed
+    torch.manual_seed(epoch_seed(seed, plan.epoch, rank))
+    tf_rng = random.Random(epoch_seed(seed + 1, plan.epoch, rank))
+    augment_rng = random.Random(epoch_seed(seed + 3, plan.epoch, rank))
+    return train_epoch(state.wrapped, state.optimizer, batches, plan, options, tf_rng=tf_rng,
+                       augment_rng=augment_rng if cfg.train.augment else None)
+
+
+def validation_frames(cfg: Config, val_video: tuple[torch.Tensor, torch.Tensor] | None
+                      ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """uint8 (frames, poses) [T,3,H,W] -> float in [0,1], capped at validation.val_len."""
+    if val_video is None:
+        return None
+    n = min(cfg.validation.val_len, val_video[0].shape[0])
+    return val_video[0][:n].float() / 255, val_video[1][:n].float() / 255
+
+
+def end_epoch(state: TrainingState, cfg: Config, metrics: dict[str, Any], run: RunDir,
+              val: tuple[torch.Tensor, torch.Tensor] | None, device: torch.device) -> Path:
+    """Rank 0 after an epoch: validate, keep the best, write checkpoints and the run folder.
+    Adds the validation figures to `metrics`; returns last.pt."""
+    epoch, epochs = metrics["epoch"], cfg.train.epochs
+    validation = None
+    if val is not None and (epoch % cfg.validation.every == 0 or epoch == epochs):
+        validation = validate(unwrap(state.wrapped), *val, device=device, seed=cfg.validation.seed,
+                              short_len=cfg.validation.short_horizon(cfg.data.clip_len))
+        metrics.update(validation.metrics())
+        if metrics["val_psnr"] > state.best_psnr:
+            state.best_psnr, state.best_epoch = metrics["val_psnr"], epoch
+    metrics["seconds"] = round(metrics["seconds"], 3)
+    checkpoint = state.checkpoint(cfg, epoch, metrics)
+    last = save_checkpoint(checkpoint, run.ckpt_dir / "last.pt")
+    if validation is not None and state.best_epoch == epoch:
+        save_checkpoint(checkpoint, run.ckpt_dir / "best.pt")
+        run.write_best_validation(validation, epoch)
+    if cfg.train.per_save and epoch % cfg.train.per_save == 0:
+        save_checkpoint(checkpoint, run.ckpt_dir / f"epoch_{epoch}.pt")
+    run.log_epoch(metrics, validation)
+    tqdm.write(epoch_line(metrics, epochs))
+    return last
 
 
 def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Tensor] | None,
@@ -313,125 +324,41 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
         prepare_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
         report: Callable[[dict[str, Any], Path | None], None] | None = None,
         resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train `cfg.train.epochs` epochs. Rank 0 validates and writes the run directory.
+    """Train `cfg.train.epochs` epochs. Rank 0 validates and writes the run folder.
 
     val_video: (frames, poses) uint8 [T,3,H,W] (rank 0 only). Returns a summary dict.
     """
-    is_main = rank == 0
-    torch.manual_seed(cfg.run.seed)  # same initial weights on every worker and every run
-    model = build_model(cfg, device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.train.lr)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(
-        optimizer, milestones=cfg.train.lr_milestones, gamma=cfg.train.lr_gamma
-    )
-    t = cfg.train
-    kl_annealing = KLAnnealing(t.kl_anneal_type, t.kl_anneal_cycle, t.kl_anneal_ratio)
-    teacher_forcing = TeacherForcing(t.tfr, t.tfr_sde, t.tfr_d_step)
-    start_epoch, best_psnr, best_epoch = 0, -math.inf, 0
-    if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        kl_annealing.load_state_dict(resume_state["kl_annealing"])
-        teacher_forcing.load_state_dict(resume_state["teacher_forcing"])
-        start_epoch = int(resume_state["epoch"])
-        best_psnr = float(resume_state.get("best_val_psnr", -math.inf))
-        best_epoch = int(resume_state.get("best_epoch", 0))
-    elif t.init_from:
-        model.load_state_dict(initial_weights(cfg))
-    wrapped = prepare_model(model) if prepare_model is not None else model
-    run = RunDir(cfg.run.out, cfg, resume_epoch=start_epoch) if is_main else None
-    autocast_dtype = torch.bfloat16 if t.bf16 else None
-    val_float = None
-    if is_main and val_video is not None:
-        n = min(cfg.validation.val_len, val_video[0].shape[0])
-        val_float = (val_video[0][:n].float() / 255, val_video[1][:n].float() / 255)
-    last_metrics: dict[str, Any] = {}
-    fault = _FaultInjector(cfg, rank, data.steps_per_epoch)
+    state = setup(cfg, device, prepare_model, resume_state)
+    run = RunDir(cfg.run.out, cfg, resume_epoch=state.start_epoch) if rank == 0 else None
+    val = validation_frames(cfg, val_video) if rank == 0 else None
+    options = step_options(cfg, device, progress=cfg.run.progress and rank == 0)
+    metrics: dict[str, Any] = {}
     upcoming: Primed | None = None  # the next epoch's batches, primed during validation
     try:
-        for epoch in range(start_epoch, t.epochs):
-            torch.manual_seed(epoch_seed(cfg.run.seed, epoch, rank))
-            tf_rng = random.Random(epoch_seed(cfg.run.seed + 1, epoch, rank))
-            augment_rng = random.Random(epoch_seed(cfg.run.seed + 3, epoch, rank))
-            fraction = (cfg.data.fast_partial
-                        if cfg.data.fast_train and epoch < cfg.data.fast_train_epochs else 1.0)
-            max_steps = max(1, math.ceil(data.steps_per_epoch * fraction))
-            if t.max_steps_per_epoch:
-                max_steps = min(max_steps, t.max_steps_per_epoch)
-            beta, tfr = kl_annealing.beta, teacher_forcing.ratio
-            lr = optimizer.param_groups[0]["lr"]
+        for epoch in range(state.start_epoch, cfg.train.epochs):
             batches = upcoming if upcoming is not None else data.batches(epoch)
-            upcoming = None
-            if cfg.run.log_clip_ids:
-                batches = _record_clip_ids(batches, Path(cfg.run.out) / "clip_ids"
-                                           / f"epoch{epoch + 1}_rank{rank}.txt")
-            stats = train_epoch(
-                wrapped, optimizer, batches, epoch=epoch, beta=beta, tfr=tfr,
-                grad_clip=t.grad_clip, device=device, tf_rng=tf_rng,
-                augment_rng=augment_rng if t.augment else None, max_steps=max_steps,
-                channels_last=t.channels_last, autocast_dtype=autocast_dtype,
-                progress=cfg.run.progress and is_main,
-                on_step=lambda step, e=epoch: fault.maybe_fail(e, step),
-                desc=f"epoch {epoch + 1}/{t.epochs}",
-            )
+            plan = state.plan(cfg, epoch, data.steps_per_epoch)
+            stats = run_epoch(state, cfg, batches, plan, options, rank)
             # Let go of this epoch's iterator before the next one fetches: Ray Data's streaming
             # split gives a new epoch nothing while a consumer still holds the last one.
-            batches = None
-            if epoch + 1 < t.epochs and cfg.data.prime_next_epoch:
+            batches = upcoming = None
+            if epoch + 1 < cfg.train.epochs and cfg.data.prime_next_epoch:
                 upcoming = Primed(data.batches(epoch + 1))
-            scheduler.step()
-            kl_annealing.update()
-            teacher_forcing.update()
-            metrics: dict[str, Any] = {
-                "epoch": epoch + 1, "loss": stats.loss, "mse": stats.mse, "kl": stats.kl,
-                "beta": beta, "tfr": tfr, "lr": lr, "seconds": stats.seconds,
-            }
-            checkpoint_file = None
-            if is_main:
-                validation = None
-                if val_float is not None and (
-                    (epoch + 1) % cfg.validation.every == 0 or epoch + 1 == t.epochs
-                ):
-                    validation = validate(
-                        unwrap(wrapped), *val_float,
-                        short_len=cfg.validation.short_horizon(cfg.data.clip_len), device=device,
-                        seed=cfg.validation.seed,
-                    )
-                    metrics.update(validation.metrics())
-                    if metrics["val_psnr"] > best_psnr:
-                        best_psnr, best_epoch = metrics["val_psnr"], epoch + 1
-                metrics["seconds"] = round(metrics["seconds"], 3)
-                state = {
-                    "config": cfg.to_dict(), "epoch": epoch + 1,
-                    "model": unwrap(wrapped).state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "kl_annealing": kl_annealing.state_dict(),
-                    "teacher_forcing": teacher_forcing.state_dict(),
-                    "best_val_psnr": best_psnr, "best_epoch": best_epoch,
-                    "metrics": {k: v for k, v in metrics.items() if v is not None},
-                }
-                checkpoint_file = save_checkpoint(state, run.ckpt_dir / "last.pt")
-                if validation is not None and best_epoch == epoch + 1:
-                    save_checkpoint(state, run.ckpt_dir / "best.pt")
-                    run.write_best_validation(validation, epoch + 1)
-                if t.per_save and (epoch + 1) % t.per_save == 0:
-                    save_checkpoint(state, run.ckpt_dir / f"epoch_{epoch + 1}.pt")
-                run.log_epoch(metrics, validation)
-                tqdm.write(_epoch_line(metrics, t.epochs))
-            last_metrics = metrics
+            state.step_schedules()
+            metrics = {"epoch": epoch + 1, "loss": stats.loss, "mse": stats.mse, "kl": stats.kl,
+                       "beta": plan.beta, "tfr": plan.tfr, "lr": plan.lr, "seconds": stats.seconds}
+            last = end_epoch(state, cfg, metrics, run, val, device) if run is not None else None
             if report is not None:
-                report(metrics, checkpoint_file)
+                report(metrics, last)
     finally:
         if run is not None:
             run.close()
-    return {
-        "epochs": t.epochs, "best_val_psnr": best_psnr, "best_epoch": best_epoch,
-        "last": last_metrics, "out": str(cfg.run.out),
-    }
+    return {"epochs": cfg.train.epochs, "best_val_psnr": state.best_psnr,
+            "best_epoch": state.best_epoch, "last": metrics, "out": str(cfg.run.out)}
 
 
-def _epoch_line(m: dict[str, Any], epochs: int) -> str:
+def epoch_line(m: dict[str, Any], epochs: int) -> str:
+    """The one line an epoch prints."""
     line = (f"epoch {m['epoch']}/{epochs}  loss {m['loss']:.4f} (mse {m['mse']:.4f}, "
             f"kl {m['kl']:.2f})  beta {m['beta']:.2f}  tfr {m['tfr']:.2f}  {m['seconds']:.0f}s")
     if "val_psnr" in m:
@@ -440,91 +367,3 @@ def _epoch_line(m: dict[str, Any], epochs: int) -> str:
                  f"  one-step {m['val_psnr_one_step']:.2f} (baseline "
                  f"{m['baseline_psnr_one_step']:.2f})")
     return line
-
-
-def _record_clip_ids(batches: Iterable[Batch], path: Path) -> Iterator[Batch]:
-    """Pass batches through, writing the clip ids this worker trained on (sharding tests)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        for batch in batches:
-            fh.write("".join(f"{int(i)}\n" for i in batch[2]))
-            fh.flush()
-            yield batch
-
-
-class _FaultInjector:
-    """Test hook: worker `run.fail_rank` exits once at global step `run.fail_at_step`."""
-
-    def __init__(self, cfg: Config, rank: int, steps_per_epoch: int):
-        self.armed = cfg.run.fail_at_step >= 0 and rank == cfg.run.fail_rank
-        self.step = cfg.run.fail_at_step
-        self.per_epoch = steps_per_epoch
-        self.marker = Path(cfg.run.out) / ".fault_injected"
-
-    def maybe_fail(self, epoch: int, step: int) -> None:
-        if not self.armed or epoch * self.per_epoch + step != self.step:
-            return
-        if self.marker.exists():
-            return
-        self.marker.parent.mkdir(parents=True, exist_ok=True)
-        self.marker.write_text(f"epoch {epoch + 1} step {step + 1}\n")
-        os._exit(17)  # a hard crash, as a lost worker would be
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int):
-    """Set torch's intra-op threads for the block (0 leaves torch's default)."""
-    if threads <= 0:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def resume_state_for(cfg: Config, resume: bool) -> dict[str, Any] | None:
-    """The checkpoint a run continues from (`--resume`), or None for a fresh run.
-
-    A fresh run refuses a folder that already holds one, so nothing is overwritten by accident.
-    """
-    from cvae.checkpoint import load_checkpoint
-
-    last = Path(cfg.run.out) / "checkpoints" / "last.pt"
-    if not resume:
-        if last.exists():
-            raise CvaeError(f"{cfg.run.out} already holds a run ({last}): pass --resume to "
-                            "continue it, or choose another --out")
-        return None
-    if not last.exists():
-        raise CvaeError(f"--resume: {last} not found (nothing to resume in {cfg.run.out})")
-    state = load_checkpoint(last)
-    _check_same_model(state, cfg, f"--resume: {last}")
-    return state
-
-
-def _check_same_model(state: dict[str, Any], cfg: Config, source: str) -> None:
-    stored = state["config"].get("model", {})
-    for key, value in cfg.model.__dict__.items():
-        if key != "init" and stored.get(key) != value:  # the weights come from the checkpoint
-            raise CvaeError(f"{source} has model.{key} = {stored.get(key)!r}, "
-                            f"the config has {value!r}")
-
-
-def initial_weights(cfg: Config) -> dict[str, Any] | None:
-    """The model state_dict `train.init_from` names, checked against the config's model; None
-    when it names nothing. Launchers call it before starting workers, so a bad path fails early.
-    """
-    from cvae.checkpoint import load_checkpoint, resolve_checkpoint_path
-
-    if not cfg.train.init_from:
-        return None
-    try:
-        path = resolve_checkpoint_path(cfg.train.init_from)
-        state = load_checkpoint(path)
-    except CvaeError as err:
-        raise CvaeError(f"train.init_from: {err}") from None
-    _check_same_model(state, cfg, f"train.init_from: {path}")
-    return state["model"]

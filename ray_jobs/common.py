@@ -1,6 +1,6 @@
 """Wiring between the plain-PyTorch core (cvae/) and Ray: nothing here trains.
 
-- `add_cluster_args`: the flags the cluster layer adds over the core's.
+- `cluster_args`: the flags the cluster layer adds over the core's.
 - `prepare_data`: pack a lab-layout folder to Parquet if needed, check it against the config.
 - `connect`: attach to RAY_ADDRESS / --address, or start an embedded Ray sized to this machine.
 - `check_resources`: fail fast when the request cannot fit, instead of waiting forever.
@@ -11,25 +11,32 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ray.data.collate_fn import NumpyBatchCollateFn
 
-from cvae import datasource, parquet
+from cvae import datasets, packs
 from cvae.config import Config
 from cvae.errors import CvaeError
 
 TRAIN_NAME = "train"
 
 
-def add_cluster_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--num-workers", type=int, default=2, help="Ray Train workers (DDP ranks)")
+def cluster_args(num_workers_flags: tuple[str, ...] = ("--num-workers",),
+                 num_workers_help: str = "Ray Train workers (DDP ranks)",
+                 num_workers: int = 2) -> argparse.ArgumentParser:
+    """The flags the cluster layer adds over the core's (an argparse parent)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument(*num_workers_flags, dest="num_workers", type=int, default=num_workers,
+                        help=num_workers_help)
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker, nccl")
     parser.add_argument("--cpus-per-worker", type=float, default=None,
                         help="CPUs per worker (default: fits the cluster, fractional on a laptop)")
@@ -46,6 +53,7 @@ def add_cluster_args(parser: argparse.ArgumentParser) -> None:
                         help="seconds to wait for the cluster to offer the resources (default: 0 "
                              "on an embedded Ray, 600 on a cluster, where an autoscaler may add "
                              "nodes)")
+    return parser
 
 
 def absolutize(cfg: Config) -> None:
@@ -69,18 +77,18 @@ def absolutize(cfg: Config) -> None:
 def prepare_data(cfg: Config) -> tuple[Path, dict]:
     """A Parquet pack for `data.root` (made under <out>/pack from a lab-layout folder) and its
     train metadata, checked against the config before any worker starts."""
-    root = datasource.check_root(cfg)
+    root = datasets.check_root(cfg)
     d = cfg.data
-    if not datasource.is_pack(root):
+    if not datasets.is_pack(root):
         pack_dir = Path(cfg.run.out) / "pack"
         if not (pack_dir / "meta.json").is_file():
             print(f"packing {root} into {pack_dir} (Parquet shards for Ray Data)")
-            parquet.pack(root, pack_dir, clip_len=d.clip_len, height=d.height, width=d.width,
+            packs.pack(root, pack_dir, clip_len=d.clip_len, height=d.height, width=d.width,
                          progress=cfg.run.progress)
         root = pack_dir
-    meta = parquet.check_pack(root, height=d.height, width=d.width, clip_len=d.clip_len)
+    meta = packs.check_pack(root, height=d.height, width=d.width, clip_len=d.clip_len)
     cfg.data.root = str(root)
-    datasource.val_video(cfg)  # a broken validation video fails here, not on rank 0 later
+    datasets.val_video(cfg)  # a broken validation video fails here, not on rank 0 later
     return root, meta["splits"]["train"]
 
 
@@ -101,17 +109,18 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True, logging_level="WARNING")
         return True
-    port = _free_port()
+    port = free_port()
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"  # inherited by Ray
     ray.init(log_to_driver=True, logging_level="WARNING",
              # One more logical CPU than cores: Ray Data's read tasks need a whole free CPU
-             # beside the train workers (SPEC section 8).
+             # beside the train workers, or they wait forever.
              num_cpus=num_cpus or (os.cpu_count() or 1) + 1,
              include_dashboard=True, dashboard_port=port)
     return False
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
     import socket
 
     with socket.socket() as sock:
@@ -180,7 +189,7 @@ class ClipCollate(NumpyBatchCollateFn):
         self.shape = {"height": height, "width": width, "clip_len": clip_len}
 
     def __call__(self, batch):
-        return parquet.decode_batch(batch, **self.shape)
+        return packs.decode_batch(batch, **self.shape)
 
 
 def release_resources(attached: bool) -> None:
@@ -238,9 +247,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    from cvae.checkpoint import CHECKPOINT_FILE, load_checkpoint
-    from cvae.train_cli import configure_torch
-    from cvae.training import EpochData, epoch_seed, fit, resume_state_for
+    from cvae.checkpoint import CHECKPOINT_FILE, load_checkpoint, resume_state_for
+    from cvae.cli import configure_torch
+    from cvae.training import EpochData, epoch_seed, fit
 
     cfg = Config.from_dict(loop_config["config"])
     ctx = ray.train.get_context()
@@ -264,6 +273,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     # streaming_split(equal=True): every worker gets clips // world clips, the same step count
     # on every rank, which DDP needs.
     data = EpochData(batches, math.ceil((clips // world) / batch))
+    if loop_config.get("wrap_batches") is not None:
+        data = data.wrapped(functools.partial(loop_config["wrap_batches"], rank=rank,
+                                              out=cfg.run.out))
     resume_state = None
     checkpoint = ray.train.get_checkpoint()  # set after a worker failure or a --resume
     if checkpoint is not None:
@@ -281,15 +293,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             shutil.copy2(checkpoint_file, Path(folder) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
-    val = datasource.val_video(cfg) if rank == 0 else None
+    val = datasets.val_video(cfg) if rank == 0 else None
     fit(cfg, data=data, val_video=val, device=device, rank=rank,
         prepare_model=ray.train.torch.prepare_model, report=report, resume_state=resume_state)
 
 
 def build_trainer(cfg: Config, args: argparse.Namespace, *, pack_dir: Path, num_clips: int,
                   cpus_per_worker: float, resume: bool, name: str = TRAIN_NAME,
-                  storage_path: str | None = None, callbacks: list | None = None):
-    """The TorchTrainer: DDP workers over Ray Data shards of the Parquet pack."""
+                  storage_path: str | None = None, callbacks: list | None = None,
+                  wrap_batches: Callable[..., Iterator] | None = None):
+    """The TorchTrainer: DDP workers over Ray Data shards of the Parquet pack.
+
+    wrap_batches(batches, epoch, *, rank, out): passes each worker's epoch iterator through
+    (cvae.training.EpochData.wrapped); tests record or interrupt what a worker trains on."""
     import ray.data
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -302,7 +318,8 @@ def build_trainer(cfg: Config, args: argparse.Namespace, *, pack_dir: Path, num_
         ["clip_id", "frames", "poses"])
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "num_clips": num_clips, "resume": resume},
+        train_loop_config={"config": cfg.to_dict(), "num_clips": num_clips, "resume": resume,
+                           "wrap_batches": wrap_batches},
         torch_config=TorchConfig(backend="nccl" if args.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
             num_workers=args.num_workers, use_gpu=args.use_gpu,

@@ -9,19 +9,25 @@ flags, and runs `cvae.training.fit` on every worker of a TorchTrainer (DDP over 
 
 from __future__ import annotations
 
+import argparse
+
+from cvae import cli
+from cvae.checkpoint import initial_weights, resume_state_for
 from cvae.errors import cli_entry
-from cvae.train_cli import build_parser, config_from_args
-from cvae.training import initial_weights, resume_state_for
 from ray_jobs import common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """cvae-train's flags plus the cluster's."""
+    return argparse.ArgumentParser(
+        prog="python -m ray_jobs.train", description=__doc__.split("\n\n")[0],
+        parents=[cli.config_args("config/train.yaml"), cli.run_args(), common.cluster_args()])
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    parser.prog = "python -m ray_jobs.train"
-    common.add_cluster_args(parser)
-    args = parser.parse_args(argv)
-    cfg = config_from_args(args)
+    args = build_parser().parse_args(argv)
+    cfg = cli.config_from_args(args)
     common.absolutize(cfg)
     if resume_state_for(cfg, args.resume) is None:  # a fresh run never overwrites one
         initial_weights(cfg)  # a bad train.init_from fails here, before Ray starts

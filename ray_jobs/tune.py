@@ -20,25 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from cvae import report
-from cvae.config import (
-    Config,
-    config_from_args,
-    parse_override,
-    set_key,
-    to_yaml,
-    validate,
-)
+from cvae import cli, report, storage
+from cvae.checkpoint import initial_weights
+from cvae.config import Config, parse_override, set_key, to_yaml, validate
 from cvae.errors import ConfigError, CvaeError, cli_entry
 from cvae.spaces import Space, check_values, load_space, parse_space
-from cvae.train_cli import build_parser as train_parser
-from cvae.training import initial_weights
 from ray_jobs import common
 
 SWEEP_FILE = "sweep.json"
@@ -50,60 +41,40 @@ EVENTS_FILE = "sweep_events.log"  # per trial: one line each time its trainer st
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = train_parser()
-    parser.prog = "python -m ray_jobs.tune"
-    parser.description = __doc__.split("\n\n")[0]
-    common.add_cluster_args(parser)
-    for action in parser._actions:
-        if action.dest == "resume":
-            action.help = ("continue the interrupted sweep in --out (its space and settings "
-                           "come from <out>/sweep.json; finished trials are not rerun)")
-        elif action.dest == "dry_run":
-            action.help = "check the space, print the base config and the trials, then exit"
-        elif action.dest == "num_workers":
-            action.help = "same as --workers-per-trial"
-        elif action.dest == "out":
-            action.help = "the sweep folder (default runs/sweep)"
+    parser = argparse.ArgumentParser(
+        prog="python -m ray_jobs.tune", description=__doc__.split("\n\n")[0],
+        parents=[
+            cli.config_args("config/train.yaml"),
+            cli.run_args(resume_help="continue the interrupted sweep in --out (its space and "
+                         "settings come from <out>/sweep.json; finished trials are not rerun)",
+                         dry_run_help="check the space, print the base config and the trials, "
+                         "then exit"),
+            common.cluster_args(("--workers-per-trial", "--num-workers"),
+                                "Ray Train workers (DDP ranks) per trial", num_workers=1),
+        ])
     parser.add_argument("--space", help="search space YAML (tune_spaces/*.yaml)")
     parser.add_argument("--num-samples", type=int, default=1,
                         help="trials per grid combination (random draws of the other keys)")
-    parser.add_argument("--workers-per-trial", dest="num_workers", type=int,
-                        help="Ray Train workers (DDP ranks) per trial (default 1)")
     parser.add_argument("--max-concurrent", type=int, default=None,
                         help="trials at once (default: as many as the cluster fits)")
     parser.add_argument("--grace-period", type=int, default=1,
                         help="ASHA: epochs every trial runs before it can be stopped")
     parser.add_argument("--reduction-factor", type=float, default=2,
                         help="ASHA: keep the best 1/factor of trials at each rung")
-    parser.set_defaults(num_workers=1)
     return parser
 
 
-# ---- the sweep's base config (Ray-free) ----
-
 def base_config(args: argparse.Namespace, space: Space) -> Config:
-    """defaults -> preset -> --config file -> the space's constants -> --data/--out/--epochs/
-    --seed -> --set. Searched keys come last, per trial, and cannot be --set."""
-    parsed = [(text, *parse_override(text)) for text in args.overrides]
-    for _, key, _ in parsed:
+    """The config every trial starts from, through the one loader: defaults -> preset ->
+    --config -> the space's constants -> --data/--out/--epochs/--seed -> --set. Searched keys
+    come last, per trial, and cannot be --set."""
+    for text in args.overrides:
+        key, _ = parse_override(text)
         if key in space.searched:
             raise ConfigError(f"--set {key}: {space.path} searches this key; remove it from "
                               "the space or from --set")
-    presets = [text for text, key, _ in parsed if key == "model.preset"]
-    file_args = argparse.Namespace(**{**vars(args), "data": None, "out": None, "epochs": None,
-                                      "seed": None, "overrides": presets})
-    cfg = config_from_args(file_args)
-    for key, value in space.constants.items():
-        set_key(cfg, key, value, space.path)
-    shortcuts = {"data.root": args.data, "train.epochs": args.epochs, "run.seed": args.seed}
-    for key, value in shortcuts.items():
-        if value is not None:
-            set_key(cfg, key, value, "command line")
-    for _, key, value in parsed:
-        if key != "model.preset":
-            set_key(cfg, key, value, "--set")
-    cfg.run.out = args.out or "runs/sweep"
-    validate(cfg)
+    sweep_args = argparse.Namespace(**{**vars(args), "out": args.out or "runs/sweep"})
+    cfg = cli.config_from_args(sweep_args, layers=((space.path, space.constants),))
     common.absolutize(cfg)  # (inside `ray job submit`, relative paths are refused)
     initial_weights(cfg)  # a bad train.init_from fails before Ray starts
     if cfg.validation.every != 1:
@@ -127,9 +98,7 @@ def check_sweep_args(args: argparse.Namespace, epochs: int) -> None:
 
 
 def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
+    storage.write_text(path, json.dumps(doc, indent=1))
 
 
 def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -289,8 +258,6 @@ def _trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-# ---- Ray ----
-
 # ---- sizing ----
 
 def size_trials(args: argparse.Namespace, settings: dict[str, Any], attached: bool) -> None:
@@ -327,7 +294,7 @@ def export_best(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     if best is None:
         return None
     staging = out / ".best.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
+    storage.remove(staging)
     staging.mkdir(parents=True)
     shutil.copy2(best["checkpoint"], staging / "checkpoint.pt")
     trial = Path(best["path"])
@@ -336,9 +303,7 @@ def export_best(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
             shutil.copy2(trial / name, staging / name)
     _write_json(staging / "trial.json", {k: best[k] for k in (
         "trial_id", "params", "val_psnr", "best_epoch", "epochs_run", "epochs", "checkpoint")})
-    final = out / "best"
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(staging, final)
+    storage.swap_folder(staging, out / "best")
     return best
 
 
@@ -357,7 +322,7 @@ def gather_remote_trials(grid, settings: dict[str, Any]) -> None:
     """On a multi-node cluster a trial's rank 0 writes its run folder on its own node. For every
     trial without a run folder here, rebuild one from what Tune received (metrics per epoch) and
     Ray Train stored (the best checkpoint; use a shared --storage-path)."""
-    from cvae.training import METRIC_COLUMNS
+    from cvae.rundir import METRIC_COLUMNS
 
     out = Path(settings["out"])
     for result in grid:
@@ -399,19 +364,12 @@ def gather_remote_trials(grid, settings: dict[str, Any]) -> None:
 
 # ---- the command ----
 
-@cli_entry
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    settings = load_sweep(args) if args.resume else new_sweep(args)
-    if settings is None:  # --dry-run
-        return 0
-    out = Path(settings["out"])
-    attached = common.connect(args.address)
+def make_tuner(args: argparse.Namespace, settings: dict[str, Any]):
+    """A new Tuner over the space (random or grid draws, ASHA), or the interrupted one."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
-    size_trials(args, settings, attached)
     base = Config.from_dict(settings["base_config"], source=SWEEP_FILE)
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
                                     {"cpu": TRIAL_CPU})
@@ -420,32 +378,30 @@ def main(argv: list[str] | None = None) -> int:
         if not tune.Tuner.can_restore(experiment):
             raise CvaeError(f"--resume: no Tune experiment state in {experiment}")
         print(f"resuming the sweep in {experiment}")
-        tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
-    else:
-        space = parse_space(settings["space"], settings["space_file"], base)
-        param_space = {k: _tune_dist(tune, p) for k, p in space.searched.items()}
-        tuner = tune.Tuner(
-            trainable,
-            param_space=param_space,
-            tune_config=tune.TuneConfig(
-                metric="val_psnr", mode="max", num_samples=settings["num_samples"],
-                # Tune ignores max_concurrent_trials when given a BasicVariantGenerator.
-                search_alg=BasicVariantGenerator(
-                    max_concurrent=settings["max_concurrent_resolved"],
-                    random_state=settings["seed"]),
-                scheduler=ASHAScheduler(
-                    time_attr="epoch", max_t=base.train.epochs,
-                    grace_period=settings["grace_period"],
-                    reduction_factor=settings["reduction_factor"]),
-                trial_dirname_creator=_trial_dirname,
-            ),
-            run_config=tune.RunConfig(name=EXPERIMENT, storage_path=_tune_storage(settings),
-                                      verbose=1),
-        )
-    try:
-        grid = tuner.fit()
-    finally:
-        common.release_resources(attached)
+        return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
+    space = parse_space(settings["space"], settings["space_file"], base)
+    return tune.Tuner(
+        trainable,
+        param_space={k: _tune_dist(tune, p) for k, p in space.searched.items()},
+        tune_config=tune.TuneConfig(
+            metric="val_psnr", mode="max", num_samples=settings["num_samples"],
+            # Tune ignores max_concurrent_trials when given a BasicVariantGenerator.
+            search_alg=BasicVariantGenerator(max_concurrent=settings["max_concurrent_resolved"],
+                                             random_state=settings["seed"]),
+            scheduler=ASHAScheduler(
+                time_attr="epoch", max_t=base.train.epochs,
+                grace_period=settings["grace_period"],
+                reduction_factor=settings["reduction_factor"]),
+            trial_dirname_creator=_trial_dirname,
+        ),
+        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=_tune_storage(settings),
+                                  verbose=1),
+    )
+
+
+def finish(grid, settings: dict[str, Any]) -> int:
+    """After Tuner.fit: the results table, best/ and the exit code."""
+    out = Path(settings["out"])
     unfinished = _unfinished(grid)
     if unfinished:
         print(f"sweep interrupted with {unfinished} trial(s) unfinished; continue it with: "
@@ -462,6 +418,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"best trial {best['trial_id']}: val_psnr {best['val_psnr']:.2f} dB at epoch "
           f"{best['best_epoch']} -> {out / 'best'} (cvae-test --checkpoint {out / 'best'})")
     return 0
+
+
+@cli_entry
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = load_sweep(args) if args.resume else new_sweep(args)
+    if settings is None:  # --dry-run
+        return 0
+    attached = common.connect(args.address)
+    size_trials(args, settings, attached)
+    tuner = make_tuner(args, settings)
+    try:
+        grid = tuner.fit()
+    finally:
+        common.release_resources(attached)
+    return finish(grid, settings)
 
 
 def _unfinished(grid) -> int:

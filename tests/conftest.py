@@ -1,7 +1,11 @@
-"""Shared fixtures: tiny lab-layout folders of random PNGs."""
+"""Shared fixtures: tiny lab-layout folders of random PNGs, the one tiny model, tiny runs.
+
+Test modules import the shared constants and helpers directly (`from conftest import
+TINY_MODEL`): pytest puts this folder on sys.path (rootdir-relative "prepend" imports)."""
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -77,21 +81,64 @@ def png():
     return write_png
 
 
+# ---- the one tiny model: every test that trains or runs a model small enough for a CPU ----
+
+# The model dims, defined once: as a ModelConfig (tiny_model_config), a CVAE (make_tiny_model,
+# the tiny_model fixture) and as `--set` flags for the command lines (TINY_MODEL_SETS).
+TINY_MODEL = {"frame_channels": 8, "label_channels": 4, "latent_channels": 4,
+              "decoder_channels": 8}
+TINY_MODEL_SETS = tuple(f"model.{key}={value}" for key, value in TINY_MODEL.items())
+
+
+def tiny_model_config(**overrides):
+    """The tiny model's ModelConfig (``overrides``: other ModelConfig fields)."""
+    from cvae.config import ModelConfig
+
+    return ModelConfig(**{**TINY_MODEL, **overrides})
+
+
+def make_tiny_model(seed: int = 0, **overrides):
+    """A tiny CVAE, its weights drawn from torch seed ``seed``."""
+    import torch
+
+    from cvae.model import CVAE
+
+    torch.manual_seed(seed)
+    return CVAE(tiny_model_config(**overrides))
+
+
+@pytest.fixture
+def tiny_model():
+    """A tiny CVAE (seed 0) in training mode."""
+    return make_tiny_model()
+
+
+def set_flags(*texts: str) -> list[str]:
+    """``--set`` flags: ["--set", text, "--set", text, ...]."""
+    flags: list[str] = []
+    for text in texts:
+        flags += ["--set", text]
+    return flags
+
+
 # ---- tiny end-to-end runs (cvae-train / cvae-test on a few frames of synthetic data) ----
 
 TINY_SETS = (
-    "model.frame_channels=8", "model.label_channels=4", "model.latent_channels=4",
-    "model.decoder_channels=8", "data.clip_len=4", "train.max_steps_per_epoch=2",
+    *TINY_MODEL_SETS, "data.clip_len=4", "train.max_steps_per_epoch=2",
     "validation.val_len=6", "test.seq_len=6", "run.progress=false", "run.flush_denormal=false",
 )  # fmt: skip
 
 
 def tiny_sets(*extra: str) -> list[str]:
     """`--set` flags for a tiny model on the tiny data (plus ``extra`` section.key=value)."""
-    flags: list[str] = []
-    for text in (*TINY_SETS, *extra):
-        flags += ["--set", text]
-    return flags
+    return set_flags(*TINY_SETS, *extra)
+
+
+def metrics_rows(run: Path) -> list[dict[str, str]]:
+    """<run>/metrics.csv as written: one dict of strings per row. Read with the csv module, not
+    with cvae.rundir.read_metrics, so the tests check the file itself."""
+    with open(Path(run) / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
 
 
 def run_main(main, argv: list[str]) -> int:

@@ -1,129 +1,106 @@
-"""Tests of the command-line front ends: user errors are one line on stderr and exit 2."""
+"""What every command line shares (cvae.cli): the argparse parents, the config they resolve to,
+the parameter table and the end-of-run summary."""
 
 from __future__ import annotations
 
+import argparse
+import math
+from pathlib import Path
+
 import pytest
 
-from cvae import test_cli, train_cli
-
-# no progress bars, and no process-wide flush-denormal switch left behind by configure_torch
-QUIET = ("--set", "run.progress=false", "--set", "run.flush_denormal=false")
-
-
-def one_error_line(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in captured.err
-    return lines[0]
+from cvae import cli
+from cvae.config import load_config
+from cvae.model import CVAE, parameter_table
 
 
-@pytest.mark.parametrize("main", [train_cli.main, test_cli.main], ids=["train", "test"])
-def test_unknown_key_exits_2_with_one_line(main, cli, capsys, tmp_path):
-    argv = ["--out", str(tmp_path / "o"), "--set", "train.epoch=3", "--set", "test.checkpoint=x"]
-    assert cli(main, argv) == 2
-    line = one_error_line(capsys)
-    assert "unknown key 'train.epoch'" in line
-    assert "did you mean 'train.epochs'" in line
-    assert not (tmp_path / "o").exists()
+def _yaml(tmp_path: Path, text: str, name: str = "cfg.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
 
 
-@pytest.mark.parametrize(
-    "flag, expected",
-    [
-        ("train.epochs=abc", "train.epochs"),
-        ("train.epochs=-1", "train.epochs"),
-        ("train.tfr=1.5", "train.tfr"),
-        ("train.kl_anneal_type=Linear", "train.kl_anneal_type"),
-        ("data.height=2", "data.height"),
-        ("model.frame_channels=12", "model.frame_channels"),
-        ("nonsense", "section.key=value"),
-    ],
-)
-def test_bad_values_exit_2_naming_the_key(flag, expected, cli, capsys, tmp_path):
-    assert cli(train_cli.main, ["--out", str(tmp_path / "o"), "--set", flag, "--dry-run"]) == 2
-    assert expected in one_error_line(capsys)
+def parser_for(default_config: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(parents=[cli.config_args(default_config), *parents])
 
 
-def test_bad_yaml_file(cli, capsys, tmp_path):
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("train:\n  epochs: [3\n")
-    assert cli(train_cli.main, ["--config", str(bad), "--dry-run"]) == 2
-    line = one_error_line(capsys)
-    assert str(bad) in line and "not valid YAML" in line
+def test_parents_compose_into_one_parser():
+    parser = parser_for("config/train.yaml", cli.run_args())
+    args = parser.parse_args(["--data", "d", "--out", "o", "--epochs", "3", "--seed", "5",
+                              "--preset", "small", "--set", "train.lr=0.1", "--set",
+                              "train.tfr=0.5", "--resume", "--dry-run"])
+    assert args.config == "config/train.yaml"
+    assert (args.data, args.out, args.epochs, args.seed, args.preset) == ("d", "o", 3, 5, "small")
+    assert args.overrides == ["train.lr=0.1", "train.tfr=0.5"]
+    assert args.resume and args.dry_run
+    defaults = parser.parse_args([])
+    assert defaults.overrides == [] and not defaults.resume and not defaults.dry_run
+    # a launcher words --resume / --dry-run for what it runs
+    worded = parser_for("x.yaml", cli.run_args(resume_help="continue the sweep"))
+    assert "continue the sweep" in worded.format_help()
+    # without run_args, --resume is not a flag
+    with pytest.raises(SystemExit):
+        parser_for("config/test.yaml").parse_args(["--resume"])
 
 
-def test_missing_config_file(cli, capsys, tmp_path):
-    missing = tmp_path / "missing.yaml"
-    assert cli(train_cli.main, ["--config", str(missing), "--dry-run"]) == 2
-    line = one_error_line(capsys)
-    assert str(missing) in line and "not found" in line
+def test_full_chain_through_argparse(tmp_path):
+    path = _yaml(tmp_path, "model:\n  preset: small\n  latent_channels: 16\n"
+                           "train:\n  epochs: 5\n  lr: 0.01\ndata:\n  root: from_file\n")
+    parser = parser_for(str(path))
+    args = parser.parse_args([
+        "--data", "from_flag", "--epochs", "6", "--seed", "11", "--out", str(tmp_path / "o"),
+        "--set", "train.epochs=8", "--set", "model.decoder_channels=16",
+    ])
+    cfg = cli.config_from_args(args)
+    assert cfg.model.frame_channels == 32  # preset (from the file)
+    assert cfg.model.latent_channels == 16  # file over preset
+    assert cfg.model.decoder_channels == 16  # --set over preset
+    assert cfg.train.lr == 0.01  # file over defaults
+    assert cfg.data.root == "from_flag"  # shortcut over file
+    assert cfg.train.epochs == 8  # --set over shortcut
+    assert cfg.run.seed == 11
+    assert cfg.run.out == str(tmp_path / "o")
 
 
-def test_bad_epochs_flag(cli, capsys, tmp_path):
-    assert cli(train_cli.main, ["--epochs", "0", "--dry-run"]) == 2
-    assert "train.epochs = 0" in one_error_line(capsys)
+def test_layers_sit_between_the_file_and_the_flags(tmp_path):
+    path = _yaml(tmp_path, "train:\n  epochs: 5\n  lr: 0.01\n  batch_size: 4\n")
+    layer = ("space.yaml", {"train.epochs": 6, "train.lr": 0.02, "train.batch_size": 2})
+    args = parser_for(str(path)).parse_args([])
+    cfg = cli.config_from_args(args, layers=(layer,))
+    assert (cfg.train.epochs, cfg.train.lr, cfg.train.batch_size) == (6, 0.02, 2)  # layer > file
+    args = parser_for(str(path)).parse_args(["--epochs", "7", "--set", "train.lr=0.03"])
+    cfg = cli.config_from_args(args, layers=(layer,))
+    assert cfg.train.epochs == 7  # a shortcut beats the layer
+    assert cfg.train.lr == 0.03  # --set beats the layer
+    assert cfg.train.batch_size == 2  # the layer still beats the file
+    assert cli.config_from_args(args).train.batch_size == 4  # no layers: the file's
 
 
-def test_missing_data_folder(cli, capsys, tmp_path):
-    missing = tmp_path / "no_data"
-    argv = ["--data", str(missing), "--out", str(tmp_path / "o"), *QUIET]
-    assert cli(train_cli.main, argv) == 2
-    line = one_error_line(capsys)
-    assert str(missing) in line and "cvae-data synth" in line
+def test_shipped_config_is_found_from_another_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = cli.config_from_args(parser_for("config/train.yaml").parse_args([]))
+    assert cfg.model.preset == "small"
 
 
-def test_clip_longer_than_the_videos(tiny_data, cli, capsys, tmp_path):
-    argv = ["--data", str(tiny_data), "--out", str(tmp_path / "o"), "--set", "data.clip_len=13",
-            *QUIET]
-    assert cli(train_cli.main, argv) == 2
-    assert "13" in one_error_line(capsys)
-    assert not (tmp_path / "o" / "checkpoints").exists()
+def test_parameter_table_lists_every_part_and_the_total():
+    model = CVAE(load_config(preset="small").model)
+    text = cli.format_parameter_table(model)
+    lines = text.splitlines()
+    assert lines[0].split() == ["part", "parameters"]
+    for name, count in parameter_table(model):
+        assert any(line.split() == [name, f"{count:,}"] for line in lines), name
+    assert lines[-2].startswith("-") and lines[-1].split()[0] == "total"
 
 
-def test_cuda_without_a_gpu(cli, capsys, tmp_path, monkeypatch):
-    import torch
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    argv = ["--out", str(tmp_path / "o"), "--set", "run.device=cuda", *QUIET]
-    assert cli(train_cli.main, argv) == 2
-    assert "CUDA" in one_error_line(capsys)
-
-
-def test_dry_run_prints_config_and_table_and_writes_nothing(cli, capsys, tmp_path):
-    out = tmp_path / "o"
-    argv = ["--out", str(out), "--set", "model.frame_channels=8", "--set",
-            "model.label_channels=4", "--set", "model.latent_channels=4", "--set",
-            "model.decoder_channels=8"]
-    assert cli(train_cli.main, [*argv, "--dry-run"]) == 0
-    text = capsys.readouterr().out
-    assert "frame_channels: 8" in text
-    assert f"out: {out}" in text
-    assert "total" in text and "frame_encoder" in text
-    assert not out.exists()
-
-
-def test_dry_run_small_preset_total(cli, capsys):
-    from cvae.config import load_config
-    from cvae.model import CVAE, parameter_table
-
-    total = dict(parameter_table(CVAE(load_config(preset="small").model)))["total"]
-    assert cli(train_cli.main, ["--preset", "small", "--dry-run"]) == 0
-    assert f"{total:,}" in capsys.readouterr().out
-
-
-def test_unknown_flag_is_an_argparse_usage_error(cli, capsys):
-    assert cli(train_cli.main, ["--no-such-flag"]) == 2
-    assert "unrecognized arguments" in capsys.readouterr().err
-
-
-def test_unknown_preset_flag(cli, capsys):
-    assert cli(train_cli.main, ["--preset", "huge", "--dry-run"]) == 2
-    assert "invalid choice" in capsys.readouterr().err
-
-
-def test_tester_without_checkpoint(cli, capsys, tmp_path):
-    assert cli(test_cli.main, ["--out", str(tmp_path / "o")]) == 2
-    assert "--checkpoint" in one_error_line(capsys)
-    assert not (tmp_path / "o").exists()
+def test_print_summary(capsys, tmp_path):
+    cli.print_summary({"epochs": 3, "best_val_psnr": -math.inf, "best_epoch": 0, "last": {},
+                       "out": str(tmp_path)})
+    assert "nothing to train" in capsys.readouterr().out
+    last = {"epoch": 3, "val_psnr": 21.5, "baseline_psnr": 20.25, "val_psnr_short": 24.0,
+            "baseline_psnr_short": 23.5}
+    cli.print_summary({"epochs": 3, "best_val_psnr": 22.0, "best_epoch": 2, "last": last,
+                       "out": str(tmp_path)})
+    out = capsys.readouterr().out
+    assert "best val_psnr 22.00 dB at epoch 2" in out
+    assert "val_psnr 21.50 dB (copy-last baseline 20.25)" in out
+    assert f"best checkpoint: {tmp_path}/checkpoints/best.pt" in out

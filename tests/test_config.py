@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,7 @@ from cvae.config import (
     PRESETS,
     Config,
     ModelConfig,
-    add_config_args,
     all_keys,
-    config_from_args,
     load_config,
     parse_override,
     set_key,
@@ -127,24 +124,23 @@ def test_shortcuts_override_yaml_and_set_overrides_shortcuts(tmp_path):
     assert cfg.train.epochs == 9  # --set beats the shortcut
 
 
-def test_full_chain_through_argparse(tmp_path):
-    path = _yaml(tmp_path, "model:\n  preset: small\n  latent_channels: 16\n"
-                           "train:\n  epochs: 5\n  lr: 0.01\ndata:\n  root: from_file\n")
-    parser = argparse.ArgumentParser()
-    add_config_args(parser, str(path))
-    args = parser.parse_args([
-        "--data", "from_flag", "--epochs", "6", "--seed", "11", "--out", str(tmp_path / "o"),
-        "--set", "train.epochs=8", "--set", "model.decoder_channels=16",
-    ])
-    cfg = config_from_args(args)
-    assert cfg.model.frame_channels == 32  # preset (from the file)
-    assert cfg.model.latent_channels == 16  # file over preset
-    assert cfg.model.decoder_channels == 16  # --set over preset
-    assert cfg.train.lr == 0.01  # file over defaults
-    assert cfg.data.root == "from_flag"  # shortcut over file
-    assert cfg.train.epochs == 8  # --set over shortcut
-    assert cfg.run.seed == 11
-    assert cfg.run.out == str(tmp_path / "o")
+def test_layers_come_after_the_file_and_before_shortcuts_and_set(tmp_path):
+    path = _yaml(tmp_path, "train:\n  epochs: 5\n  batch_size: 4\n  lr: 0.01\n")
+    layers = [("space.yaml", {"train.epochs": 6, "train.batch_size": 2}),
+              ("later.yaml", {"train.batch_size": 3})]
+    cfg = load_config(path, layers=layers)
+    assert cfg.train.epochs == 6  # a layer beats the file
+    assert cfg.train.batch_size == 3  # a later layer beats an earlier one
+    assert cfg.train.lr == 0.01  # keys no layer names keep the file's value
+    cfg = load_config(path, overrides=["train.epochs=9"], shortcuts={"train.epochs": 7},
+                      layers=layers)
+    assert cfg.train.epochs == 9  # --set beats the shortcut, which beats the layer
+    assert load_config(path, shortcuts={"train.epochs": 7}, layers=layers).train.epochs == 7
+
+
+def test_a_bad_layer_value_names_the_layer(tmp_path):
+    with pytest.raises(ConfigError, match="space.yaml.*train.epochs"):
+        load_config(layers=[("space.yaml", {"train.epochs": "many"})])
 
 
 def test_later_set_wins():
@@ -439,14 +435,6 @@ def test_shipped_test_config_loads():
     assert cfg.test.seq_len == 630
     assert cfg.test.gif_fps == 20
     assert cfg.run.out == "runs/test"
-
-
-def test_shipped_config_is_found_from_another_folder(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    parser = argparse.ArgumentParser()
-    add_config_args(parser, "config/train.yaml")
-    cfg = config_from_args(parser.parse_args([]))
-    assert cfg.model.preset == "small"
 
 
 def test_model_config_defaults_are_the_lab_preset():

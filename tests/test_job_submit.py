@@ -26,16 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import TINY_MODEL_SETS, set_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 RAY = VENV_BIN / "ray"
-TINY = [
-    "--set", "model.frame_channels=8", "--set", "model.label_channels=4",
-    "--set", "model.latent_channels=4", "--set", "model.decoder_channels=8",
-    "--set", "data.clip_len=4", "--set", "validation.val_len=6",
-    "--set", "run.progress=false", "--set", "test.seq_len=6",
-]
+TINY = set_flags(*TINY_MODEL_SETS, "data.clip_len=4", "validation.val_len=6",
+                 "run.progress=false", "test.seq_len=6")
 # What must never travel with the code (checked against the uploaded working dir).
 NOT_UPLOADED = (".venv", "venv", ".git", "data", "runs", "sweeps", ".pytest_cache", ".ruff_cache")
 
@@ -48,7 +45,7 @@ def test_rayignore_alone_keeps_data_outputs_and_envs_out(tmp_path):
 
     tree = tmp_path / "checkout"
     files = [
-        "cvae/data.py", "cvae/training.py", "ray_jobs/train.py", "config/train.yaml",
+        "cvae/lab_folder.py", "cvae/training.py", "ray_jobs/train.py", "config/train.yaml",
         "tests/data/keep.txt", "pyproject.toml",
         ".venv/bin/python", "venv/lib/x.py", ".git/HEAD", "data/dance/train/x.png",
         "runs/a/metrics.csv", "sweeps/s/best.pt", "cvae/__pycache__/x.cpython-311.pyc",
@@ -61,7 +58,7 @@ def test_rayignore_alone_keeps_data_outputs_and_envs_out(tmp_path):
     package = tmp_path / "pkg.zip"
     create_package(str(tree), package, include_gitignore=False, excludes=[])
     names = set(zipfile.ZipFile(package).namelist())
-    kept = {"cvae/data.py", "cvae/training.py", "ray_jobs/train.py", "config/train.yaml",
+    kept = {"cvae/lab_folder.py", "cvae/training.py", "ray_jobs/train.py", "config/train.yaml",
             "tests/data/keep.txt", "pyproject.toml"}
     assert kept <= names, kept - names
     leaked = {n for n in names - kept if n != ".rayignore"}

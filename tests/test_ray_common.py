@@ -1,8 +1,10 @@
-"""Ray-free helpers of the cluster layer: paths for workers, waiting for a stopped trial's Train
-actors to exit."""
+"""Ray-free helpers of the cluster layer (ray_jobs.common): the cluster flags, CPUs per worker,
+paths for workers, waiting for a stopped trial's Train actors to exit."""
 
 from __future__ import annotations
 
+import argparse
+import socket
 import subprocess
 import time
 from types import SimpleNamespace
@@ -101,3 +103,59 @@ def test_absolutize_refuses_relative_paths_in_a_submitted_job(monkeypatch):
     with pytest.raises(CvaeError, match="^train.init_from runs/a: use an absolute path"):
         common.absolutize(cfg)
     common.absolutize(load_config(overrides=["data.root=/d", "run.out=/o"]))  # no init_from: fine
+
+
+# ---- CPUs per Ray Train worker: sized from the cluster, whole CPUs where a worker gets >= 1
+
+
+def args(workers: int, cpus_per_worker: float | None = None, use_gpu: bool = False):
+    return argparse.Namespace(num_workers=workers, cpus_per_worker=cpus_per_worker,
+                              use_gpu=use_gpu)
+
+
+@pytest.mark.parametrize("workers, cluster, expected", [
+    (1, 3, 2.0),    # 2-core laptop (embedded Ray: cores + 1): a lone worker gets both cores
+    (2, 3, 1.0),    # two workers, one core each
+    (3, 3, 0.5),    # more workers than cores: fractional, so nothing waits forever
+    (8, 3, 0.25),   # floored at a quarter
+    (4, 65, 16.0),  # a 64-core node: whole CPUs
+    (3, 8, 2.0),    # 7 / 3 = 2.33 -> 2 (Ray gives a worker int(CPUs) threads)
+])
+def test_cpu_workers_share_the_cluster_beside_one_cpu_for_ray_data(workers, cluster, expected):
+    assert common.worker_cpus(args(workers), cluster) == expected
+
+
+def test_cap_keeps_sweep_trials_narrow():
+    assert common.worker_cpus(args(1), 65, cap=1.0) == 1.0
+    assert common.worker_cpus(args(4), 3, cap=1.0) == 0.5
+
+
+def test_flag_and_gpu_win_and_bad_flag_is_named():
+    assert common.worker_cpus(args(2, cpus_per_worker=1.5), 3) == 1.5
+    assert common.worker_cpus(args(2, use_gpu=True), 64) == 1.0
+    with pytest.raises(CvaeError, match="--cpus-per-worker 0"):
+        common.worker_cpus(args(2, cpus_per_worker=0), 3)
+
+
+# ---- the cluster flags and a free port
+
+
+def test_cluster_args_is_a_parent_with_the_cluster_flags():
+    parser = argparse.ArgumentParser(parents=[common.cluster_args()])
+    parsed = parser.parse_args([])
+    assert parsed.num_workers == 2 and not parsed.use_gpu and parsed.cpus_per_worker is None
+    parsed = parser.parse_args(["--num-workers", "3", "--use-gpu", "--cpus-per-worker", "1.5"])
+    assert (parsed.num_workers, parsed.use_gpu, parsed.cpus_per_worker) == (3, True, 1.5)
+    # a sweep names the worker count per trial, and keeps --num-workers as another spelling
+    sweep = argparse.ArgumentParser(parents=[common.cluster_args(
+        ("--workers-per-trial", "--num-workers"), "per trial", num_workers=1)])
+    assert sweep.parse_args([]).num_workers == 1
+    assert sweep.parse_args(["--workers-per-trial", "4"]).num_workers == 4
+    assert sweep.parse_args(["--num-workers", "5"]).num_workers == 5
+
+
+def test_free_port_can_be_listened_on():
+    port = common.free_port()
+    assert 0 < port < 65536
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))

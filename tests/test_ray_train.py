@@ -1,32 +1,32 @@
 """Distributed training on Ray (`python -m ray_jobs.train`).
 
 One embedded Ray for the whole module (a start costs ~30 s here). The bad-input tests need no
-Ray: they check that the entrypoint refuses before connecting.
+Ray: they check that the entrypoint refuses before connecting. The sharding and recovery tests
+watch what each worker trains on through `build_trainer(wrap_batches=...)` (`record_and_fail`).
 """
 
 from __future__ import annotations
 
-import csv
+import functools
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import ray.cloudpickle
+from conftest import TINY_MODEL_SETS, metrics_rows, set_flags
 
-from cvae import parquet, synth
+from cvae import packs, synth
 from cvae.checkpoint import load_checkpoint
 from ray_jobs import common
 from ray_jobs import train as ray_train
 
 CLIP_LEN, HEIGHT, WIDTH = 4, 32, 64
 NUM_CLIPS = 8  # 2 videos x 16 frames / clip_len 4
-TINY = [
-    "--set", "model.frame_channels=8", "--set", "model.label_channels=4",
-    "--set", "model.latent_channels=4", "--set", "model.decoder_channels=8",
-    "--set", f"data.clip_len={CLIP_LEN}", "--set", "validation.val_len=6",
-    "--set", "run.progress=false", "--set", "test.seq_len=6",
-]
+TINY = set_flags(*TINY_MODEL_SETS, f"data.clip_len={CLIP_LEN}", "validation.val_len=6",
+                 "run.progress=false", "test.seq_len=6")
 COMPARED = ("loss", "mse", "kl", "val_psnr")
 # Observed agreement ~1e-6 (the Ray worker may run torch on another thread count than
 # cvae-train); a different clip order already moves kl by ~6e-4, so 1e-3 would be too loose.
@@ -49,7 +49,7 @@ def ray_session():
     saved = os.environ.pop("RAY_ADDRESS", None)
     # address="local": always a fresh local Ray, even if a killed head left
     # /tmp/ray/ray_current_cluster behind. 4 logical CPUs on 2 cores: Ray Data's read tasks need
-    # a whole free CPU beside the train workers (SPEC section 8).
+    # a whole free CPU beside the train workers, or they wait forever.
     ray.init(address="local", num_cpus=4, include_dashboard=True, log_to_driver=False,
              logging_level="WARNING")
     try:
@@ -66,11 +66,6 @@ def run_main(main, argv: list[str], capsys) -> tuple[int, str, str]:
         main(argv)
     out, err = capsys.readouterr()
     return exc.value.code, out, err
-
-
-def metrics_rows(out: Path) -> list[dict[str, str]]:
-    with open(out / "metrics.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 def best_checkpoint_line(stdout: str) -> str:
@@ -107,10 +102,10 @@ def _bad_root(kind: str, tmp_path: Path, tiny_data: Path) -> Path:
         (tmp_path / "empty").mkdir()
         return tmp_path / "empty"
     if kind == "pack_frame_size":
-        return Path(parquet.pack(tiny_data, tmp_path / "pack16", clip_len=CLIP_LEN, height=16,
+        return Path(packs.pack(tiny_data, tmp_path / "pack16", clip_len=CLIP_LEN, height=16,
                                  width=32, progress=False)["out"])
     if kind == "pack_clip_len":
-        return Path(parquet.pack(tiny_data, tmp_path / "pack8", clip_len=8, height=HEIGHT,
+        return Path(packs.pack(tiny_data, tmp_path / "pack8", clip_len=8, height=HEIGHT,
                                  width=WIDTH, progress=False)["out"])
     raise AssertionError(kind)
 
@@ -199,6 +194,39 @@ def test_one_worker_reproduces_cvae_train(ray_session, tiny_data, tmp_path, caps
 # of epoch 2, so epoch 1's checkpoint exists and epoch 2 is half done when rank 1 dies.
 STEPS_PER_EPOCH = NUM_CLIPS // 2
 FAIL_AT_STEP = STEPS_PER_EPOCH + 2
+FAIL_RANK = 1
+
+# The Ray Train workers cannot import this test module: they get `record_and_fail` by value.
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def record_and_fail(batches, epoch: int, *, rank: int, out: str):
+    """A worker's epoch iterator (`build_trainer(wrap_batches=...)`), watched and interrupted:
+
+    - writes the clip ids this worker trains on to <out>/clip_ids/epoch<E>_rank<R>.txt, one per
+      line, flushed per batch as it is handed to the training loop;
+    - on rank FAIL_RANK, at global step FAIL_AT_STEP (epoch * STEPS_PER_EPOCH + step), before
+      that step runs: writes <out>/.fault_injected ("epoch E step S", 1-based) unless it is there
+      already (so a restarted worker does not fail again) and exits hard, as a lost worker would.
+    """
+    path = Path(out) / "clip_ids" / f"epoch{epoch + 1}_rank{rank}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    marker = Path(out) / ".fault_injected"
+    with open(path, "w") as fh:
+        for step, batch in enumerate(batches):
+            fh.write("".join(f"{int(i)}\n" for i in batch[2]))
+            fh.flush()
+            if (rank == FAIL_RANK and epoch * STEPS_PER_EPOCH + step == FAIL_AT_STEP
+                    and not marker.exists()):
+                marker.write_text(f"epoch {epoch + 1} step {step + 1}\n")
+                os._exit(17)  # a hard crash
+            yield batch
+
+
+def watch_workers(mp: pytest.MonkeyPatch) -> None:
+    """Make ray_jobs.train build its trainer with `record_and_fail` around every worker's data."""
+    mp.setattr(common, "build_trainer",
+               functools.partial(common.build_trainer, wrap_batches=record_and_fail))
 
 
 @pytest.fixture(scope="module")
@@ -208,20 +236,21 @@ def recovered_run(ray_session, tiny_data, tmp_path_factory):
     argv = [
         "--data", str(tiny_data), "--out", str(out), "--epochs", "3",
         "--num-workers", "2", "--max-failures", "1",
-        "--set", "train.batch_size=1", "--set", "run.log_clip_ids=true",
-        "--set", f"run.fail_at_step={FAIL_AT_STEP}", "--set", "run.fail_rank=1", *TINY,
+        "--set", "train.batch_size=1", *TINY,
         # Without priming, epoch 2 starts after Ray Data's start-up, which gives Ray Train's
         # controller time to register epoch 1's checkpoint before the crash 3 steps later; with
         # it, the restart may begin from scratch, which this test would not tell apart.
         "--set", "data.prime_next_epoch=false",
     ]
     start = time.monotonic()
-    try:
-        ray_train.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    else:  # pragma: no cover - cli_entry always exits
-        code = None
+    with pytest.MonkeyPatch.context() as mp:
+        watch_workers(mp)
+        try:
+            ray_train.main(argv)
+        except SystemExit as exc:
+            code = exc.code
+        else:  # pragma: no cover - cli_entry always exits
+            code = None
     return {"code": code, "out": out, "argv": argv, "seconds": time.monotonic() - start}
 
 
@@ -250,8 +279,9 @@ def test_two_workers_shard_exactly_and_survive_a_worker_crash(recovered_run):
 
 @pytest.mark.ray
 @pytest.mark.timeout(600)
-def test_resume_continues_and_a_fresh_run_refuses(recovered_run, capsys):
+def test_resume_continues_and_a_fresh_run_refuses(recovered_run, capsys, monkeypatch):
     assert recovered_run["code"] == 0
+    watch_workers(monkeypatch)  # epoch 4's clip ids, as the first run recorded epochs 1-3
     out, argv = recovered_run["out"], recovered_run["argv"]
     capsys.readouterr()
     before_rows = metrics_rows(out)

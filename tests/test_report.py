@@ -11,8 +11,8 @@ import pytest
 
 from cvae import report
 from cvae.config import Config, to_yaml
+from cvae.rundir import METRIC_COLUMNS
 from cvae.schedules import kl_beta, teacher_forcing_ratio
-from cvae.training import METRIC_COLUMNS
 
 
 def make_run(folder: Path, *, kl: str, epochs: int, ran: int, psnr0: float, lr: float = 1e-3,

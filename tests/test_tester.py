@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cvae.data import load_image
+from cvae.lab_folder import load_image
 from cvae.test_cli import main as cvae_test
 from cvae.tester import load_model, write_submission
 
@@ -25,8 +25,6 @@ def argv_for(checkpoint, data: Path, out: Path, *extra: str) -> list[str]:
     for text in TEST_SETS:
         argv += ["--set", text]
     return [*argv, *extra]
-
-
 
 
 def read_submission(path: Path) -> tuple[list[str], np.ndarray]:
@@ -295,3 +293,30 @@ def test_no_checkpoint_given(tiny_data, tmp_path, cli, capsys):
     out = tmp_path / "out"
     argv = ["--data", str(tiny_data), "--out", str(out), "--set", "run.progress=false"]
     _fails(cli, capsys, argv, out, "test.checkpoint", "--checkpoint")
+
+
+# ------------------------------------------------------------- the command line (cvae.test_cli)
+
+
+def one_error_line(capsys) -> str:
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
+def test_unknown_key_exits_2_with_one_line(cli, capsys, tmp_path):
+    argv = ["--out", str(tmp_path / "o"), "--set", "train.epoch=3", "--set", "test.checkpoint=x"]
+    assert cli(cvae_test, argv) == 2
+    line = one_error_line(capsys)
+    assert "unknown key 'train.epoch'" in line
+    assert "did you mean 'train.epochs'" in line
+    assert not (tmp_path / "o").exists()
+
+
+def test_tester_without_checkpoint(cli, capsys, tmp_path):
+    assert cli(cvae_test, ["--out", str(tmp_path / "o")]) == 2
+    assert "--checkpoint" in one_error_line(capsys)
+    assert not (tmp_path / "o").exists()

@@ -12,7 +12,6 @@ import csv
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,24 +19,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_MODEL_SETS, set_flags
 
 from cvae import synth
+from ray_jobs import common
 
 ROOT = Path(__file__).resolve().parent.parent
-TINY = [
-    "--set", "model.frame_channels=8", "--set", "model.label_channels=4",
-    "--set", "model.latent_channels=4", "--set", "model.decoder_channels=8",
-    "--set", "data.clip_len=4", "--set", "validation.val_len=6", "--set", "run.progress=false",
-    "--set", "test.seq_len=6", "--set", "run.threads=1",
-]
+TINY = set_flags(*TINY_MODEL_SETS, "data.clip_len=4", "validation.val_len=6",
+                 "run.progress=false", "test.seq_len=6", "run.threads=1")
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +38,7 @@ def ray_cluster():
     it, even when other Ray instances run on this machine."""
     import ray
 
-    port = _free_port()
+    port = common.free_port()
     saved = os.environ.get("RAY_API_SERVER_ADDRESS")
     os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     context = ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_port=port,

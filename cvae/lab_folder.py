@@ -8,14 +8,12 @@ Layout::
     <root>/<split>/manifest.json        (synthetic data only: video boundaries)
 
 Every reader returns uint8 tensors resized to the configured H x W; the training code
-converts to float on the device (``to_float``), which keeps host memory and transfers small.
+converts to float on the device, which keeps host memory and transfers small.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
-import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from cvae.errors import ConfigError, DataError
+from cvae.storage import read_json
 
 __all__ = [
     "MANIFEST_FORMAT",
@@ -41,7 +40,6 @@ __all__ = [
     "load_video",
     "split_dirs",
     "split_videos",
-    "to_float",
 ]
 
 MANIFEST_FORMAT = "cvae-synth/1"
@@ -113,33 +111,6 @@ def image_size(path: Path) -> tuple[int, int]:
         raise DataError(f"{path}: not a readable image ({err})") from None
 
 
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float32 in [0, 1]."""
-    if x.dtype != torch.uint8:
-        raise TypeError(f"to_float expects a uint8 tensor, got {x.dtype}")
-    return x.float() / 255
-
-
-def augment(frames: torch.Tensor, poses: torch.Tensor,
-            rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
-    """Training augmentation, drawn per clip: a horizontal flip of frames and poses together,
-    and a permutation of the frames' colour channels (the poses keep theirs: their colours name
-    the limbs).
-
-    frames, poses: [B,T,3,H,W] -> the same shapes. A few training videos hold only a few rooms
-    and dancers; mirrored and recoloured ones push the model to carry appearance over from the
-    previous frame rather than learn the training set's colours.
-    """
-    out_frames, out_poses = [], []
-    for clip_frames, clip_poses in zip(frames, poses, strict=True):
-        if rng.random() < 0.5:
-            clip_frames, clip_poses = clip_frames.flip(-1), clip_poses.flip(-1)
-        channels = rng.sample(range(3), 3)
-        out_frames.append(clip_frames[:, channels])
-        out_poses.append(clip_poses)
-    return torch.stack(out_frames), torch.stack(out_poses)
-
-
 def split_dirs(root: str | Path, split: str) -> tuple[Path, Path]:
     """(image folder, label folder) of a split: ``<root>/<split>/<split>_img``, ``..._label``."""
     base = Path(root) / split
@@ -174,10 +145,7 @@ def _is_int(v: object) -> bool:
 
 def _read_manifest(path: Path) -> list[tuple[int, int, int]]:
     """[(video_id, first_frame, num_frames)] from a synth manifest."""
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: malformed manifest ({err})") from None
+    doc = read_json(path, "manifest")
     if not isinstance(doc, dict) or doc.get("format") != MANIFEST_FORMAT:
         raise DataError(f"{path}: malformed manifest (expected format {MANIFEST_FORMAT!r})")
     videos = doc.get("videos")
@@ -204,7 +172,7 @@ def split_videos(root: str | Path, split: str) -> tuple[Path, Path, list[Video]]
     """List a split once -> (img folder, label folder, videos).
 
     Checks that images and labels pair up by name and that the manifest (if any) matches the
-    files; without a manifest the split is one video (the lab's data).
+    files; without a manifest the split is one video (as real recorded data comes).
     """
     img_dir, label_dir = split_dirs(root, split)
     imgs = frame_files(img_dir)
@@ -261,7 +229,7 @@ def clip_index(root: str | Path, split: str, clip_len: int) -> list[ClipRef]:
     """Non-overlapping clips of ``clip_len`` consecutive frames, never spanning two videos.
 
     With a manifest each video is chunked on its own (the remainder at its end is dropped);
-    without one the whole split is one video (the lab's plain chunking). May be empty.
+    without one the whole split is one video, chunked in order. May be empty.
     """
     _check_clip_len(clip_len)
     _, _, videos = split_videos(root, split)
@@ -287,7 +255,7 @@ class ClipDataset(torch.utils.data.Dataset):
             what = f"{longest} frames" if len(videos) == 1 else f"longest video {longest} frames"
             raise DataError(f"{self.img_dir}: {what}, fewer than the clip length {clip_len}")
         self._check_sizes(videos)
-        # the lab's meaning of partial: the first fraction of the clips
+        # `partial` keeps the first fraction of the clips (not a random subset)
         self.clips = self.all_clips[:max(1, int(len(self.all_clips) * partial))]
 
     def _check_sizes(self, videos: list[Video]) -> None:

@@ -1,39 +1,23 @@
-"""Lab-layout readers (cvae.data) and the cvae-data CLI."""
+"""Lab-layout readers (cvae.lab_folder): images, clips, videos, test sequences, bad inputs."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import random
-import sys
-import types
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from cvae.data import (
+from cvae.errors import DataError
+from cvae.lab_folder import (
     ClipDataset,
-    augment,
     clip_index,
     frame_files,
     load_image,
     load_test_sequences,
     load_video,
-    to_float,
 )
-from cvae.data_cli import main
-from cvae.errors import DataError
-
-
-def run_cli(argv, capsys):
-    """main() always exits (cli_entry): return (code, stdout, stderr)."""
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    out, err = capsys.readouterr()
-    return exc.value.code, out, err
-
 
 # ---------------------------------------------------------------- images
 
@@ -64,14 +48,6 @@ def test_palette_image(tmp_path):
     im.save(tmp_path / "frame0.png")
     x = load_image(tmp_path / "frame0.png", 4, 6)
     assert x[:, 0, 0].tolist() == [10, 20, 30]
-
-
-def test_to_float():
-    x = torch.tensor([0, 51, 255], dtype=torch.uint8)
-    y = to_float(x)
-    assert y.dtype == torch.float32 and torch.allclose(y, torch.tensor([0.0, 0.2, 1.0]))
-    with pytest.raises(TypeError):
-        to_float(y)
 
 
 def test_frame_files_sorted_by_number(tmp_path, png):
@@ -233,89 +209,3 @@ def test_manifest_disagrees_with_files(lab):
     (lab / "train/train_label/frame3.png").unlink()
     with pytest.raises(DataError, match=r"manifest.json: video 0 .*frame3.png is missing"):
         clip_index(lab, "train", 2)
-
-
-# ---------------------------------------------------------------- CLI
-
-def test_cli_info_lab(lab, capsys):
-    code, out, _ = run_cli(["info", str(lab)], capsys)
-    assert code == 0
-    assert "train: 12 frames in 2 videos" in out
-    assert "val: 6 frames in 1 videos" in out
-    assert "test: 2 sequences" in out
-
-
-def test_cli_pack_and_info(lab, tmp_path, capsys):
-    out_dir = tmp_path / "pack"
-    code, out, _ = run_cli(["pack", "--root", str(lab), "--out", str(out_dir), "--clip-len",
-                            "2", "--height", "8", "--width", "16", "--quiet"], capsys)
-    assert code == 0 and "packed 5 train clips of 2 frames" in out
-    code, out, _ = run_cli(["info", str(out_dir)], capsys)
-    assert code == 0 and "train: 5 clips of 2 frames, 8x16" in out
-
-
-@pytest.mark.parametrize("make_bad", ["missing", "no_label", "not_data"])
-def test_cli_bad_input_one_line_exit_2(lab, tmp_path, capsys, make_bad):
-    if make_bad == "missing":
-        argv = ["info", str(tmp_path / "nowhere")]
-    elif make_bad == "no_label":
-        (lab / "train/train_label/frame2.png").unlink()
-        argv = ["pack", "--root", str(lab), "--out", str(tmp_path / "p"), "--quiet"]
-    else:
-        (tmp_path / "plain").mkdir()
-        argv = ["info", str(tmp_path / "plain")]
-    code, out, err = run_cli(argv, capsys)
-    assert code == 2
-    assert err.startswith("error: ") and err.count("\n") == 1
-    assert "Traceback" not in err
-    assert not (tmp_path / "p").exists()
-
-
-def test_cli_synth_and_preview_call_their_modules(make_lab, tmp_path, capsys, monkeypatch):
-    """Stand-ins for cvae.synth / cvae.preview: the CLI passes only the options given."""
-    calls = {}
-
-    def generate(out, **kw):
-        calls["generate"] = kw
-        make_lab(out, train=(4, 4))
-
-    def contact_sheet(root, out, **kw):
-        calls["contact_sheet"] = kw
-        out.write_bytes(b"png")
-        return out
-
-    monkeypatch.setitem(sys.modules, "cvae.synth", types.SimpleNamespace(generate=generate))
-    monkeypatch.setitem(sys.modules, "cvae.preview",
-                        types.SimpleNamespace(contact_sheet=contact_sheet))
-    root = tmp_path / "syn"
-    code, out, _ = run_cli(["synth", "--out", str(root), "--seed", "3", "--quiet"], capsys)
-    assert code == 0 and calls["generate"] == {"seed": 3, "progress": False}
-    assert "8 train frames in 2 videos, 6 val frames, 2 test sequences" in out
-    code, out, _ = run_cli(["preview", str(root), "--out", str(tmp_path / "s.png"),
-                            "--frames", "3"], capsys)
-    assert code == 0 and calls["contact_sheet"] == {"frames": 3}
-
-
-# ------------------------------------------------------------------------------ augment
-
-
-def test_augment_mirrors_clips_and_recolours_frames_only():
-    g = torch.Generator().manual_seed(0)
-    frames = torch.randint(0, 256, (64, 3, 3, 4, 5), dtype=torch.uint8, generator=g)
-    poses = torch.randint(0, 256, (64, 3, 3, 4, 5), dtype=torch.uint8, generator=g)
-    out_frames, out_poses = augment(frames, poses, random.Random(0))
-    assert out_frames.shape == frames.shape and out_poses.shape == poses.shape
-    flips, orders = set(), set()
-    for f, p, of, op in zip(frames, poses, out_frames, out_poses, strict=True):
-        flipped = not torch.equal(op, p)
-        if flipped:  # the poses are mirrored with their frames, never recoloured
-            assert torch.equal(op, p.flip(-1))
-            f = f.flip(-1)
-        matches = [c for c in itertools.permutations(range(3)) if torch.equal(of, f[:, list(c)])]
-        assert len(matches) == 1
-        flips.add(flipped)
-        orders.add(matches[0])
-    assert flips == {True, False} and len(orders) == 6  # every case is drawn
-    # the same seed draws the same augmentation (a resumed run replays it)
-    again = augment(frames, poses, random.Random(0))
-    assert torch.equal(again[0], out_frames) and torch.equal(again[1], out_poses)

@@ -1,4 +1,4 @@
-"""Parquet clip packs (cvae.parquet)."""
+"""Parquet clip packs (cvae.packs)."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-import cvae.parquet as cp
-from cvae.data import ClipDataset, load_video
+import cvae.packs as cp
 from cvae.errors import DataError
-from cvae.parquet import (
+from cvae.lab_folder import ClipDataset, load_video
+from cvae.packs import (
     ParquetClipDataset,
     check_pack,
     decode_batch,
@@ -184,7 +184,7 @@ def test_ray_reads_shards(packed):
 
 
 def test_shard_shuffle_sampler_visits_every_clip_once_shard_by_shard():
-    from cvae.parquet import ShardShuffleSampler
+    from cvae.packs import ShardShuffleSampler
 
     shards = [range(0, 4), range(4, 8), range(8, 11)]
     order = list(ShardShuffleSampler(shards, torch.Generator().manual_seed(0)))
@@ -196,19 +196,3 @@ def test_shard_shuffle_sampler_visits_every_clip_once_shard_by_shard():
     other = list(ShardShuffleSampler(shards, torch.Generator().manual_seed(1)))
     assert order == again and order != other  # seeded: a resumed run replays its order
 
-
-def test_shuffled_training_batches_decode_each_shard_once(packed, monkeypatch):
-    from cvae.config import load_config
-    from cvae.train_cli import loader_epochs
-
-    dataset = cp.ParquetClipDataset(packed[1])
-    assert len(dataset.files) > 2  # more shards than the dataset keeps decoded
-    decoded = []
-    real_table = cp._Table
-    monkeypatch.setattr(cp, "_Table", lambda path, shape: decoded.append(path)
-                        or real_table(path, shape))
-    cfg = load_config(None, overrides=["train.batch_size=1"])
-    data = loader_epochs(dataset, cfg, torch.device("cpu"))
-    ids = [int(i) for _, _, batch_ids in data.batches(0) for i in batch_ids]
-    assert sorted(decoded) == sorted(dataset.files)  # once each, in a shuffled order
-    assert sorted(ids) == sorted(int(dataset[i][2]) for i in range(len(dataset)))

@@ -16,9 +16,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -29,8 +26,9 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from cvae.data import ClipDataset, frame_number, load_video, split_videos
 from cvae.errors import ConfigError, DataError
+from cvae.lab_folder import ClipDataset, frame_number, load_video, split_videos
+from cvae.storage import atomic_path, read_json
 
 __all__ = [
     "FORMAT",
@@ -96,45 +94,49 @@ def pack(root: str | Path, out: str | Path, *, clip_len: int = 16, height: int =
     # check both splits before the long part, so a bad val folder fails fast
     train = ClipDataset(root, "train", clip_len=clip_len, height=height, width=width)
     split_videos(root, "val")
-
     meta = {"format": FORMAT, "height": height, "width": width, "source": str(root)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
-        (tmp / "train").mkdir()
-        (tmp / "val").mkdir()
-        n = len(train)
-        files, counts = [], []
-        info = _split_info(meta, "train", clip_len, n, files, counts)
-        rows = []
-        for i in tqdm(range(n), desc="pack train", unit="clip", disable=not progress):
-            frames, poses, clip_id = train[i]  # uint8 [T,3,H,W] each
-            ref = train.clips[i]
-            rows.append((clip_id, ref.video_id, ref.start_frame,
-                         frames.numpy().tobytes(), poses.numpy().tobytes()))
-            if len(rows) == rows_per_file or i == n - 1:
-                name = f"part-{len(files):05d}.parquet"
-                _write_shard(tmp / "train" / name, rows, _shard_meta(info))
-                files.append(name)
-                counts.append(len(rows))
-                rows = []
-        meta_train = info
-
-        frames, poses = load_video(root, "val", height=height, width=width)  # [T,3,H,W]
-        _, _, videos = split_videos(root, "val")
-        start = frame_number(Path(videos[0].names[0]))
-        meta_val = _split_info(meta, "val", frames.shape[0], 1, ["part-00000.parquet"], [1])
-        _write_shard(tmp / "val" / "part-00000.parquet",
-                     [(0, videos[0].video_id, start, frames.numpy().tobytes(),
-                       poses.numpy().tobytes())], _shard_meta(meta_val))
-
-        meta["splits"] = {"train": meta_train, "val": meta_val}
+    with atomic_path(out) as tmp:
+        meta["splits"] = {
+            "train": _write_train(train, tmp / "train", meta, rows_per_file, progress),
+            "val": _write_val(root, tmp / "val", meta),
+        }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        os.replace(tmp, out)  # atomic; replaces an empty out folder too
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return {**meta, "out": str(out), "seconds": time.perf_counter() - t0}
+
+
+def _write_train(train: ClipDataset, folder: Path, meta: dict, rows_per_file: int,
+                 progress: bool) -> dict:
+    """The training clips as shards of `rows_per_file` clips; returns the split's metadata."""
+    folder.mkdir(parents=True)
+    n = len(train)
+    files, counts = [], []
+    info = _split_info(meta, "train", train.clip_len, n, files, counts)
+    rows = []
+    for i in tqdm(range(n), desc="pack train", unit="clip", disable=not progress):
+        frames, poses, clip_id = train[i]  # uint8 [T,3,H,W] each
+        ref = train.clips[i]
+        rows.append((clip_id, ref.video_id, ref.start_frame,
+                     frames.numpy().tobytes(), poses.numpy().tobytes()))
+        if len(rows) == rows_per_file or i == n - 1:
+            name = f"part-{len(files):05d}.parquet"
+            _write_shard(folder / name, rows, _shard_meta(info))
+            files.append(name)
+            counts.append(len(rows))
+            rows = []
+    return info
+
+
+def _write_val(root: Path, folder: Path, meta: dict) -> dict:
+    """The validation video as one row; returns the split's metadata."""
+    folder.mkdir(parents=True)
+    frames, poses = load_video(root, "val", height=meta["height"], width=meta["width"])
+    _, _, videos = split_videos(root, "val")
+    start = frame_number(Path(videos[0].names[0]))
+    info = _split_info(meta, "val", frames.shape[0], 1, ["part-00000.parquet"], [1])
+    _write_shard(folder / "part-00000.parquet",
+                 [(0, videos[0].video_id, start, frames.numpy().tobytes(),
+                   poses.numpy().tobytes())], _shard_meta(info))
+    return info
 
 
 # ---------------------------------------------------------------- reading / checking
@@ -153,10 +155,7 @@ def read_meta(folder: str | Path) -> dict:
     path = _pack_root(folder) / "meta.json"
     if not path.is_file():
         raise DataError(f"{path.parent}: not a clip pack (no meta.json)")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: unreadable metadata ({err})") from None
+    meta = read_json(path, "pack metadata")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{path}: not a clip pack (format is not {FORMAT!r})")
     try:

@@ -1,0 +1,66 @@
+"""The lab's loss (cvae.losses): KL divergence, the clip loss, PSNR."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cvae.losses import clip_loss, kl_divergence, psnr
+
+
+def test_kl_divergence_matches_a_hand_computation():
+    mu = torch.tensor([[0.0, 1.0], [-2.0, 0.5]])
+    logvar = torch.tensor([[0.0, math.log(2.0)], [math.log(0.5), -1.0]])
+    # KL(N(m, s^2) || N(0,1)) = 0.5 * (s^2 + m^2 - 1 - log s^2), summed, / batch
+    terms = [
+        0.5 * (1.0 + 0.0 - 1 - 0.0),
+        0.5 * (2.0 + 1.0 - 1 - math.log(2.0)),
+        0.5 * (0.5 + 4.0 - 1 - math.log(0.5)),
+        0.5 * (math.exp(-1.0) + 0.25 - 1 + 1.0),
+    ]
+    assert kl_divergence(mu, logvar, batch_size=1).item() == pytest.approx(sum(terms), rel=1e-6)
+    assert kl_divergence(mu, logvar, batch_size=2).item() == pytest.approx(sum(terms) / 2,
+                                                                            rel=1e-6)
+
+
+def test_kl_of_the_prior_is_zero():
+    z = torch.zeros(2, 3, 4, 5, 5)
+    assert kl_divergence(z, z, 2).item() == 0.0
+
+
+def test_clip_loss_is_per_step_mse_sum_plus_beta_kl():
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(2, 3, 3, 4, 4, generator=g), torch.rand(2, 3, 3, 4, 4, generator=g)
+    mu, logvar = torch.randn(2, 3, 4, 4, 4, generator=g), torch.randn(2, 3, 4, 4, 4, generator=g)
+    loss, mse, kl = clip_loss(pred, target, mu, logvar, beta=0.3)
+    per_step = sum(((pred[:, s] - target[:, s]) ** 2).mean() for s in range(3))
+    hand_kl = -0.5 * (1 + logvar - mu**2 - logvar.exp()).sum() / 2
+    assert mse.item() == pytest.approx(per_step.item(), rel=1e-6)
+    assert kl.item() == pytest.approx(hand_kl.item(), rel=1e-6)
+    assert loss.item() == pytest.approx(per_step.item() + 0.3 * hand_kl.item(), rel=1e-6)
+
+
+def test_psnr_of_identical_images_is_large():
+    x = torch.rand(5, 3, 8, 8)
+    values = psnr(x, x)
+    assert values.shape == (5,)
+    assert (values >= 100.0 - 1e-4).all()
+
+
+@pytest.mark.parametrize("offset, expected", [(0.1, 20.0), (0.01, 40.0), (0.5, 10 * math.log10(4))])
+def test_psnr_of_a_known_mse(offset, expected):
+    target = torch.full((2, 4, 3, 6, 6), 0.25)
+    values = psnr(target + offset, target)  # MSE = offset^2 on every frame
+    assert values.shape == (2, 4)
+    torch.testing.assert_close(values, torch.full((2, 4), expected), rtol=1e-4, atol=1e-4)
+
+
+def test_psnr_is_per_frame():
+    target = torch.zeros(2, 3, 4, 4)
+    pred = target.clone()
+    pred[1] = 0.1
+    values = psnr(pred, target)
+    assert values[0].item() == pytest.approx(100.0)
+    assert values[1].item() == pytest.approx(20.0, rel=1e-4)
