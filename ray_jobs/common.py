@@ -116,7 +116,29 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
              # beside the train workers, or they wait forever.
              num_cpus=num_cpus or (os.cpu_count() or 1) + 1,
              include_dashboard=True, dashboard_port=port)
+    # A fresh embedded Ray turns token auth on and writes its token with the umask's mode
+    # (often world-readable); whoever holds it can run code on every Ray this user starts.
+    secure_token_file(Path.home() / ".ray" / "auth_token")
     return False
+
+
+def secure_token_file(path: Path) -> bool:
+    """Make an auth-token file readable by its owner only (mode 0600).
+
+    Only a regular file that this user owns is changed (not a link, nor another user's file).
+    Returns True when the file now has mode 0600.
+    """
+    import stat
+
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != os.getuid():
+        return False
+    if stat.S_IMODE(st.st_mode) != 0o600:
+        os.chmod(path, 0o600)
+    return True
 
 
 def free_port() -> int:
