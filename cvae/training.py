@@ -38,7 +38,8 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 METRIC_COLUMNS = (
     "epoch", "loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_psnr_short",
-    "baseline_psnr", "baseline_psnr_short", "seconds",
+    "baseline_psnr", "baseline_psnr_short", "val_ssim", "val_ssim_short", "baseline_ssim",
+    "baseline_ssim_short", "seconds",
 )
 
 
@@ -210,7 +211,8 @@ class RunDir:
         for key in METRIC_COLUMNS[1:]:
             value = metrics.get(key)
             if value is not None:
-                self.tb.add_scalar(f"{'val' if 'psnr' in key else 'train'}/{key}", value, epoch)
+                group = "val" if "psnr" in key or "ssim" in key else "train"
+                self.tb.add_scalar(f"{group}/{key}", value, epoch)
         if validation is not None:
             self.tb.add_image("val/predicted_over_true", _pred_vs_true(validation), epoch)
         self.tb.flush()
@@ -221,6 +223,7 @@ class RunDir:
         plots.psnr_per_frame(
             validation.psnr, self.path / "psnr_per_frame.png", baseline=validation.baseline,
             title=f"Validation PSNR per frame (best epoch {epoch}: {m['val_psnr']:.2f} dB)",
+            ssim=validation.ssim or (), baseline_ssim=validation.baseline_ssim or (),
         )
 
     def close(self) -> None:
@@ -229,11 +232,7 @@ class RunDir:
 
 
 def write_psnr_csv(path: str | Path, validation: Validation) -> None:
-    lines = ["frame,psnr,baseline_psnr"] + [
-        f"{t},{p:.4f},{b:.4f}"
-        for t, (p, b) in enumerate(zip(validation.psnr, validation.baseline, strict=True), start=1)
-    ]
-    _atomic_write(Path(path), "\n".join(lines) + "\n")
+    _atomic_write(Path(path), validation.per_frame_csv())
 
 
 def _pred_vs_true(validation: Validation, frames: int = 8) -> torch.Tensor:
@@ -439,6 +438,8 @@ def _epoch_line(m: dict[str, Any], epochs: int) -> str:
                  f"  short {m['val_psnr_short']:.2f} (baseline {m['baseline_psnr_short']:.2f})"
                  f"  one-step {m['val_psnr_one_step']:.2f} (baseline "
                  f"{m['baseline_psnr_one_step']:.2f})")
+    if "val_ssim" in m:
+        line += f"  ssim {m['val_ssim']:.3f} (baseline {m['baseline_ssim']:.3f})"
     return line
 
 

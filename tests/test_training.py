@@ -25,7 +25,7 @@ from cvae.training import METRIC_COLUMNS, EpochData, RunDir, fit, train_epoch, t
 
 TINY = ModelConfig(frame_channels=8, label_channels=4, latent_channels=4, decoder_channels=8)
 HEADER = ("epoch,loss,mse,kl,beta,tfr,lr,val_psnr,val_psnr_short,baseline_psnr,"
-          "baseline_psnr_short,seconds")
+          "baseline_psnr_short,val_ssim,val_ssim_short,baseline_ssim,baseline_ssim_short,seconds")
 STATE_KEYS = {"model", "optimizer", "scheduler", "kl_annealing", "teacher_forcing", "config",
               "epoch"}
 
@@ -346,13 +346,16 @@ def test_metrics_csv(tiny_run):
         assert mse > 0 and kl >= 0 and float(r["seconds"]) >= 0
         for k in ("val_psnr", "val_psnr_short", "baseline_psnr", "baseline_psnr_short"):
             assert 0 < float(r[k]) < 100
+        for k in ("val_ssim", "val_ssim_short", "baseline_ssim", "baseline_ssim_short"):
+            assert -1 <= float(r[k]) <= 1
     # the copy-last baseline depends on the data only
     assert len({r["baseline_psnr"] for r in rows}) == 1
+    assert len({r["baseline_ssim"] for r in rows}) == 1
 
 
 def test_psnr_per_frame_csv_is_the_best_epoch(tiny_run):
     lines = (tiny_run / "psnr_per_frame.csv").read_text().splitlines()
-    assert lines[0] == "frame,psnr,baseline_psnr"
+    assert lines[0] == "frame,psnr,baseline_psnr,ssim,baseline_ssim"
     body = [line.split(",") for line in lines[1:]]
     assert [int(r[0]) for r in body] == [1, 2, 3, 4, 5]  # validation.val_len = 6
     rows = metrics(tiny_run)
@@ -361,6 +364,8 @@ def test_psnr_per_frame_csv_is_the_best_epoch(tiny_run):
     assert mean == pytest.approx(float(best["val_psnr"]), abs=1e-3)
     baseline = sum(float(r[2]) for r in body) / len(body)
     assert baseline == pytest.approx(float(best["baseline_psnr"]), abs=1e-3)
+    ssim = sum(float(r[3]) for r in body) / len(body)
+    assert ssim == pytest.approx(float(best["val_ssim"]), abs=1e-3)
 
 
 def _tb_tags(folder: Path) -> set[str]:
@@ -384,7 +389,8 @@ def test_tensorboard_events(tiny_run):
     assert files and all(f.stat().st_size > 0 for f in files)
     tags = _tb_tags(tiny_run / "tb")
     assert {"train/loss", "train/mse", "train/kl", "train/beta", "train/tfr", "train/lr",
-            "val/val_psnr", "val/baseline_psnr", "val/predicted_over_true"} <= tags
+            "val/val_psnr", "val/baseline_psnr", "val/val_ssim", "val/baseline_ssim",
+            "val/predicted_over_true"} <= tags
 
 
 @pytest.mark.parametrize("name", ["last.pt", "best.pt", "epoch_3.pt"])
@@ -684,6 +690,10 @@ def test_validation_reports_the_rollout_the_baseline_and_one_step():
     torch.testing.assert_close(torch.tensor(v.psnr), torch.tensor(v.baseline))
     assert m["val_psnr"] == pytest.approx(m["baseline_psnr"])
     assert m["val_psnr_short"] == pytest.approx(m["baseline_psnr_short"])
+    assert len(v.ssim) == len(v.baseline_ssim) == 19
+    torch.testing.assert_close(torch.tensor(v.ssim), torch.tensor(v.baseline_ssim))
+    assert m["val_ssim_short"] == pytest.approx(m["baseline_ssim_short"])
+    assert all(-1 <= s < 1 for s in v.baseline_ssim)  # random frames: not alike
     # One step: the baseline copies the true previous frame -- as this model does.
     torch.testing.assert_close(torch.tensor(v.one_step), torch.tensor(v.one_step_baseline))
     assert m["val_psnr_one_step"] == pytest.approx(m["baseline_psnr_one_step"])
