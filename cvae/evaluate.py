@@ -1,4 +1,5 @@
-"""Autoregressive validation: roll out the validation video, PSNR per frame, and the baselines.
+"""Autoregressive validation: roll out the validation video, PSNR and SSIM per frame, and the
+baselines.
 
 Two pairs of figures, each comparing the model with copying the last frame it was given:
 - the rollout (val_psnr, val_psnr_short): the model generates frames 1..T-1 from frame 0 and the
@@ -6,6 +7,7 @@ Two pairs of figures, each comparing the model with copying the last frame it wa
 - one step (val_psnr_one_step): the model predicts each of frames 1..short_len from the true
   previous frame; the copy-last baseline copies that true previous frame
   (baseline_psnr_one_step).
+SSIM (val_ssim, val_ssim_short; baseline_ssim, baseline_ssim_short) scores the same rollouts.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class Validation:
     target: torch.Tensor  # [T,3,H,W] the true video
     one_step: list[float] | None = None  # PSNR of frames 1..short_len, each from the true last
     one_step_baseline: list[float] | None = None  # copying the true last frame, same frames
+    ssim: list[float] | None = None  # SSIM of the model's rollout, frames 1..T-1
+    baseline_ssim: list[float] | None = None  # SSIM of frame 0 repeated, frames 1..T-1
 
     @staticmethod
     def _mean(values: list[float]) -> float:
@@ -43,7 +47,53 @@ class Validation:
             **({"val_psnr_one_step": self._mean(self.one_step)} if self.one_step else {}),
             **({"baseline_psnr_one_step": self._mean(self.one_step_baseline)}
                if self.one_step_baseline else {}),
+            **self._ssim_metrics(),
         }
+
+    def _ssim_metrics(self) -> dict[str, float]:
+        """val_ssim, val_ssim_short, baseline_ssim, baseline_ssim_short (when scored)."""
+        if not self.ssim or not self.baseline_ssim:
+            return {}
+        n = self.short_len
+        return {
+            "val_ssim": self._mean(self.ssim),
+            "val_ssim_short": self._mean(self.ssim[:n]),
+            "baseline_ssim": self._mean(self.baseline_ssim),
+            "baseline_ssim_short": self._mean(self.baseline_ssim[:n]),
+        }
+
+    def per_frame_csv(self) -> str:
+        """The text of psnr_per_frame.csv: one row per frame 1..T-1 (PER_FRAME_COLUMNS)."""
+        n = len(self.psnr)
+        ssim = self.ssim or [math.nan] * n
+        baseline_ssim = self.baseline_ssim or [math.nan] * n
+        rows = zip(self.psnr, self.baseline, ssim, baseline_ssim, strict=True)
+        lines = [",".join(PER_FRAME_COLUMNS)] + [
+            f"{t},{p:.4f},{b:.4f},{s:.4f},{bs:.4f}" for t, (p, b, s, bs) in enumerate(rows, 1)
+        ]
+        return "\n".join(lines) + "\n"
+
+
+PER_FRAME_COLUMNS = ("frame", "psnr", "baseline_psnr", "ssim", "baseline_ssim")
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-frame SSIM (torchmetrics, gaussian window, data range 1) of pred, target [T,3,H,W] in
+    [0,1] -> [T]. The window is 11 pixels (sigma 1.5), narrowed to the largest odd size that fits
+    frames smaller than that."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    size = min(11, *pred.shape[-2:])
+    size -= 1 - size % 2  # odd
+    sigma = 1.5 * size / 11
+    return structural_similarity_index_measure(
+        pred.float(), target.float(), data_range=1.0, kernel_size=size, sigma=sigma,
+        reduction="none")
+
+
+def copy_last_ssim(frames: torch.Tensor) -> list[float]:
+    """SSIM of frames 1..T-1 for the copy-last baseline (frame 0 repeated). frames [T,3,H,W]."""
+    return ssim(frames[:1].expand_as(frames[1:]), frames[1:]).tolist()
 
 
 def copy_last_baseline(frames: torch.Tensor) -> list[float]:
@@ -85,6 +135,8 @@ def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, short_le
         target=frames.float(),
         one_step=one_step,
         one_step_baseline=copy_previous_baseline(frames[:short_len + 1].float()),
+        ssim=ssim(pred[1:], frames[1:]).tolist(),
+        baseline_ssim=copy_last_ssim(frames.float()),
     )
 
 

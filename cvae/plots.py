@@ -43,20 +43,34 @@ def training_curve(rows: Sequence[dict], path: str | Path) -> Path:
 
 
 def psnr_per_frame(psnr: Sequence[float], path: str | Path, *, baseline: Sequence[float] = (),
-                   title: str = "PSNR per frame") -> Path:
-    """PSNR of each predicted frame (1..T-1), with the copy-last baseline's (frame 0 repeated)."""
-    fig, ax = plt.subplots(figsize=(8, 3.5))
-    frames = range(1, len(psnr) + 1)
-    ax.plot(frames, psnr, lw=1, label=f"model (mean {sum(psnr) / max(len(psnr), 1):.2f} dB)")
+                   title: str = "PSNR per frame", ssim: Sequence[float] = (),
+                   baseline_ssim: Sequence[float] = ()) -> Path:
+    """PSNR of each predicted frame (1..T-1), with the copy-last baseline's (frame 0 repeated);
+    given SSIM per frame too, a second panel below shows it the same way."""
+    panels = 2 if len(ssim) else 1
+    fig, axes = plt.subplots(panels, 1, figsize=(8, 3.5 * panels), sharex=True, squeeze=False)
+    _per_frame_panel(axes[0, 0], psnr, baseline, unit="dB", fmt=".2f")
+    axes[0, 0].set_ylabel("PSNR (dB)")
+    axes[0, 0].set_title(title)
+    if panels == 2:
+        _per_frame_panel(axes[1, 0], ssim, baseline_ssim, unit="", fmt=".3f")
+        axes[1, 0].set_ylabel("SSIM")
+    axes[-1, 0].set_xlabel("frame")
+    return _save(fig, path)
+
+
+def _per_frame_panel(ax, model: Sequence[float], baseline: Sequence[float], *, unit: str,
+                     fmt: str) -> None:
+    """One score per frame 1..T-1: the model's line and, if given, the baseline's."""
+    frames = range(1, len(model) + 1)
+    suffix = f" {unit}" if unit else ""
+    mean = sum(model) / max(len(model), 1)
+    ax.plot(frames, model, lw=1, label=f"model (mean {mean:{fmt}}{suffix})")
     if len(baseline):
         mean = sum(baseline) / len(baseline)
         ax.plot(frames, baseline, lw=1, alpha=0.7,
-                label=f"copy-last baseline: frame 0 repeated (mean {mean:.2f} dB)")
-    ax.set_xlabel("frame")
-    ax.set_ylabel("PSNR (dB)")
-    ax.set_title(title)
+                label=f"copy-last baseline: frame 0 repeated (mean {mean:{fmt}}{suffix})")
     ax.legend(fontsize=8)
-    return _save(fig, path)
 
 
 def lines(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, *,

@@ -25,7 +25,8 @@ from cvae.evaluate import Validation
 
 METRIC_COLUMNS = (
     "epoch", "loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_psnr_short",
-    "baseline_psnr", "baseline_psnr_short", "seconds",
+    "baseline_psnr", "baseline_psnr_short", "val_ssim", "val_ssim_short", "baseline_ssim",
+    "baseline_ssim_short", "seconds",
 )
 METRICS_FILE = "metrics.csv"
 CHECKPOINTS = "checkpoints"
@@ -104,7 +105,8 @@ class RunDir:
         for key in METRIC_COLUMNS[1:]:
             value = metrics.get(key)
             if value is not None:
-                self.tb.add_scalar(f"{'val' if 'psnr' in key else 'train'}/{key}", value, epoch)
+                group = "val" if "psnr" in key or "ssim" in key else "train"
+                self.tb.add_scalar(f"{group}/{key}", value, epoch)
         if validation is not None:
             self.tb.add_image("val/predicted_over_true", _pred_vs_true(validation), epoch)
         self.tb.flush()
@@ -115,6 +117,7 @@ class RunDir:
         plots.psnr_per_frame(
             validation.psnr, self.path / "psnr_per_frame.png", baseline=validation.baseline,
             title=f"Validation PSNR per frame (best epoch {epoch}: {m['val_psnr']:.2f} dB)",
+            ssim=validation.ssim or (), baseline_ssim=validation.baseline_ssim or (),
         )
 
     def close(self) -> None:
@@ -123,12 +126,9 @@ class RunDir:
 
 
 def write_psnr_csv(path: str | Path, validation: Validation) -> None:
-    """psnr_per_frame.csv: the rollout's and the copy-last baseline's PSNR of every frame."""
-    lines = ["frame,psnr,baseline_psnr"] + [
-        f"{t},{p:.4f},{b:.4f}"
-        for t, (p, b) in enumerate(zip(validation.psnr, validation.baseline, strict=True), start=1)
-    ]
-    storage.write_text(path, "\n".join(lines) + "\n")
+    """psnr_per_frame.csv: the rollout's and the copy-last baseline's PSNR and SSIM of every
+    frame."""
+    storage.write_text(path, validation.per_frame_csv())
 
 
 def _pred_vs_true(validation: Validation, frames: int = 8) -> torch.Tensor:

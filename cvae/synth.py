@@ -7,6 +7,11 @@ OpenPose-style skeleton image per frame.  Layout written under ``out``::
     train/train_img/frameN.png   train/train_label/frameN.png   train/manifest.json
     val/val_img/frameN.png       val/val_label/frameN.png       val/manifest.json
     test/test_img/<k>/frame0.png test/test_label/<k>/frameN.png test/manifest.json
+    test/test_truth/<k>/frameN.png   (every true frame of test sequence k, for scoring)
+
+The test split keeps only frame 0 and the poses in test_img/test_label, as the Tester's input;
+test_truth holds the frames a rollout should produce, and the test manifest names that folder
+(``"truth_dir": "test_truth"``).
 
 The figure is a small 3-D kinematic skeleton (orthographic camera) whose joint angles come
 from a timeline of dance "moves" (sums of sinusoids) blended with cosine cross-fades.
@@ -52,6 +57,7 @@ PALETTE = (
 
 _SS = 2  # supersampling factor: draw at 2x, then Image.reduce(2) for anti-aliased edges
 _SPLIT_KEYS = {"train": 0, "val": 1, "test": 2}  # seed stream per split (see _video_rng)
+TRUTH_DIR = "test_truth"  # under test/: the true frames of the test sequences
 
 # Joint-angle parameters a move produces (angles in radians, lengths in body heights).
 PARAMS = (
@@ -115,6 +121,7 @@ def generate(
         "val_frames": val_frames,
         "test_sequences": test_sequences,
         "test_label_frames": test_sequences * test_frames,
+        "test_truth_frames": test_sequences * test_frames,
         "files": _count_files(out),
         "seconds": round(time.perf_counter() - start, 3),
     }
@@ -171,6 +178,7 @@ class _Job:
     label_dir: str
     rgb_frames: int  # how many leading frames get an RGB image (test: only frame0)
     seed: int
+    truth_dir: str | None = None  # where every RGB frame goes as well (test sequences)
 
     def rng(self) -> np.random.Generator:
         """Independent stream per (seed, split, video): test video k ignores the train count."""
@@ -187,22 +195,28 @@ def _jobs(seed, train_videos, frames_per_video, val_frames, test_sequences, test
     ]  # fmt: skip
     jobs.append(_Job("val", 0, 0, val_frames, "val/val_img", "val/val_label", val_frames, seed))
     jobs += [
-        _Job("test", k, 0, test_frames, f"test/test_img/{k}", f"test/test_label/{k}", 1, seed)
+        _Job("test", k, 0, test_frames, f"test/test_img/{k}", f"test/test_label/{k}", 1, seed,
+             f"test/{TRUTH_DIR}/{k}")
         for k in range(test_sequences)
     ]
     return jobs
 
 
 def _write_video(root: Path, job: _Job, height: int, width: int, tick) -> None:
-    """Plan one video and write its RGB and label frames."""
+    """Plan one video and write its RGB and label frames (and its true frames, if kept)."""
     video = plan_video(job.rng(), job.num_frames, height, width)
     img_dir, label_dir = root / job.img_dir, root / job.label_dir
-    img_dir.mkdir(parents=True, exist_ok=True)
-    label_dir.mkdir(parents=True, exist_ok=True)
+    truth_dir = root / job.truth_dir if job.truth_dir else None
+    for folder in (img_dir, label_dir, truth_dir):
+        if folder is not None:
+            folder.mkdir(parents=True, exist_ok=True)
     for i in range(job.num_frames):
         name = f"frame{job.first_frame + i}.png"
+        rgb = render_rgb(video, i) if i < job.rgb_frames or truth_dir else None
         if i < job.rgb_frames:
-            _save_png(render_rgb(video, i), img_dir / name)
+            _save_png(rgb, img_dir / name)
+        if truth_dir is not None:
+            _save_png(rgb, truth_dir / name)
         _save_png(render_label(video, i), label_dir / name)
         tick(1)
 
@@ -224,6 +238,8 @@ def _write_manifests(root: Path, jobs: list[_Job], seed: int, h: int, w: int) ->
             videos.append(entry)
         manifest = {"format": FORMAT, "seed": int(seed), "height": h, "width": w,
                     "videos": videos}  # fmt: skip
+        if split == "test":
+            manifest["truth_dir"] = TRUTH_DIR
         text = json.dumps(manifest, indent=2) + "\n"
         (root / split / "manifest.json").write_text(text, encoding="utf-8")
 

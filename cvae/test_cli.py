@@ -30,13 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     result = run_tester(cfg, cfg.test.checkpoint, resolve_device(cfg.run.device))
     print(f"submission: {result['submission']} ({result['sequences']} sequences x "
           f"{result['frames']} frames)")
-    print(f"GIFs: {', '.join(result['gifs'])}")
+    print(f"GIFs: {', '.join(result['gifs'])}; side by side: {', '.join(result['compare_gifs'])}")
+    if "test_psnr" in result:
+        print(f"held-out test sequences: PSNR {result['test_psnr']:.2f} dB (copy-frame-0 baseline "
+              f"{result['test_baseline_psnr']:.2f}), SSIM {result['test_ssim']:.3f} (baseline "
+              f"{result['test_baseline_ssim']:.3f}); per frame {result['scores_csv']}, figure "
+              f"{result['scores_png']}")
     if "val_psnr" in result:
         print(f"validation video: val_psnr {result['val_psnr']:.2f} dB (copy-last baseline "
               f"{result['baseline_psnr']:.2f}), val_psnr_short {result['val_psnr_short']:.2f} dB "
               f"(baseline {result['baseline_psnr_short']:.2f}); one step from the true previous "
               f"frame {result['val_psnr_one_step']:.2f} dB (copying it "
-              f"{result['baseline_psnr_one_step']:.2f}); figure {result['psnr_png']}; "
+              f"{result['baseline_psnr_one_step']:.2f}); SSIM {result['val_ssim']:.3f} (baseline "
+              f"{result['baseline_ssim']:.3f}); figure {result['psnr_png']}; "
               f"background vs dancer errors per 70 frames {result['regions_csv']}")
     return 0
 

@@ -1,5 +1,9 @@
 """The Tester: roll out every test sequence from its first frame and write submission.csv.
 
+Beside it, per sequence: pred_seq<k>.gif (the rollout), compare_seq<k>.gif and strip_seq<k>.png
+(truth | prediction | copy-frame-0 baseline where the data set keeps the true test frames, else
+prediction | poses). With the true frames, the held-out score too (cvae.heldout).
+
 submission.csv: header `id,0,1,...,3*H*W-1`; one row per generated frame,
 sequences stacked in order (id = k * T + t); values = frame in C,H,W order x 255, rounded to ints;
 frame 0 of each sequence is the given first frame.
@@ -11,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from cvae import plots, storage
+from cvae import montage, plots, storage
 from cvae.checkpoint import checkpoint_config, load_checkpoint, resolve_checkpoint_path
 from cvae.config import Config
 from cvae.errors import CvaeError, DataError
 from cvae.evaluate import REGION_COLUMNS, Validation, region_errors, validate
+from cvae.heldout import load_truth, score_sequence, write_scores
 from cvae.lab_folder import TestSequence, load_test_sequences, load_video
 from cvae.model import CVAE
 from cvae.rundir import write_psnr_csv
@@ -59,21 +63,6 @@ def write_submission(sequences: list[np.ndarray], path: str | Path) -> Path:
     return path
 
 
-def write_gif(frames: np.ndarray, path: str | Path, fps: int, scale: int = 2) -> Path:
-    """uint8 [T,3,H,W] -> an animated GIF, enlarged `scale` times so a person can see it."""
-    path = Path(path)
-    images = [
-        Image.fromarray(f.transpose(1, 2, 0)).resize(
-            (f.shape[2] * scale, f.shape[1] * scale), Image.NEAREST
-        )
-        for f in frames
-    ]
-    with storage.atomic_path(path) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                       duration=int(1000 / fps), loop=0)
-    return path
-
-
 def check_sequences(sequences: list[TestSequence], seq_len: int, root: str | Path) -> int:
     """All sequences must have the same number of poses (>= 2); returns the frames to generate."""
     counts = {s.index: s.poses.shape[0] for s in sequences}
@@ -87,12 +76,14 @@ def check_sequences(sequences: list[TestSequence], seq_len: int, root: str | Pat
 
 
 def run_tester(cfg: Config, checkpoint: str | Path, device: torch.device) -> dict:
-    """Generate every test sequence; write submission.csv, GIFs and the validation PSNR."""
+    """Generate every test sequence; write submission.csv, GIFs, side-by-side views, the
+    held-out score (where the true test frames exist) and the validation scores."""
     model, trained = load_model(checkpoint, device)
     height, width = trained.data.height, trained.data.width
     root = Path(cfg.data.root)
     sequences = load_test_sequences(root, height, width, max_len=cfg.test.seq_len)
     length = check_sequences(sequences, cfg.test.seq_len, root)
+    truth = load_truth(root, [s.index for s in sequences], height, width, length)  # or None
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = torch.Generator().manual_seed(cfg.test.seed)
@@ -108,10 +99,15 @@ def run_tester(cfg: Config, checkpoint: str | Path, device: torch.device) -> dic
     for seq, frames in zip(sequences, pred, strict=True):
         frames[0] = seq.first_frame.numpy()  # frame 0 is the given frame, exactly
         generated.append(frames)
-        write_gif(frames, out / f"pred_seq{seq.index}.gif", cfg.test.gif_fps)
+        montage.write_gif(frames, out / f"pred_seq{seq.index}.gif", cfg.test.gif_fps)
     submission = write_submission(generated, out / "submission.csv")
     result = {"submission": str(submission), "sequences": len(sequences), "frames": length,
-              "gifs": [str(out / f"pred_seq{s.index}.gif") for s in sequences]}
+              "gifs": [str(out / f"pred_seq{s.index}.gif") for s in sequences],
+              **write_views(sequences, generated, truth, out, cfg.test.gif_fps)}
+    if truth is not None:
+        scores = [score_sequence(s.index, frames, s.first_frame, true)
+                  for s, frames, true in zip(sequences, generated, truth, strict=True)]
+        result.update(write_scores(scores, out))
     if (root / "val" / "val_img").is_dir():
         frames, poses = load_video(root, "val", height, width, max_len=cfg.test.seq_len)
         validation = validate(model, frames.float() / 255, poses.float() / 255,
@@ -121,12 +117,31 @@ def run_tester(cfg: Config, checkpoint: str | Path, device: torch.device) -> dic
     return result
 
 
+def write_views(sequences: list[TestSequence], generated: list[np.ndarray],
+                truth: list[torch.Tensor] | None, out: Path, fps: int) -> dict:
+    """compare_seq<k>.gif and strip_seq<k>.png for every sequence: truth | prediction | the
+    copy-frame-0 baseline when the true frames are known, else prediction | poses.
+    generated: uint8 [T,3,H,W] each; truth: uint8 [T,3,H,W] each."""
+    gifs, strips = [], []
+    for i, (seq, frames) in enumerate(zip(sequences, generated, strict=True)):
+        if truth is None:
+            sources = {"prediction": frames, "poses": seq.poses[:len(frames)].numpy()}
+        else:
+            baseline = np.broadcast_to(seq.first_frame.numpy()[None], frames.shape)
+            sources = {"truth": truth[i].numpy(), "prediction": frames, "copy frame 0": baseline}
+        gifs.append(str(montage.write_compare_gif(sources, out / f"compare_seq{seq.index}.gif",
+                                                  fps)))
+        strips.append(str(montage.write_strip(sources, out / f"strip_seq{seq.index}.png")))
+    return {"compare_gifs": gifs, "strips": strips}
+
+
 def write_validation(validation: Validation, out: Path) -> dict:
     write_psnr_csv(out / "psnr_per_frame.csv", validation)
     write_region_csv(out / "rollout_regions.csv", validation)
     m = validation.metrics()
     plots.psnr_per_frame(validation.psnr, out / "psnr_per_frame.png", baseline=validation.baseline,
-                         title=f"Validation video: mean PSNR {m['val_psnr']:.2f} dB")
+                         title=f"Validation video: mean PSNR {m['val_psnr']:.2f} dB",
+                         ssim=validation.ssim or (), baseline_ssim=validation.baseline_ssim or ())
     return {**m, "psnr_csv": str(out / "psnr_per_frame.csv"),
             "psnr_png": str(out / "psnr_per_frame.png"),
             "regions_csv": str(out / "rollout_regions.csv")}

@@ -366,4 +366,6 @@ def epoch_line(m: dict[str, Any], epochs: int) -> str:
                  f"  short {m['val_psnr_short']:.2f} (baseline {m['baseline_psnr_short']:.2f})"
                  f"  one-step {m['val_psnr_one_step']:.2f} (baseline "
                  f"{m['baseline_psnr_one_step']:.2f})")
+    if "val_ssim" in m:
+        line += f"  ssim {m['val_ssim']:.3f} (baseline {m['baseline_ssim']:.3f})"
     return line

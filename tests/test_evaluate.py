@@ -53,6 +53,10 @@ def test_validation_reports_the_rollout_the_baseline_and_one_step():
     torch.testing.assert_close(torch.tensor(v.psnr), torch.tensor(v.baseline))
     assert m["val_psnr"] == pytest.approx(m["baseline_psnr"])
     assert m["val_psnr_short"] == pytest.approx(m["baseline_psnr_short"])
+    assert len(v.ssim) == len(v.baseline_ssim) == 19
+    torch.testing.assert_close(torch.tensor(v.ssim), torch.tensor(v.baseline_ssim))
+    assert m["val_ssim_short"] == pytest.approx(m["baseline_ssim_short"])
+    assert all(-1 <= s < 1 for s in v.baseline_ssim)  # random frames: not alike
     # One step: the baseline copies the true previous frame -- as this model does.
     torch.testing.assert_close(torch.tensor(v.one_step), torch.tensor(v.one_step_baseline))
     assert m["val_psnr_one_step"] == pytest.approx(m["baseline_psnr_one_step"])

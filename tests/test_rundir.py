@@ -15,7 +15,8 @@ from cvae.config import Config, load_config
 from cvae.rundir import METRIC_COLUMNS, RunDir, read_metrics
 
 HEADER = ("epoch,loss,mse,kl,beta,tfr,lr,val_psnr,val_psnr_short,baseline_psnr,"
-          "baseline_psnr_short,seconds")
+          "baseline_psnr_short,val_ssim,val_ssim_short,baseline_ssim,baseline_ssim_short,"
+          "seconds")
 
 
 def load(path: Path) -> dict:
@@ -41,15 +42,16 @@ def test_read_metrics_gives_typed_rows(tmp_path):
     assert read_metrics(tmp_path) == []  # no metrics.csv: no rows
     (tmp_path / "metrics.csv").write_text(
         HEADER + "\n"
-        "1,0.5,0.25,2,0,1,0.001,,,,,3.5\n"
-        ",,,,,,,,,,,\n"  # a row without an epoch is skipped
-        "2,0.4,0.2,2,0.1,1,0.001,20.5,21,19,19.5,not-a-number\n")
+        "1,0.5,0.25,2,0,1,0.001,,,,,,,,,3.5\n"
+        ",,,,,,,,,,,,,,,\n"  # a row without an epoch is skipped
+        "2,0.4,0.2,2,0.1,1,0.001,20.5,21,19,19.5,0.8,0.9,0.7,0.75,not-a-number\n")
     rows = read_metrics(tmp_path)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(type(r["epoch"]) is int for r in rows)
     assert rows[0]["loss"] == 0.5 and rows[0]["lr"] == 0.001 and rows[0]["seconds"] == 3.5
     assert rows[0]["val_psnr"] is None and rows[0]["baseline_psnr_short"] is None
     assert rows[1]["val_psnr"] == 20.5 and rows[1]["seconds"] is None
+    assert rows[1]["val_ssim"] == 0.8 and rows[0]["val_ssim"] is None
     assert set(rows[0]) == set(METRIC_COLUMNS)
 
 
@@ -78,7 +80,7 @@ def test_metrics_csv(tiny_run):
     assert text[0] == HEADER
     rows = metrics(tiny_run)
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    # the lab's schedules: Cyclical beta over 10 epochs, tfr 1 until epoch 10, lr x0.1 at 2
+    # the default schedules: Cyclical beta over 10 epochs, tfr 1 until epoch 10, lr x0.1 at 2
     assert [float(r["beta"]) for r in rows] == pytest.approx([0.0, 0.1, 0.2])
     assert [float(r["tfr"]) for r in rows] == [1.0, 1.0, 1.0]
     assert [float(r["lr"]) for r in rows] == pytest.approx([1e-3, 1e-3, 1e-4])
@@ -89,13 +91,16 @@ def test_metrics_csv(tiny_run):
         assert mse > 0 and kl >= 0 and float(r["seconds"]) >= 0
         for k in ("val_psnr", "val_psnr_short", "baseline_psnr", "baseline_psnr_short"):
             assert 0 < float(r[k]) < 100
+        for k in ("val_ssim", "val_ssim_short", "baseline_ssim", "baseline_ssim_short"):
+            assert -1 <= float(r[k]) <= 1
     # the copy-last baseline depends on the data only
     assert len({r["baseline_psnr"] for r in rows}) == 1
+    assert len({r["baseline_ssim"] for r in rows}) == 1
 
 
 def test_psnr_per_frame_csv_is_the_best_epoch(tiny_run):
     lines = (tiny_run / "psnr_per_frame.csv").read_text().splitlines()
-    assert lines[0] == "frame,psnr,baseline_psnr"
+    assert lines[0] == "frame,psnr,baseline_psnr,ssim,baseline_ssim"
     body = [line.split(",") for line in lines[1:]]
     assert [int(r[0]) for r in body] == [1, 2, 3, 4, 5]  # validation.val_len = 6
     rows = metrics(tiny_run)
@@ -104,6 +109,8 @@ def test_psnr_per_frame_csv_is_the_best_epoch(tiny_run):
     assert mean == pytest.approx(float(best["val_psnr"]), abs=1e-3)
     baseline = sum(float(r[2]) for r in body) / len(body)
     assert baseline == pytest.approx(float(best["baseline_psnr"]), abs=1e-3)
+    ssim = sum(float(r[3]) for r in body) / len(body)
+    assert ssim == pytest.approx(float(best["val_ssim"]), abs=1e-3)
 
 
 def _tb_tags(folder: Path) -> set[str]:
@@ -127,7 +134,8 @@ def test_tensorboard_events(tiny_run):
     assert files and all(f.stat().st_size > 0 for f in files)
     tags = _tb_tags(tiny_run / "tb")
     assert {"train/loss", "train/mse", "train/kl", "train/beta", "train/tfr", "train/lr",
-            "val/val_psnr", "val/baseline_psnr", "val/predicted_over_true"} <= tags
+            "val/val_psnr", "val/baseline_psnr", "val/val_ssim", "val/baseline_ssim",
+            "val/predicted_over_true"} <= tags
 
 
 def test_config_yaml_is_the_resolved_config(tiny_run):

@@ -60,16 +60,18 @@ def test_layout_names_and_counts(data):
     assert _names(data) == {"train", "val", "test"}
     assert _names(data / "train") == {"train_img", "train_label", "manifest.json"}
     assert _names(data / "val") == {"val_img", "val_label", "manifest.json"}
-    assert _names(data / "test") == {"test_img", "test_label", "manifest.json"}
+    assert _names(data / "test") == {"test_img", "test_label", "test_truth", "manifest.json"}
     assert _names(data / "train" / "train_img") == _frames(24)
     assert _names(data / "train" / "train_label") == _frames(24)
     assert _names(data / "val" / "val_img") == _frames(20)
     assert _names(data / "val" / "val_label") == _frames(20)
     assert _names(data / "test" / "test_img") == {"0", "1"}
     assert _names(data / "test" / "test_label") == {"0", "1"}
+    assert _names(data / "test" / "test_truth") == {"0", "1"}
     for k in ("0", "1"):
         assert _names(data / "test" / "test_img" / k) == {"frame0.png"}
         assert _names(data / "test" / "test_label" / k) == _frames(10)
+        assert _names(data / "test" / "test_truth" / k) == _frames(10)
     assert not list(data.parent.glob(".data.tmp-*"))
 
 
@@ -101,6 +103,19 @@ def test_manifests_match_files(data):
     for v in test["videos"]:
         label_dir = data / "test" / "test_label" / v["subdir"]
         assert _names(label_dir) == _frames(v["num_frames"], v["first_frame"])
+    assert test["truth_dir"] == "test_truth"
+    assert "truth_dir" not in train and "truth_dir" not in val
+
+
+def test_test_truth_is_the_whole_video_from_the_given_frame(data):
+    for k in ("0", "1"):
+        truth = data / "test" / "test_truth" / k
+        frames = [_array(truth / f"frame{i}.png") for i in range(10)]
+        assert all(f.shape == (32, 64, 3) for f in frames)
+        # frame 0 of the truth is the frame the Tester is given, byte for byte
+        given = data / "test" / "test_img" / k / "frame0.png"
+        assert (truth / "frame0.png").read_bytes() == given.read_bytes()
+        assert not np.array_equal(frames[0], frames[9])  # the dancer moves
 
 
 # -------------------------------------------------------------------------- determinism

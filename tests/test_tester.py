@@ -43,10 +43,14 @@ def tested(tiny_run, tiny_data, tmp_path_factory) -> Path:
     return out
 
 
+VIEWS = {"compare_seq0.gif", "compare_seq1.gif", "strip_seq0.png", "strip_seq1.png"}
+SCORE_FILES = {"test_scores.csv", "test_scores_summary.csv", "test_psnr_per_frame.png"}
+
+
 def test_output_files(tested):
     assert {p.name for p in tested.iterdir()} == {
         "submission.csv", "pred_seq0.gif", "pred_seq1.gif", "psnr_per_frame.csv",
-        "psnr_per_frame.png", "rollout_regions.csv"}
+        "psnr_per_frame.png", "rollout_regions.csv", *VIEWS, *SCORE_FILES}
 
 
 def test_submission_header_and_ids(tested):
@@ -97,10 +101,11 @@ def test_gif_first_frame_matches_the_submission(tested):
 
 def test_psnr_per_frame(tested):
     lines = (tested / "psnr_per_frame.csv").read_text().splitlines()
-    assert lines[0] == "frame,psnr,baseline_psnr"
+    assert lines[0] == "frame,psnr,baseline_psnr,ssim,baseline_ssim"
     body = [line.split(",") for line in lines[1:]]
     assert [int(r[0]) for r in body] == list(range(1, T))  # the val video capped at seq_len
     assert all(0 < float(r[1]) < 100 and 0 < float(r[2]) < 100 for r in body)
+    assert all(-1 <= float(r[3]) <= 1 and -1 <= float(r[4]) <= 1 for r in body)
     with Image.open(tested / "psnr_per_frame.png") as im:
         assert im.format == "PNG"
 
@@ -113,6 +118,103 @@ def test_rollout_regions(tested):
     body = [line.split(",") for line in lines[1:]]
     assert [(int(r[0]), int(r[1])) for r in body] == [(1, T - 1)]  # one window: T < 70
     assert all(float(v) >= 0 for v in body[0][2:4])  # whole-frame errors are never nan
+
+
+# ------------------------------------------------------ held-out score and side-by-side views
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _png_array(path: Path) -> np.ndarray:
+    """A frame PNG as float64 [3,H,W] in [0,1], read with PIL and numpy alone."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float64).transpose(2, 0, 1) / 255
+
+
+def _numpy_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(1 / np.mean((a - b) ** 2)))
+
+
+def test_heldout_scores_baseline_rows_are_frame0_repeated(tested, tiny_data):
+    rows = _read_csv(tested / "test_scores.csv")
+    assert list(rows[0]) == ["sequence", "frame", "psnr", "baseline_psnr", "ssim",
+                             "baseline_ssim"]
+    assert [(int(r["sequence"]), int(r["frame"])) for r in rows] == [
+        (k, t) for k in range(K) for t in range(1, T)]
+    for r in rows:
+        k, t = r["sequence"], int(r["frame"])
+        given = _png_array(tiny_data / "test" / "test_img" / k / "frame0.png")
+        true = _png_array(tiny_data / "test" / "test_truth" / k / f"frame{t}.png")
+        assert float(r["baseline_psnr"]) == pytest.approx(_numpy_psnr(given, true), abs=1e-3)
+        assert -1 <= float(r["ssim"]) <= 1 and -1 <= float(r["baseline_ssim"]) < 1
+
+
+def test_heldout_scores_model_rows_score_the_submission(tested, tiny_data):
+    _, sub = read_submission(tested / "submission.csv")
+    frames = sub[:, 1:].reshape(K, T, 3, H, W) / 255
+    for r in _read_csv(tested / "test_scores.csv"):
+        k, t = int(r["sequence"]), int(r["frame"])
+        true = _png_array(tiny_data / "test" / "test_truth" / str(k) / f"frame{t}.png")
+        assert float(r["psnr"]) == pytest.approx(_numpy_psnr(frames[k, t], true), abs=1e-3)
+
+
+def test_heldout_summary_is_the_mean_of_the_rows(tested, capsys):
+    rows = _read_csv(tested / "test_scores.csv")
+    summary = {r["sequence"]: r for r in _read_csv(tested / "test_scores_summary.csv")}
+    assert list(summary) == ["0", "1", "all"]
+    assert int(summary["all"]["frames"]) == K * (T - 1)
+    for name in ("psnr", "baseline_psnr", "ssim", "baseline_ssim"):
+        mean = np.mean([float(r[name]) for r in rows])
+        assert float(summary["all"][name]) == pytest.approx(mean, abs=1e-3)
+        mean0 = np.mean([float(r[name]) for r in rows if r["sequence"] == "0"])
+        assert float(summary["0"][name]) == pytest.approx(mean0, abs=1e-3)
+    with Image.open(tested / "test_psnr_per_frame.png") as im:
+        assert im.format == "PNG" and im.size[0] > 100
+
+
+def test_side_by_side_gif_and_strip(tested):
+    from cvae.montage import strip_steps
+
+    for k in range(K):
+        with Image.open(tested / f"compare_seq{k}.gif") as im:
+            assert im.n_frames == T
+            assert im.size == (3 * 2 * W + 2 * 2, 14 + 2 * H)  # truth | prediction | baseline
+        with Image.open(tested / f"strip_seq{k}.png") as im:
+            columns = len(strip_steps(T))  # t = 1 and the last frame
+            assert columns == 2
+            assert im.size[1] == 14 + 3 * (2 * H + 2)  # rows truth, prediction, baseline
+            assert im.size[0] > columns * 2 * W
+
+
+def test_without_truth_no_score_and_two_panel_views(tiny_run, tiny_data, tmp_path, cli,
+                                                    capsys):
+    data = _copy_data(tiny_data, tmp_path)
+    shutil.rmtree(data / "test" / "test_truth")
+    out = tmp_path / "out"
+    assert cli(cvae_test, argv_for(tiny_run, data, out)) == 0
+    assert "held-out" not in capsys.readouterr().out
+    names = {p.name for p in out.iterdir()}
+    assert VIEWS <= names and not SCORE_FILES & names
+    with Image.open(out / "compare_seq0.gif") as im:
+        assert im.size == (2 * 2 * W + 2, 14 + 2 * H)  # prediction | poses
+
+
+def test_truth_missing_for_one_sequence(tiny_run, tiny_data, tmp_path, cli, capsys):
+    data = _copy_data(tiny_data, tmp_path)
+    shutil.rmtree(data / "test" / "test_truth" / "1")
+    out = tmp_path / "out"
+    _fails(cli, capsys, argv_for(tiny_run, data, out), out, "test_truth", "not found")
+
+
+def test_truth_shorter_than_the_rollout(tiny_run, tiny_data, tmp_path, cli, capsys):
+    data = _copy_data(tiny_data, tmp_path)
+    for n in range(3, 8):
+        (data / "test" / "test_truth" / "0" / f"frame{n}.png").unlink()
+    out = tmp_path / "out"
+    _fails(cli, capsys, argv_for(tiny_run, data, out), out, "test_truth", "3 true frames")
 
 
 def test_run_folder_is_accepted_and_gives_the_same_submission(tested, tiny_run, tiny_data,
