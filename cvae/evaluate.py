@@ -38,29 +38,21 @@ class Validation:
         return sum(values) / len(values)
 
     def metrics(self) -> dict[str, float]:
-        n = self.short_len
         return {
-            "val_psnr": self._mean(self.psnr),
-            "val_psnr_short": self._mean(self.psnr[:n]),
-            "baseline_psnr": self._mean(self.baseline),
-            "baseline_psnr_short": self._mean(self.baseline[:n]),
+            **self._means("psnr", self.psnr, self.baseline),
             **({"val_psnr_one_step": self._mean(self.one_step)} if self.one_step else {}),
             **({"baseline_psnr_one_step": self._mean(self.one_step_baseline)}
                if self.one_step_baseline else {}),
-            **self._ssim_metrics(),
+            **(self._means("ssim", self.ssim, self.baseline_ssim)
+               if self.ssim and self.baseline_ssim else {}),
         }
 
-    def _ssim_metrics(self) -> dict[str, float]:
-        """val_ssim, val_ssim_short, baseline_ssim, baseline_ssim_short (when scored)."""
-        if not self.ssim or not self.baseline_ssim:
-            return {}
+    def _means(self, score: str, model: list[float], baseline: list[float]) -> dict[str, float]:
+        """val_<score>, val_<score>_short, baseline_<score>, baseline_<score>_short."""
         n = self.short_len
-        return {
-            "val_ssim": self._mean(self.ssim),
-            "val_ssim_short": self._mean(self.ssim[:n]),
-            "baseline_ssim": self._mean(self.baseline_ssim),
-            "baseline_ssim_short": self._mean(self.baseline_ssim[:n]),
-        }
+        return {f"val_{score}": self._mean(model), f"val_{score}_short": self._mean(model[:n]),
+                f"baseline_{score}": self._mean(baseline),
+                f"baseline_{score}_short": self._mean(baseline[:n])}
 
     def per_frame_csv(self) -> str:
         """The text of psnr_per_frame.csv: one row per frame 1..T-1 (PER_FRAME_COLUMNS)."""
