@@ -18,6 +18,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from cvae import datasets
+from cvae.checkpoint import initial_weights
 from cvae.cli import config_from_args, configure_torch, print_summary
 from cvae.datasets import loader_epochs
 from cvae.errors import cli_entry
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         dataset = datasets.train_dataset(cfg)
         start = time.perf_counter()
         summary = fit(cfg, data=loader_epochs(dataset, cfg, device),
+                      init_weights=initial_weights(cfg),
                       val_video=datasets.val_video(cfg), device=device, prepare_model=prepare)
         seconds = time.perf_counter() - start
     finally:

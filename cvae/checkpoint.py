@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cvae import storage
 from cvae.config import Config
 from cvae.errors import CvaeError
 from cvae.storage import atomic_path
@@ -23,24 +25,67 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return Path(path)
 
 
-def resolve_checkpoint_path(path: str | Path) -> Path:
-    """A .pt file, a Ray checkpoint directory, a run directory or a sweep's `best/` folder."""
+RUN_FILE = "run.json"  # in a Ray run's --out: where its checkpoints live (the run's storage)
+RAY_CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folders in a run's storage
+
+
+def resolve_checkpoint_path(path: str | Path) -> str | Path:
+    """The checkpoint file that `path` names: a .pt file; a Ray checkpoint folder; a run folder
+    (its best.pt, or for a Ray run the best checkpoint its run.json points at); a sweep's best/;
+    or a Ray run's storage (its best checkpoint_* by val_psnr). Local paths and URIs alike."""
+    if storage.is_uri(path):
+        return _resolve_location(str(path))
     path = Path(path)
     if path.is_dir():
         for candidate in (CHECKPOINT_FILE, "best.pt", "checkpoints/best.pt"):
             if (path / candidate).is_file():
                 return path / candidate
-        raise CvaeError(f"{path}: no {CHECKPOINT_FILE}, best.pt or checkpoints/best.pt in it")
+        if (path / RUN_FILE).is_file():
+            return resolve_checkpoint_path(_run_best(path / RUN_FILE))
+        if any(n.startswith(RAY_CHECKPOINT_PREFIX) for n in storage.list_names(path)):
+            return _best_in_storage(str(path))
+        raise CvaeError(f"{path}: no {CHECKPOINT_FILE}, best.pt, checkpoints/best.pt, "
+                        f"{RUN_FILE} or Ray checkpoint in it")
     if not path.is_file():
         raise CvaeError(f"{path}: checkpoint not found")
     return path
 
 
+def _resolve_location(location: str) -> str:
+    if storage.name(location).endswith(".pt"):
+        if not storage.exists(location):
+            raise CvaeError(f"{location}: checkpoint not found")
+        return location
+    if storage.exists(storage.join(location, CHECKPOINT_FILE)):
+        return storage.join(location, CHECKPOINT_FILE)
+    return _best_in_storage(location)
+
+
+def _run_best(run_file: Path) -> str:
+    doc = storage.read_json(run_file, "run file")
+    if not isinstance(doc, dict) or not doc.get("best_checkpoint"):
+        raise CvaeError(f"{run_file}: names no best checkpoint (the run kept none)")
+    return str(doc["best_checkpoint"])
+
+
+def _best_in_storage(location: str) -> str:
+    """The Ray checkpoint with the best val_psnr under a run's storage location."""
+    found = [storage.join(location, n, CHECKPOINT_FILE) for n in storage.list_names(location)
+             if n.startswith(RAY_CHECKPOINT_PREFIX)]
+    if not found:
+        raise CvaeError(f"{location}: no checkpoint there")
+    scored = [(load_checkpoint(f).get("metrics", {}).get("val_psnr", float("-inf")), f)
+              for f in found]
+    return max(scored)[1]
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and sanity-check a checkpoint; any problem is one CvaeError naming the file."""
+    """Load and sanity-check a checkpoint (from a local path or a URI); any problem is one
+    CvaeError naming the file."""
     path = resolve_checkpoint_path(path)
+    source = io.BytesIO(storage.read_location(path)) if storage.is_uri(path) else path
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CvaeError(f"{path}: not a readable checkpoint ({reason[:160]})") from None

@@ -56,9 +56,9 @@ def _cmd_synth(args: argparse.Namespace) -> None:
 
 
 def _cmd_pack(args: argparse.Namespace) -> None:
-    from cvae.packs import pack
+    from cvae.packs import pack_to
 
-    r = pack(args.root, args.out, clip_len=args.clip_len, height=args.height,
+    r = pack_to(args.root, args.out, clip_len=args.clip_len, height=args.height,
              width=args.width, rows_per_file=args.rows_per_file, progress=not args.quiet)
     tr, va = r["splits"]["train"], r["splits"]["val"]
     print(f"packed {tr['num_clips']} train clips of {tr['clip_len']} frames "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import tempfile
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -26,9 +27,10 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from cvae import storage
 from cvae.errors import ConfigError, DataError
 from cvae.lab_folder import ClipDataset, frame_number, load_video, split_videos
-from cvae.storage import atomic_path, read_json
+from cvae.storage import atomic_path
 
 __all__ = [
     "FORMAT",
@@ -141,21 +143,24 @@ def _write_val(root: Path, folder: Path, meta: dict) -> dict:
 
 # ---------------------------------------------------------------- reading / checking
 
-def _pack_root(folder: str | Path) -> Path:
-    """The pack folder; a split folder (``<pack>/train``) is accepted too."""
-    folder = Path(folder)
-    if not (folder / "meta.json").is_file() and folder.name in SPLITS \
-            and (folder.parent / "meta.json").is_file():
-        return folder.parent
+def pack_root(folder: str | Path) -> str:
+    """The pack's location (a local path or a URI); a split folder (``<pack>/train``) is
+    accepted too."""
+    folder = str(folder)
+    if storage.name(folder) in SPLITS and not storage.exists(storage.join(folder, "meta.json")):
+        parent = storage.parent(folder)
+        if storage.exists(storage.join(parent, "meta.json")):
+            return parent
     return folder
 
 
 def read_meta(folder: str | Path) -> dict:
     """meta.json of a pack, checked for shape (not against the shards; see check_pack)."""
-    path = _pack_root(folder) / "meta.json"
-    if not path.is_file():
-        raise DataError(f"{path.parent}: not a clip pack (no meta.json)")
-    meta = read_json(path, "pack metadata")
+    root = pack_root(folder)
+    path = storage.join(root, "meta.json")
+    if not storage.exists(path):
+        raise DataError(f"{root}: not a clip pack (no meta.json)")
+    meta = storage.read_json(path, "pack metadata")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise DataError(f"{path}: not a clip pack (format is not {FORMAT!r})")
     try:
@@ -177,10 +182,11 @@ def split_meta(folder: str | Path, split: str = "train") -> dict:
     return read_meta(folder)["splits"][split]
 
 
-def _shard_schema_meta(path: Path) -> dict:
+def _shard_schema_meta(path: str) -> dict:
     """Check one shard's schema; return its ``cvae`` metadata."""
+    fs, inner = storage.open_location(path)
     try:
-        schema = pq.read_schema(path)
+        schema = pq.read_schema(inner, filesystem=fs)
     except FileNotFoundError:
         raise DataError(f"{path}: shard not found") from None
     except (OSError, pa.ArrowException) as err:
@@ -201,7 +207,7 @@ def _shard_schema_meta(path: Path) -> dict:
     return meta
 
 
-def _compare(path: Path, meta: dict, *, height: int | None, width: int | None,
+def _compare(path: str, meta: dict, *, height: int | None, width: int | None,
              clip_len: int | None) -> None:
     if height is not None and width is not None \
             and (meta["height"], meta["width"]) != (height, width):
@@ -217,14 +223,14 @@ def check_pack(folder: str | Path, *, height: int, width: int, clip_len: int) ->
 
     Reads meta.json and every train shard's footer (cheap); val is checked for frame size.
     """
-    root = _pack_root(folder)
+    root = pack_root(folder)
     meta = read_meta(root)
-    _compare(root / "meta.json", meta["splits"]["train"], height=height, width=width,
+    _compare(storage.join(root, "meta.json"), meta["splits"]["train"], height=height, width=width,
              clip_len=clip_len)
     for split in SPLITS:
         s = meta["splits"][split]
         for name in s["files"]:
-            path = root / split / name
+            path = storage.join(root, split, name)
             shard = _shard_schema_meta(path)
             _compare(path, shard, height=height, width=width,
                      clip_len=clip_len if split == "train" else s["clip_len"])
@@ -248,10 +254,11 @@ def _binary_views(col: pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
 class _Table:
     """One decoded shard: the binary columns as (offsets, bytes) plus the clip ids."""
 
-    def __init__(self, path: Path, shape: tuple[int, ...]):
+    def __init__(self, path: str, shape: tuple[int, ...]):
         self.path, self.shape = path, shape
+        fs, inner = storage.open_location(path)
         try:
-            table = pq.read_table(path)
+            table = pq.read_table(inner, filesystem=fs)
             self.clip_ids = table.column("clip_id").to_numpy()
             self.frames = _binary_views(table.column("frames"))
             self.poses = _binary_views(table.column("poses"))
@@ -278,13 +285,13 @@ class ParquetClipDataset(torch.utils.data.Dataset):
     CACHE = 2
 
     def __init__(self, folder: str | Path, split: str = "train"):
-        self.root = _pack_root(folder)
+        self.root = pack_root(folder)
         self.split = split
         self.meta = split_meta(self.root, split)
         self.height, self.width = self.meta["height"], self.meta["width"]
         self.clip_len = self.meta["clip_len"]
         self.shape = (self.clip_len, 3, self.height, self.width)  # [T,3,H,W]
-        self.files = [self.root / split / n for n in self.meta["files"]]
+        self.files = [storage.join(self.root, split, n) for n in self.meta["files"]]
         for path in self.files:
             _compare(path, _shard_schema_meta(path), height=self.height, width=self.width,
                      clip_len=self.clip_len)
@@ -376,3 +383,16 @@ def load_val_video(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
     ds = ParquetClipDataset(folder, "val")
     frames, poses, _ = ds[0]
     return frames, poses
+
+
+def pack_to(root: str | Path, out: str | Path, **options) -> dict:
+    """`pack` into a local folder or a URI (s3://bucket/prefix...): a remote pack is written
+    locally first and uploaded whole; an existing pack there is never overwritten."""
+    if not storage.is_uri(out):
+        return pack(root, out, **options)
+    if storage.list_names(out):
+        raise DataError(f"{out}: exists, not empty")
+    with tempfile.TemporaryDirectory(prefix="cvae-pack-") as tmp:
+        result = pack(root, Path(tmp) / "pack", **options)
+        storage.copy_tree(Path(tmp) / "pack", out)
+    return {**result, "out": str(out)}

@@ -18,6 +18,10 @@ from typing import Any
 from cvae.errors import DataError
 
 
+class StorageError(DataError):
+    """A storage location that cannot be opened, read or written."""
+
+
 def _temp_name(path: Path) -> Path:
     # Same folder (a rename across filesystems is not atomic), hidden, unique per process, and
     # keeping the suffix so writers that pick a format from it (savefig, PIL) still do.
@@ -50,12 +54,6 @@ def remove(path: Path) -> None:
             path.unlink()
 
 
-def read_json(path: str | Path, what: str) -> Any:
-    """A JSON file's contents; an unreadable or malformed file is one DataError naming it."""
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{path}: malformed {what} ({err})") from None
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -102,6 +100,19 @@ def join(location: str | Path, *parts: str) -> str:
     return f"{base.rstrip('/')}/{tail}{sep}{query}" if tail else str(location)
 
 
+def parent(location: str | Path) -> str:
+    """The folder holding `location` (a URI keeps its query string)."""
+    if not is_uri(location):
+        return str(Path(location).parent)
+    base, sep, query = str(location).partition("?")
+    return f"{base.rstrip('/').rsplit('/', 1)[0]}{sep}{query}"
+
+
+def name(location: str | Path) -> str:
+    """The last part of a location's path."""
+    return str(location).partition("?")[0].rstrip("/").rsplit("/", 1)[-1]
+
+
 def open_location(location: str | Path):
     """(pyarrow filesystem, path inside it) for a local path or a URI; a location pyarrow cannot
     open is one StorageError naming it."""
@@ -113,10 +124,6 @@ def open_location(location: str | Path):
         return pafs.FileSystem.from_uri(str(location))
     except (ValueError, OSError) as err:  # pyarrow.ArrowInvalid is a ValueError
         raise StorageError(f"{location}: not a storage location ({_reason(err)})") from None
-
-
-class StorageError(DataError):
-    """A storage location that cannot be opened, read or written."""
 
 
 def _reason(err: BaseException) -> str:
@@ -162,6 +169,15 @@ def read_location(location: str | Path) -> bytes:
     return _io(location, read)
 
 
+def read_json(location: str | Path, what: str) -> Any:
+    """A JSON file's contents; an unreadable or malformed file is one DataError naming it."""
+    data = read_location(location)
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{location}: malformed {what} ({err})") from None
+
+
 def write_location(location: str | Path, data: bytes) -> None:
     """Write a file at a location: atomically on a local disk (a temp file renamed), as one
     upload to an object store (which makes it visible whole)."""
@@ -197,3 +213,31 @@ def copy_tree(source: str | Path, destination: str | Path) -> None:
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
     _io(source, lambda: pafs.copy_files(src, dst, source_filesystem=src_fs,
                                         destination_filesystem=dst_fs))
+
+
+def sync_tree(source: str | Path, destination: str | Path, *, skip: tuple[str, ...] = (),
+              seen: dict[str, tuple] | None = None) -> dict[str, tuple]:
+    """Copy the files under `source` that are new or changed since `seen` (by size and
+    modification time) to the same relative paths under `destination`, each written whole
+    (atomically on a local disk). Top-level entries named in `skip` are left out. Returns the
+    updated `seen`, to pass to the next call; a source that does not exist copies nothing."""
+    import pyarrow.fs as pafs
+
+    seen = {} if seen is None else seen
+    fs, root = open_location(source)
+    selector = pafs.FileSelector(root, allow_not_found=True, recursive=True)
+    for entry in _io(source, lambda: fs.get_file_info(selector)):
+        relative = entry.path[len(root.rstrip("/")):].lstrip("/")
+        if entry.type != pafs.FileType.File or relative.split("/")[0] in skip:
+            continue
+        key = (entry.size, entry.mtime_ns)
+        if seen.get(relative) == key:
+            continue
+
+        def read(path: str = entry.path) -> bytes:
+            with fs.open_input_stream(path) as stream:
+                return stream.read()
+
+        write_location(join(destination, *relative.split("/")), _io(source, read))
+        seen[relative] = key
+    return seen

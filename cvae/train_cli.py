@@ -31,15 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     cli.configure_torch(cfg)
     device = resolve_device(cfg.run.device)
     resume = resume_state_for(cfg, args.resume)
-    if resume is None:
-        initial_weights(cfg)  # a bad train.init_from fails before any data is read
+    # a bad train.init_from fails before any data is read
+    init_weights = initial_weights(cfg) if resume is None else None
     dataset = datasets.train_dataset(cfg)
     val = datasets.val_video(cfg)
     print(f"training {cfg.model.preset} preset on {cfg.data.root}: {len(dataset)} clips of "
           f"{cfg.data.clip_len} frames, validation video {val[0].shape[0]} frames, "
           f"device {device}, run folder {cfg.run.out}", file=sys.stderr)
     summary = fit(cfg, data=datasets.loader_epochs(dataset, cfg, device), val_video=val,
-                  device=device, resume_state=resume)
+                  device=device, resume_state=resume, init_weights=init_weights)
     cli.print_summary(summary)
     return 0
 

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from cvae.augment import augment
-from cvae.checkpoint import initial_weights, save_checkpoint
+from cvae.checkpoint import save_checkpoint
 from cvae.config import Config
 from cvae.errors import CvaeError
 from cvae.evaluate import validate
@@ -111,7 +111,10 @@ class StepOptions:
     grad_clip: float = 1.0
     channels_last: bool = False
     autocast_dtype: torch.dtype | None = None  # bf16 autocast on a GPU
-    progress: bool = True  # a tqdm bar per epoch
+    progress: bool = True  # a progress bar per epoch
+    # Makes the bar: tqdm's signature (total=, desc=); a Ray worker passes one that renders on
+    # the driver's terminal.
+    progress_bar: Callable[..., Any] | None = None
 
 
 @dataclass
@@ -145,8 +148,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batche
     start = time.perf_counter()
     totals = torch.zeros(3, dtype=torch.float64)
     steps = clips = 0
-    bar = tqdm(total=plan.max_steps, desc=f"epoch {plan.epoch + 1}/{plan.epochs}",
-               disable=not options.progress, leave=False, dynamic_ncols=True)
+    bar = _progress_bar(plan, options)
     try:
         # islice: stop before fetching a batch that will not be trained on
         for frames_u8, poses_u8, _ids in itertools.islice(batches, plan.max_steps):
@@ -168,14 +170,30 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batche
             steps += 1
             clips += frames.shape[0]
             bar.update(1)
-            bar.set_postfix(loss=f"{values[0].item():.4f}", beta=f"{plan.beta:.2f}",
-                            tfr=f"{plan.tfr:.2f}")
     finally:
         bar.close()
     if steps == 0:
         raise CvaeError(f"epoch {plan.epoch + 1}: the training data gave no batch")
     mean = (totals / steps).tolist()
     return EpochStats(mean[0], mean[1], mean[2], steps, clips, time.perf_counter() - start)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(plan: EpochPlan, options: StepOptions):
+    desc = (f"epoch {plan.epoch + 1}/{plan.epochs} (beta {plan.beta:.2f}, "
+            f"tfr {plan.tfr:.2f})")
+    if not options.progress:
+        return _NoBar()
+    if options.progress_bar is not None:
+        return options.progress_bar(total=plan.max_steps, desc=desc)
+    return tqdm(total=plan.max_steps, desc=desc, leave=False, dynamic_ncols=True)
 
 
 @dataclass
@@ -246,9 +264,11 @@ class TrainingState:
 
 def setup(cfg: Config, device: torch.device,
           prepare_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
-          resume_state: dict[str, Any] | None = None) -> TrainingState:
+          resume_state: dict[str, Any] | None = None,
+          init_weights: dict[str, Any] | None = None) -> TrainingState:
     """The model (same initial weights on every worker and every run), Adam, the lr, KL and
-    teacher-forcing schedules; restored from `resume_state` or started from `train.init_from`."""
+    teacher-forcing schedules; restored from `resume_state`, else started from `init_weights`
+    (a state_dict the launcher read from `train.init_from`, so no worker reads that path)."""
     t = cfg.train
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg, device)
@@ -261,8 +281,8 @@ def setup(cfg: Config, device: torch.device,
     )
     if resume_state is not None:
         state.load(resume_state)
-    elif t.init_from:
-        model.load_state_dict(initial_weights(cfg))
+    elif init_weights is not None:
+        model.load_state_dict(init_weights)
     if prepare_model is not None:
         state.wrapped = prepare_model(model)
     return state
@@ -276,10 +296,12 @@ def step_options(cfg: Config, device: torch.device, progress: bool) -> StepOptio
 def run_epoch(state: TrainingState, cfg: Config, batches: Iterable[Batch], plan: EpochPlan,
               options: StepOptions, rank: int) -> EpochStats:
     """Train one epoch with its own seeds (per epoch and rank), so a resumed run replays the
-    same teacher-forcing draws, augmentations and z samples."""
+    same teacher-forcing draws, augmentations and z samples. Every rank makes the same
+    teacher-forcing draws: a free-running rank is slower, and DDP's allreduce would make the
+    teacher-forced ranks wait for it at every step."""
     seed = cfg.run.seed
     torch.manual_seed(epoch_seed(seed, plan.epoch, rank))
-    tf_rng = random.Random(epoch_seed(seed + 1, plan.epoch, rank))
+    tf_rng = random.Random(epoch_seed(seed + 1, plan.epoch))
     augment_rng = random.Random(epoch_seed(seed + 3, plan.epoch, rank))
     return train_epoch(state.wrapped, state.optimizer, batches, plan, options, tf_rng=tf_rng,
                        augment_rng=augment_rng if cfg.train.augment else None)
@@ -323,15 +345,19 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
         device: torch.device, rank: int = 0,
         prepare_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
         report: Callable[[dict[str, Any], Path | None], None] | None = None,
-        resume_state: dict[str, Any] | None = None) -> dict[str, Any]:
+        resume_state: dict[str, Any] | None = None,
+        init_weights: dict[str, Any] | None = None,
+        progress_bar: Callable[..., Any] | None = None) -> dict[str, Any]:
     """Train `cfg.train.epochs` epochs. Rank 0 validates and writes the run folder.
 
-    val_video: (frames, poses) uint8 [T,3,H,W] (rank 0 only). Returns a summary dict.
+    val_video: (frames, poses) uint8 [T,3,H,W] (rank 0 only); init_weights: the model's
+    state_dict to start from (`train.init_from`, read by the caller). Returns a summary dict.
     """
-    state = setup(cfg, device, prepare_model, resume_state)
+    state = setup(cfg, device, prepare_model, resume_state, init_weights)
     run = RunDir(cfg.run.out, cfg, resume_epoch=state.start_epoch) if rank == 0 else None
     val = validation_frames(cfg, val_video) if rank == 0 else None
     options = step_options(cfg, device, progress=cfg.run.progress and rank == 0)
+    options.progress_bar = progress_bar
     metrics: dict[str, Any] = {}
     upcoming: Primed | None = None  # the next epoch's batches, primed during validation
     try:

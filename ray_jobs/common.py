@@ -4,30 +4,24 @@
 - `prepare_data`: pack a lab-layout folder to Parquet if needed, check it against the config.
 - `connect`: attach to RAY_ADDRESS / --address, or start an embedded Ray sized to this machine.
 - `check_resources`: fail fast when the request cannot fit, instead of waiting forever.
-- `train_loop_per_worker`: one Ray Train worker = `cvae.training.fit` on its Ray Data shard.
-- `build_trainer`: the TorchTrainer.
+- `build_trainer`: the TorchTrainer running `ray_jobs.worker.train_loop_per_worker` (one Ray
+  Train worker = `cvae.training.fit` on its share of the Ray Dataset).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import math
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ray.data.collate_fn import NumpyBatchCollateFn
-
-from cvae import datasets, packs
+from cvae import datasets, packs, storage
 from cvae.config import Config
 from cvae.errors import CvaeError
-
-TRAIN_NAME = "train"
+from ray_jobs.runs import RunStorage
 
 
 def cluster_args(num_workers_flags: tuple[str, ...] = ("--num-workers",),
@@ -47,8 +41,16 @@ def cluster_args(num_workers_flags: tuple[str, ...] = ("--num-workers",),
                         help="worker-group restarts allowed (each resumes from the last "
                              "checkpoint)")
     parser.add_argument("--storage-path", default=None,
-                        help="where Ray keeps checkpoints (default <out>/ray; use shared storage, "
-                             "e.g. s3://bucket/prefix, on a multi-node cluster)")
+                        help="the run's storage: checkpoints, the run folder as it is written, "
+                             "the packed data (default <out>/ray; on a multi-node cluster a URI "
+                             "such as s3://bucket/prefix, or a mount every node shares)")
+    parser.add_argument("--shared-storage", action="store_true",
+                        help="the local --storage-path and --data are mounts every node of the "
+                             "cluster shares (NFS, EFS); without it a multi-node run refuses "
+                             "local paths")
+    parser.add_argument("--name", default=None,
+                        help="the run's name in its storage (default: made from --out); a new "
+                             "run refuses a name that exists, --resume continues it")
     parser.add_argument("--resource-timeout", type=float, default=None,
                         help="seconds to wait for the cluster to offer the resources (default: 0 "
                              "on an embedded Ray, 600 on a cluster, where an autoscaler may add "
@@ -62,34 +64,46 @@ def absolutize(cfg: Config) -> None:
     Under `ray job submit` the entrypoint runs in Ray's unpacked copy of the working directory,
     where a relative path would read nothing and write into a temporary folder: refuse it.
     """
+    values = {"--data": cfg.data.root, "--out": cfg.run.out,
+              "train.init_from": cfg.train.init_from}
     if os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR"):
-        for key, value in (("--data", cfg.data.root), ("--out", cfg.run.out),
-                           ("train.init_from", cfg.train.init_from)):
-            if value and not Path(value).is_absolute():
+        for key, value in values.items():
+            if value and not storage.is_uri(value) and not Path(value).is_absolute():
                 raise CvaeError(f"{key} {value}: use an absolute path in a `ray job submit` job "
                                 "(its working directory is a temporary copy)")
-    cfg.data.root = str(Path(cfg.data.root).resolve())
+    if storage.is_uri(cfg.run.out):
+        raise CvaeError(f"--out {cfg.run.out}: a folder on this machine (the run's storage is "
+                        "--storage-path)")
     cfg.run.out = str(Path(cfg.run.out).resolve())
-    if cfg.train.init_from:
+    if not storage.is_uri(cfg.data.root):
+        cfg.data.root = str(Path(cfg.data.root).resolve())
+    if cfg.train.init_from and not storage.is_uri(cfg.train.init_from):
         cfg.train.init_from = str(Path(cfg.train.init_from).resolve())
 
 
-def prepare_data(cfg: Config) -> tuple[Path, dict]:
-    """A Parquet pack for `data.root` (made under <out>/pack from a lab-layout folder) and its
-    train metadata, checked against the config before any worker starts."""
+def check_data(cfg: Config) -> None:
+    """Open the training clips and the validation video once: bad data fails in the driver,
+    before Ray starts, with the file named."""
+    datasets.train_dataset(cfg)
+    datasets.val_video(cfg)
+
+
+def prepare_data(cfg: Config, pack: str) -> tuple[str, dict]:
+    """The Parquet pack the workers read and its train metadata, checked against the config
+    before any worker starts. A lab-layout folder is packed into `pack` (in the run's storage,
+    where every node reads it) unless a pack is already there."""
     root = datasets.check_root(cfg)
     d = cfg.data
     if not datasets.is_pack(root):
-        pack_dir = Path(cfg.run.out) / "pack"
-        if not (pack_dir / "meta.json").is_file():
-            print(f"packing {root} into {pack_dir} (Parquet shards for Ray Data)")
-            packs.pack(root, pack_dir, clip_len=d.clip_len, height=d.height, width=d.width,
-                         progress=cfg.run.progress)
-        root = pack_dir
+        if not datasets.is_pack(pack):
+            print(f"packing {root} into {pack} (Parquet shards for Ray Data)")
+            packs.pack_to(root, pack, clip_len=d.clip_len, height=d.height, width=d.width,
+                          progress=cfg.run.progress)
+        root = pack
     meta = packs.check_pack(root, height=d.height, width=d.width, clip_len=d.clip_len)
     cfg.data.root = str(root)
     datasets.val_video(cfg)  # a broken validation video fails here, not on rank 0 later
-    return root, meta["splits"]["train"]
+    return str(root), meta["splits"]["train"]
 
 
 def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
@@ -204,16 +218,6 @@ def check_resources(args: argparse.Namespace, cpus_per_worker: float, attached: 
     )
 
 
-class ClipCollate(NumpyBatchCollateFn):
-    """Ray Data numpy batch -> (frames, poses uint8 [B,T,3,H,W], clip ids) on the CPU."""
-
-    def __init__(self, height: int, width: int, clip_len: int):
-        self.shape = {"height": height, "width": width, "clip_len": clip_len}
-
-    def __call__(self, batch):
-        return packs.decode_batch(batch, **self.shape)
-
-
 def release_resources(attached: bool) -> None:
     """Drop the standing autoscaler request, so idle GPU nodes can scale down after the run."""
     if attached:
@@ -264,83 +268,34 @@ def _process_runs(pid: int | None, class_name: str) -> bool:
     return cmdline.startswith(f"ray::{class_name}".encode())
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """One Ray Train worker: `cvae.training.fit` over this worker's Ray Data shard."""
-    import ray.train
-    import ray.train.torch
-
-    from cvae.checkpoint import CHECKPOINT_FILE, load_checkpoint, resume_state_for
-    from cvae.cli import configure_torch
-    from cvae.training import EpochData, epoch_seed, fit
-
-    cfg = Config.from_dict(loop_config["config"])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    configure_torch(cfg)
-    device = ray.train.torch.get_device()
-    shard = ray.train.get_dataset_shard("train")
-    clips, batch = loop_config["num_clips"], cfg.train.batch_size
-    height, width, clip_len = cfg.data.height, cfg.data.width, cfg.data.clip_len
-
-    def batches(epoch: int):
-        shuffle = cfg.data.shuffle
-        return iter(shard.iter_torch_batches(
-            batch_size=batch, collate_fn=ClipCollate(height, width, clip_len),
-            prefetch_batches=2,
-            local_shuffle_buffer_size=max(cfg.data.shuffle_buffer, batch) if shuffle else None,
-            local_shuffle_seed=epoch_seed(cfg.run.seed + 2, epoch, rank) if shuffle else None,
-            pin_memory=device.type == "cuda",
-        ))
-
-    # streaming_split(equal=True): every worker gets clips // world clips, the same step count
-    # on every rank, which DDP needs.
-    data = EpochData(batches, math.ceil((clips // world) / batch))
-    if loop_config.get("wrap_batches") is not None:
-        data = data.wrapped(functools.partial(loop_config["wrap_batches"], rank=rank,
-                                              out=cfg.run.out))
-    resume_state = None
-    checkpoint = ray.train.get_checkpoint()  # set after a worker failure or a --resume
-    if checkpoint is not None:
-        with checkpoint.as_directory() as folder:
-            resume_state = load_checkpoint(Path(folder) / CHECKPOINT_FILE)
-    elif loop_config["resume"]:
-        resume_state = resume_state_for(cfg, True)
-
-    def report(metrics: dict, checkpoint_file: Path | None) -> None:
-        metrics = {k: v for k, v in metrics.items() if v is not None}
-        if checkpoint_file is None or "val_psnr" not in metrics:
-            ray.train.report(metrics)
-            return
-        with tempfile.TemporaryDirectory() as folder:
-            shutil.copy2(checkpoint_file, Path(folder) / CHECKPOINT_FILE)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-
-    val = datasets.val_video(cfg) if rank == 0 else None
-    fit(cfg, data=data, val_video=val, device=device, rank=rank,
-        prepare_model=ray.train.torch.prepare_model, report=report, resume_state=resume_state)
-
-
-def build_trainer(cfg: Config, args: argparse.Namespace, *, pack_dir: Path, num_clips: int,
-                  cpus_per_worker: float, resume: bool, name: str = TRAIN_NAME,
-                  storage_path: str | None = None, callbacks: list | None = None,
+def build_trainer(cfg: Config, args: argparse.Namespace, *, run: RunStorage, pack: str,
+                  num_clips: int, cpus_per_worker: float, out: str,
+                  init_weights: dict[str, Any] | None = None, callbacks: list | None = None,
                   wrap_batches: Callable[..., Iterator] | None = None):
-    """The TorchTrainer: DDP workers over Ray Data shards of the Parquet pack.
+    """The TorchTrainer: DDP workers (ray_jobs.worker) over the Parquet pack at `pack`, its
+    checkpoints and run folder in `run`'s storage.
 
-    wrap_batches(batches, epoch, *, rank, out): passes each worker's epoch iterator through
-    (cvae.training.EpochData.wrapped); tests record or interrupt what a worker trains on."""
+    init_weights: the state_dict `train.init_from` names, read here (the driver) so that no
+    worker needs that path. wrap_batches(batches, epoch, *, rank, out): passes each worker's
+    epoch iterator through (cvae.training.EpochData.wrapped); tests record or interrupt what a
+    worker trains on."""
     import ray.data
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from ray_jobs.worker import COLUMNS, train_loop_per_worker
+
     context = ray.data.DataContext.get_current()
-    # Deterministic sharding: the same clips go to the same worker in the same order.
+    # Deterministic reading: every worker sees the clips in the pack's order (and keeps its
+    # own share of each epoch, ray_jobs.worker.epoch_shares).
     context.execution_options.preserve_order = True
-    context.enable_progress_bars = cfg.run.progress
-    dataset = ray.data.read_parquet(str(pack_dir / "train")).select_columns(
-        ["clip_id", "frames", "poses"])
+    context.enable_progress_bars = False  # the workers' epoch bars are what a user watches
+    fs, path = storage.open_location(storage.join(pack, "train"))
+    dataset = ray.data.read_parquet(path, filesystem=fs).select_columns(COLUMNS)
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "num_clips": num_clips, "resume": resume,
+        train_loop_config={"config": cfg.to_dict(), "num_clips": num_clips, "out": out,
+                           "run_folder": run.folder, "init_weights": init_weights,
                            "wrap_batches": wrap_batches},
         torch_config=TorchConfig(backend="nccl" if args.use_gpu else "gloo"),
         scaling_config=ray.train.ScalingConfig(
@@ -348,15 +303,19 @@ def build_trainer(cfg: Config, args: argparse.Namespace, *, pack_dir: Path, num_
             resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if args.use_gpu else {})},
         ),
         run_config=ray.train.RunConfig(
-            name=name,
-            storage_path=storage_path or args.storage_path or str(Path(cfg.run.out) / "ray"),
+            name=run.name, storage_path=run.storage,
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=2, checkpoint_score_attribute="val_psnr",
                 checkpoint_score_order="max",
             ),
             failure_config=ray.train.FailureConfig(max_failures=args.max_failures),
+            # Ray Train logs every report at INFO (hundreds of characters, twice an epoch);
+            # fit prints one line per epoch.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
             callbacks=callbacks,
         ),
+        # Every worker reads the whole dataset and keeps its share of each epoch.
+        dataset_config=ray.train.DataConfig(datasets_to_split=[]),
         datasets={"train": dataset},
     )
 

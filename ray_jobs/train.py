@@ -1,10 +1,14 @@
 """Distributed training on Ray: `python -m ray_jobs.train` takes cvae-train's flags plus cluster
-flags, and runs `cvae.training.fit` on every worker of a TorchTrainer (DDP over Ray Data shards).
+flags, and runs `cvae.training.fit` on every worker of a TorchTrainer (DDP over a Ray Dataset).
 
     python -m ray_jobs.train --data data/dance --out runs/ray --num-workers 2
-    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
-        python -m ray_jobs.train --use-gpu --num-workers 4 --preset lab \
-        --data /shared/data/dance --out /shared/runs/lab   # absolute paths in a job
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
+        python -m ray_jobs.train --use-gpu --num-workers 4 --preset lab \\
+        --data s3://bucket/dance.pack --storage-path s3://bucket/runs --out /home/me/runs/lab
+
+The run's storage (--storage-path, default <out>/ray) holds its checkpoints and its run folder;
+--out on this machine gets the run folder mirrored during the run and completely at the end,
+plus run.json, which `cvae-test --checkpoint <out>` follows to the best checkpoint.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import argparse
 
 from cvae import cli
-from cvae.checkpoint import initial_weights, resume_state_for
+from cvae.checkpoint import initial_weights
+from cvae.config import Config
 from cvae.errors import cli_entry
-from ray_jobs import common
+from ray_jobs import common, runs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,32 +34,45 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = cli.config_from_args(args)
     common.absolutize(cfg)
-    if resume_state_for(cfg, args.resume) is None:  # a fresh run never overwrites one
-        initial_weights(cfg)  # a bad train.init_from fails here, before Ray starts
-    pack_dir, meta = common.prepare_data(cfg)  # bad data fails here, before Ray starts
+    run = runs.locate(cfg.run.out, args)
+    runs.check_identity(run, args.resume)
+    init_weights = initial_weights(cfg)  # a bad train.init_from fails here, before Ray starts
+    common.check_data(cfg)  # so does bad data
     attached = common.connect(args.address)
+    runs.check_shared(run, cfg.data.root, args, runs.alive_nodes())
+    pack, meta = common.prepare_data(cfg, run.pack)  # bad data fails here, before any worker
     import ray
 
     cpus = common.worker_cpus(args, ray.cluster_resources().get("CPU", 0))
     common.check_resources(args, cpus, attached)
-    trainer = common.build_trainer(cfg, args, pack_dir=pack_dir, num_clips=meta["num_clips"],
-                                   cpus_per_worker=cpus, resume=args.resume)
+    trainer = common.build_trainer(cfg, args, run=run, pack=pack, num_clips=meta["num_clips"],
+                                   cpus_per_worker=cpus, out=cfg.run.out,
+                                   init_weights=None if args.resume else init_weights)
+    print(f"run {run.name!r}: storage {run.root}, run folder mirrored into {cfg.run.out}")
     try:
-        result = trainer.fit()
+        with runs.Mirror(run, cfg.run.out):
+            result = trainer.fit()
     finally:
         common.release_resources(attached)
+    return summarize(result, run, cfg)
+
+
+def summarize(result, run: runs.RunStorage, cfg: Config) -> int:
+    """Print the best and last epoch, write <out>/run.json; 1 when no checkpoint was kept."""
     best = common.best_checkpoint(result)
+    uri = run.checkpoint_uri(best[1]) if best is not None else None
+    runs.write_run_file(run, cfg.run.out, uri)
     if best is None:
         print("training finished without a validated checkpoint")
         return 1
-    psnr, path = best
     last = result.metrics or {}
     nan = float("nan")
-    print(f"best val_psnr {psnr:.2f} dB; last epoch val_psnr {last.get('val_psnr', nan):.2f} dB "
-          f"vs copy-last baseline {last.get('baseline_psnr', nan):.2f} dB, short "
+    print(f"best val_psnr {best[0]:.2f} dB; last epoch val_psnr {last.get('val_psnr', nan):.2f} "
+          f"dB vs copy-last baseline {last.get('baseline_psnr', nan):.2f} dB, short "
           f"{last.get('val_psnr_short', nan):.2f} vs {last.get('baseline_psnr_short', nan):.2f} dB")
-    print(f"best checkpoint: {path}")
-    print(f"run folder: {cfg.run.out} (metrics.csv, training.png, psnr_per_frame.png, tb/)")
+    print(f"best checkpoint: {uri}")
+    print(f"run folder: {cfg.run.out} (metrics.csv, training.png, psnr_per_frame.png, tb/; "
+          f"run.json: where the checkpoints are)")
     return 0
 
 

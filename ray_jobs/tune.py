@@ -30,7 +30,7 @@ from cvae.checkpoint import initial_weights
 from cvae.config import Config, parse_override, set_key, to_yaml, validate
 from cvae.errors import ConfigError, CvaeError, cli_entry
 from cvae.spaces import Space, check_values, load_space, parse_space
-from ray_jobs import common
+from ray_jobs import common, runs
 
 SWEEP_FILE = "sweep.json"
 SWEEP_FORMAT = "cvae-sweep/1"
@@ -126,7 +126,8 @@ def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
             print("  " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
         return None
     out.mkdir(parents=True, exist_ok=True)
-    pack_dir, meta = common.prepare_data(cfg)  # bad data fails here, before Ray starts
+    # bad data fails here, before Ray starts
+    pack_dir, meta = common.prepare_data(cfg, storage.join(_tune_storage_of(args, out), "pack"))
     settings = {
         "format": SWEEP_FORMAT,
         "out": str(out),
@@ -183,12 +184,17 @@ def load_sweep(args: argparse.Namespace) -> dict[str, Any]:
 # ---- the trial (runs inside Ray) ----
 
 def _train_storage(settings: dict[str, Any]) -> str:
-    storage = settings["storage_path"]
-    return f"{storage.rstrip('/')}/train" if storage else str(Path(settings["out"]) / "ray")
+    if settings["storage_path"]:
+        return storage.join(settings["storage_path"], "train")
+    return str(Path(settings["out"]) / "ray")
 
 
 def _tune_storage(settings: dict[str, Any]) -> str:
     return settings["storage_path"] or settings["out"]
+
+
+def _tune_storage_of(args: argparse.Namespace, out: Path) -> str:
+    return args.storage_path or str(out)
 
 
 def trial_config(settings: dict[str, Any], values: dict[str, Any], trial_id: str) -> Config:
@@ -231,16 +237,17 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
                 ray.tune.report(row)
         return
     args = argparse.Namespace(num_workers=settings["num_workers"], use_gpu=settings["use_gpu"],
-                              max_failures=settings["max_failures"], storage_path=None)
+                              max_failures=settings["max_failures"])
+    run = runs.RunStorage(_train_storage(settings), f"trial_{trial_id}")
     trainer = common.build_trainer(
-        cfg, args, pack_dir=Path(settings["pack_dir"]), num_clips=settings["num_clips"],
-        cpus_per_worker=settings["cpus_per_worker_resolved"], resume=False,
-        name=f"trial_{trial_id}", storage_path=_train_storage(settings),
-        callbacks=[TuneReportCallback()],
+        cfg, args, run=run, pack=settings["pack_dir"], num_clips=settings["num_clips"],
+        cpus_per_worker=settings["cpus_per_worker_resolved"], out=str(out),
+        init_weights=initial_weights(cfg), callbacks=[TuneReportCallback()],
     )
     _event(out, "trainer started")
     try:
-        trainer.fit()
+        with runs.Mirror(run, str(out)):
+            trainer.fit()
     except ray.train.TrainingFailedError as err:
         # Training itself failed. (A trial that Tune stops, ASHA's or the last epoch's, sees
         # its controller die instead: no error file for that.)
@@ -373,7 +380,7 @@ def make_tuner(args: argparse.Namespace, settings: dict[str, Any]):
     base = Config.from_dict(settings["base_config"], source=SWEEP_FILE)
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
                                     {"cpu": TRIAL_CPU})
-    experiment = f"{_tune_storage(settings).rstrip('/')}/{EXPERIMENT}"
+    experiment = storage.join(_tune_storage(settings), EXPERIMENT)
     if args.resume:
         if not tune.Tuner.can_restore(experiment):
             raise CvaeError(f"--resume: no Tune experiment state in {experiment}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -186,6 +187,45 @@ def tiny_run(tiny_train_argv, tmp_path_factory) -> Path:
 def cli():
     """run_main: call a console-script main, return its exit code."""
     return run_main
+
+
+# ---- an S3-compatible server on this machine (moto), for every storage path that may be a URI ----
+
+S3_BUCKET = "cvae-test"
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A moto S3 server on 127.0.0.1 with one bucket; `s3(prefix)` gives a URI that
+    pyarrow.fs, Ray Data and Ray Train open (the endpoint rides in the query string). Dummy
+    credentials are put in the environment, so Ray processes started later inherit them."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    from ray_jobs.common import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket=S3_BUCKET)
+
+    def uri(prefix: str) -> str:
+        return (f"s3://{S3_BUCKET}/{prefix.strip('/')}?scheme=http"
+                f"&endpoint_override=127.0.0.1:{port}")
+
+    try:
+        yield uri
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -8,6 +8,7 @@ watch what each worker trains on through `build_trainer(wrap_batches=...)` (`rec
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import sys
@@ -83,6 +84,14 @@ def clip_ids(out: Path, epoch: int, rank: int) -> list[int]:
 def clip_file_mtimes(out: Path, epochs: range) -> dict[str, int]:
     return {p.name: p.stat().st_mtime_ns for e in epochs
             for p in (out / "clip_ids").glob(f"epoch{e}_rank*.txt")}
+
+
+def latest_checkpoint(out: Path) -> dict:
+    """The newest checkpoint in the run's storage (run.json names it)."""
+    storage = Path(json.loads((out / "run.json").read_text())["storage"])
+    found = [load_checkpoint(p) for p in storage.glob("checkpoint_*/checkpoint.pt")]
+    assert found, f"no checkpoint in {storage}"
+    return max(found, key=lambda state: state["epoch"])
 
 
 def assert_exact_partition(out: Path, epoch: int, world: int) -> None:
@@ -172,12 +181,16 @@ def test_one_worker_reproduces_cvae_train(ray_session, tiny_data, tmp_path, caps
             assert float(b[key]) == pytest.approx(float(a[key]), rel=RTOL), (key, a, b)
         for key in ("beta", "tfr", "lr"):
             assert a[key] == b[key], key
-    assert (ray_out / "checkpoints" / "best.pt").is_file()
-    assert (ray_out / "pack" / "meta.json").is_file(), "the lab folder was packed to Parquet"
+    # The checkpoints live in the run's storage (default <out>/ray/<name>), run.json says where;
+    # the lab folder was packed to Parquet there, where every node reads it.
+    run = json.loads((ray_out / "run.json").read_text())
+    assert Path(run["best_checkpoint"], "checkpoint.pt").is_file(), run
+    assert (Path(run["storage"]) / "pack" / "meta.json").is_file(), run
+    assert not (ray_out / "checkpoints").exists(), "checkpoints live in one place, the storage"
 
     # The Tester reads the Ray checkpoint folder the entrypoint points at.
     best = Path(best_checkpoint_line(stdout))
-    assert best.is_dir(), best
+    assert best.is_dir() and str(best) == run["best_checkpoint"], best
     code, stdout, err = run_main(test_cli.main, [
         "--checkpoint", str(best), "--data", str(tiny_data), "--out", str(tmp_path / "test"),
         "--set", "test.seq_len=6", "--set", "run.progress=false",
@@ -274,7 +287,9 @@ def test_two_workers_shard_exactly_and_survive_a_worker_crash(recovered_run):
         assert_exact_partition(out, epoch, world=2)
         for rank in (0, 1):
             assert len(clip_ids(out, epoch, rank)) == STEPS_PER_EPOCH
-    assert (out / "checkpoints" / "last.pt").is_file()
+    # Each epoch deals the clips to the ranks anew (seeded by epoch).
+    assert len({frozenset(clip_ids(out, epoch, 0)) for epoch in (1, 2, 3)}) > 1
+    assert latest_checkpoint(out)["epoch"] == 3
 
 
 @pytest.mark.ray
@@ -300,4 +315,4 @@ def test_resume_continues_and_a_fresh_run_refuses(recovered_run, capsys, monkeyp
     assert rows[:3] == before_rows
     assert clip_file_mtimes(out, range(1, 4)) == before_files
     assert_exact_partition(out, 4, world=2)
-    assert load_checkpoint(out / "checkpoints" / "last.pt")["epoch"] == 4
+    assert latest_checkpoint(out)["epoch"] == 4

@@ -1,0 +1,146 @@
+"""Where a Ray run lives: its name, its storage, and the mirror of its run folder in --out.
+
+A run's storage is `<storage>/<name>/` (`--storage-path`: a local folder on one machine or a
+mount every node shares, or a URI such as s3://bucket/prefix). It holds Ray Train's checkpoints,
+`run/` (the run folder rank 0 writes as it goes: metrics.csv, figures, TensorBoard events) and
+`pack/` (a lab-layout folder packed for the workers). Nothing a worker writes stays on its own
+node: the driver mirrors `run/` into `--out` during the run and completely at the end, and
+writes `<out>/run.json`, which names the storage and the best checkpoint for `cvae-test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from cvae import storage
+from cvae.checkpoint import RUN_FILE
+from cvae.errors import CvaeError
+
+RUN_FOLDER = "run"
+PACK_FOLDER = "pack"
+MIRROR_SECONDS = 10.0
+
+
+@dataclass(frozen=True)
+class RunStorage:
+    storage: str  # --storage-path, absolute or a URI
+    name: str  # the Ray run name
+
+    @property
+    def root(self) -> str:
+        """Ray Train's folder for the run: its checkpoints, and ours beside them."""
+        return storage.join(self.storage, self.name)
+
+    @property
+    def folder(self) -> str:
+        return storage.join(self.root, RUN_FOLDER)
+
+    @property
+    def pack(self) -> str:
+        return storage.join(self.root, PACK_FOLDER)
+
+    def checkpoint_uri(self, ray_path: str) -> str:
+        """A Ray checkpoint's full location: Ray reports paths inside the storage's filesystem
+        (no scheme, no options for a bucket), which cvae-test could not open as they are."""
+        return storage.join(self.root, storage.name(ray_path))
+
+
+def run_name(out: str, name: str | None = None) -> str:
+    """--name, or one made from --out: its last two parts and a short hash of the whole path,
+    so that two runs in different folders never share a name."""
+    if name:
+        if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+            raise CvaeError(f"--name {name!r}: use letters, digits, '.', '_' and '-' only")
+        return name
+    path = Path(out)
+    words = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{path.parent.name}-{path.name}").strip("-")
+    return f"{words or 'run'}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
+
+
+def locate(out: str, args: argparse.Namespace) -> RunStorage:
+    storage_path = args.storage_path or str(Path(out) / "ray")
+    if not storage.is_uri(storage_path):
+        storage_path = str(Path(storage_path).resolve())
+    return RunStorage(storage_path, run_name(out, getattr(args, "name", None)))
+
+
+def check_identity(run: RunStorage, resume: bool) -> None:
+    """A new run never continues another one's snapshot by accident; --resume needs one."""
+    exists = storage.exists(run.root)
+    if exists and not resume:
+        raise CvaeError(f"a run named {run.name!r} already exists in {run.storage}: continue it "
+                        "with --resume, or choose another --name or --out")
+    if resume and not exists:
+        raise CvaeError(f"--resume: no run named {run.name!r} in {run.storage} (nothing to "
+                        "resume; drop --resume to start it)")
+
+
+def check_shared(run: RunStorage, data_root: str, args: argparse.Namespace, nodes: int) -> None:
+    """On a cluster of more than one node, fail before any worker starts when the storage or
+    the data lives on a disk only this machine sees."""
+    if nodes <= 1 or getattr(args, "shared_storage", False):
+        return
+    for flag, location in (("--storage-path", run.storage), ("--data", data_root)):
+        if not storage.is_uri(location):
+            raise CvaeError(
+                f"{flag} {location}: a local path, but the cluster has {nodes} nodes and the "
+                "workers cannot see this machine's disk; use shared storage (e.g. "
+                "s3://bucket/prefix) or pass --shared-storage if it is a mount every node has")
+
+
+def alive_nodes() -> int:
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
+class Mirror:
+    """Copies the run folder from the run's storage into --out: every MIRROR_SECONDS while
+    the run goes on (progress where the user is), and once more, completely, at `close`."""
+
+    def __init__(self, run: RunStorage, out: str, interval: float = MIRROR_SECONDS):
+        self.run, self.out, self.interval = run, out, interval
+        self._seen: dict[str, tuple] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._warned = False
+        self._thread = threading.Thread(target=self._loop, name="mirror-run-folder", daemon=True)
+
+    def __enter__(self) -> Mirror:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def sync(self) -> None:
+        with self._lock:
+            self._seen = storage.sync_tree(self.run.folder, self.out, seen=self._seen)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.sync()
+            except CvaeError as err:  # the run goes on; the final sync reports for good
+                if not self._warned:
+                    print(f"warning: mirroring the run folder: {err}")
+                    self._warned = True
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.sync()
+
+
+def write_run_file(run: RunStorage, out: str, best_checkpoint: str | None) -> Path:
+    """<out>/run.json: where the run's checkpoints live, for cvae-test --checkpoint <out>."""
+    doc = {"name": run.name, "storage": run.root, "run_folder": run.folder,
+           "best_checkpoint": best_checkpoint}
+    return storage.write_text(Path(out) / RUN_FILE, json.dumps(doc, indent=1) + "\n")
