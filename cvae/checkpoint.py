@@ -70,8 +70,9 @@ def _run_best(run_file: Path) -> str:
 
 def _best_in_storage(location: str) -> str:
     """The Ray checkpoint with the best val_psnr under a run's storage location."""
-    found = [storage.join(location, n, CHECKPOINT_FILE) for n in storage.list_names(location)
-             if n.startswith(RAY_CHECKPOINT_PREFIX)]
+    names = [n for n in storage.list_names(location) if n.startswith(RAY_CHECKPOINT_PREFIX)]
+    found = [storage.join(location, n, CHECKPOINT_FILE) for n in names
+             if storage.exists(storage.join(location, n, CHECKPOINT_FILE))]
     if not found:
         raise CvaeError(f"{location}: no checkpoint there")
     scored = [(load_checkpoint(f).get("metrics", {}).get("val_psnr", float("-inf")), f)

@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("pack", help="write train clips and the val video as Parquet shards")
     s.add_argument("--root", required=True, type=Path, help="lab-layout data folder")
-    s.add_argument("--out", required=True, type=Path, help="new (or empty) pack folder")
+    s.add_argument("--out", required=True,
+                   help="new (or empty) pack folder, or a URI such as s3://bucket/prefix")
     s.add_argument("--clip-len", type=int, default=DEFAULT_CLIP_LEN)
     s.add_argument("--height", type=int, default=DEFAULT_HEIGHT)
     s.add_argument("--width", type=int, default=DEFAULT_WIDTH)

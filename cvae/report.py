@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from cvae import storage
 from cvae.errors import CvaeError, cli_entry
 from cvae.rundir import read_metrics
 from cvae.storage import atomic_path, write_text
@@ -105,7 +106,7 @@ def summarize_run(run_id: str, run: Path, param_keys: list[str]) -> dict[str, An
               and not math.isnan(r["val_psnr"])]
     best_psnr, best_epoch = max(scored, key=lambda s: (s[0], -s[1])) if scored else (None, None)
     epochs_run = max((r["epoch"] for r in rows), default=0)
-    checkpoint = run / BEST_CHECKPOINT
+    checkpoint = best_checkpoint_of(run)
     if (run / ERROR_FILE).is_file():
         status = "error"
     elif epochs is not None and epochs_run >= epochs:
@@ -122,9 +123,27 @@ def summarize_run(run_id: str, run: Path, param_keys: list[str]) -> dict[str, An
         "epochs": epochs,
         "stopped_early": bool(epochs is not None and epochs_run < epochs),
         "status": status,
-        "checkpoint": str(checkpoint.resolve()) if checkpoint.is_file() else "",
+        "checkpoint": checkpoint,
         "path": str(run.resolve()),
     }
+
+
+def best_checkpoint_of(run: Path) -> str:
+    """The checkpoint file of a run's best epoch: its checkpoints/best.pt, or for a Ray run the
+    one its run.json names (or the best in its storage: a trial Tune stopped named none); ""
+    when it kept none."""
+    from cvae.checkpoint import RUN_FILE, resolve_checkpoint_path
+
+    if (run / BEST_CHECKPOINT).is_file():
+        return str((run / BEST_CHECKPOINT).resolve())
+    if not (run / RUN_FILE).is_file():
+        return ""
+    doc = storage.read_json(run / RUN_FILE, "run file")
+    location = doc.get("best_checkpoint") or doc.get("storage") if isinstance(doc, dict) else None
+    try:
+        return str(resolve_checkpoint_path(location)) if location else ""
+    except CvaeError:
+        return ""
 
 
 def _sort_key(row: dict[str, Any]) -> tuple:

@@ -48,6 +48,10 @@ def cluster_args(num_workers_flags: tuple[str, ...] = ("--num-workers",),
                         help="the local --storage-path and --data are mounts every node of the "
                              "cluster shares (NFS, EFS); without it a multi-node run refuses "
                              "local paths")
+    parser.add_argument("--placement-strategy", default="PACK",
+                        choices=["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"],
+                        help="how the workers are placed on the nodes (Ray placement groups; "
+                             "STRICT_SPREAD: one worker per node)")
     parser.add_argument("--name", default=None,
                         help="the run's name in its storage (default: made from --out); a new "
                              "run refuses a name that exists, --resume continues it")
@@ -301,6 +305,7 @@ def build_trainer(cfg: Config, args: argparse.Namespace, *, run: RunStorage, pac
         scaling_config=ray.train.ScalingConfig(
             num_workers=args.num_workers, use_gpu=args.use_gpu,
             resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if args.use_gpu else {})},
+            placement_strategy=getattr(args, "placement_strategy", "PACK"),
         ),
         run_config=ray.train.RunConfig(
             name=run.name, storage_path=run.storage,

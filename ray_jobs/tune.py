@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cvae import cli, report, storage
-from cvae.checkpoint import initial_weights
+from cvae.checkpoint import RUN_FILE, initial_weights
 from cvae.config import Config, parse_override, set_key, to_yaml, validate
 from cvae.errors import ConfigError, CvaeError, cli_entry
 from cvae.spaces import Space, check_values, load_space, parse_space
@@ -238,7 +238,8 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
         return
     args = argparse.Namespace(num_workers=settings["num_workers"], use_gpu=settings["use_gpu"],
                               max_failures=settings["max_failures"])
-    run = runs.RunStorage(_train_storage(settings), f"trial_{trial_id}")
+    run = _trial_run(settings, trial_id)
+    runs.write_run_file(run, str(out), None)  # where its checkpoints are, even if Tune stops it
     trainer = common.build_trainer(
         cfg, args, run=run, pack=settings["pack_dir"], num_clips=settings["num_clips"],
         cpus_per_worker=settings["cpus_per_worker_resolved"], out=str(out),
@@ -247,7 +248,9 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     _event(out, "trainer started")
     try:
         with runs.Mirror(run, str(out)):
-            trainer.fit()
+            result = trainer.fit()
+        best = common.best_checkpoint(result)
+        runs.write_run_file(run, str(out), run.checkpoint_uri(best[1]) if best else None)
     except ray.train.TrainingFailedError as err:
         # Training itself failed. (A trial that Tune stops, ASHA's or the last epoch's, sees
         # its controller die instead: no error file for that.)
@@ -303,7 +306,7 @@ def export_best(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     staging = out / ".best.tmp"
     storage.remove(staging)
     staging.mkdir(parents=True)
-    shutil.copy2(best["checkpoint"], staging / "checkpoint.pt")
+    storage.write_bytes(staging / "checkpoint.pt", storage.read_location(best["checkpoint"]))
     trial = Path(best["path"])
     for name in ("config.yaml", "psnr_per_frame.csv", "psnr_per_frame.png"):
         if (trial / name).is_file():
@@ -325,48 +328,27 @@ def summarize(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     return rows, best
 
 
-def gather_remote_trials(grid, settings: dict[str, Any]) -> None:
-    """On a multi-node cluster a trial's rank 0 writes its run folder on its own node. For every
-    trial without a run folder here, rebuild one from what Tune received (metrics per epoch) and
-    Ray Train stored (the best checkpoint; use a shared --storage-path)."""
-    from cvae.rundir import METRIC_COLUMNS
-
+def gather_trials(grid, settings: dict[str, Any]) -> None:
+    """Every trial's run folder, complete in <out>/trials/<id>, from the trial's storage: on a
+    multi-node cluster a trial's rank 0 (and the trial's own mirror) ran on another node."""
     out = Path(settings["out"])
     for result in grid:
         trial_id = Path(result.path).name.removeprefix("trial_")  # see _trial_dirname
         folder = out / TRIALS / trial_id
-        if result.error is not None and folder.is_dir() and not (
-                folder / report.ERROR_FILE).exists():
-            lines = str(result.error).strip().splitlines() or [type(result.error).__name__]
-            (folder / report.ERROR_FILE).write_text(lines[0][:500] + "\n")
-        frame = result.metrics_dataframe
-        if (folder / "metrics.csv").is_file() or frame is None or frame.empty \
-                or "epoch" not in frame:
-            continue
+        run = _trial_run(settings, trial_id)
+        storage.sync_tree(run.folder, folder)
+        if not (folder / RUN_FILE).is_file():
+            runs.write_run_file(run, str(folder), None)
         values = {k: result.config[k] for k in settings["searched"]}
-        cfg = trial_config(settings, values, trial_id)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.yaml").write_text(to_yaml(cfg))
-        _write_json(folder / report.PARAMS_FILE, {"trial_id": trial_id, "params": values})
-        cols = [c for c in METRIC_COLUMNS if c in frame]
-        frame[cols].drop_duplicates("epoch").to_csv(folder / "metrics.csv", index=False)
-        if result.error is not None:
-            (folder / report.ERROR_FILE).write_text(f"{result.error}\n"[:500])
-        try:
-            import ray.train
+        if not (folder / report.PARAMS_FILE).is_file():
+            _write_json(folder / report.PARAMS_FILE, {"trial_id": trial_id, "params": values})
+        if result.error is not None and not (folder / report.ERROR_FILE).exists():
+            lines = str(result.error).strip().splitlines() or [type(result.error).__name__]
+            storage.write_text(folder / report.ERROR_FILE, lines[0][:500] + "\n")
 
-            from cvae.checkpoint import CHECKPOINT_FILE
 
-            stored = ray.train.Result.from_path(f"{_train_storage(settings)}/trial_{trial_id}")
-            best = common.best_checkpoint(stored)
-            if best is not None:
-                scored = {c.path: c for c, _ in stored.best_checkpoints}
-                with scored[best[1]].as_directory() as local:
-                    (folder / "checkpoints").mkdir(exist_ok=True)
-                    shutil.copy2(Path(local) / CHECKPOINT_FILE,
-                                 folder / report.BEST_CHECKPOINT)
-        except Exception as err:  # noqa: BLE001 - best effort; the table still lists the trial
-            print(f"warning: trial {trial_id}: no best checkpoint fetched ({err})")
+def _trial_run(settings: dict[str, Any], trial_id: str) -> runs.RunStorage:
+    return runs.RunStorage(_train_storage(settings), f"trial_{trial_id}")
 
 
 # ---- the command ----
@@ -415,7 +397,7 @@ def finish(grid, settings: dict[str, Any]) -> int:
               f"python -m ray_jobs.tune --out {out} --resume")
         return 130
     common.wait_for_train_actors()
-    gather_remote_trials(grid, settings)
+    gather_trials(grid, settings)
     for err in grid.errors:
         print(f"warning: a trial failed: {str(err).strip().splitlines()[0][:200]}")
     rows, best = summarize(out)
