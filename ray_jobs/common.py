@@ -78,9 +78,10 @@ def gpus_per_worker(args: argparse.Namespace) -> float:
 
 
 def resolve_gpus(args: argparse.Namespace) -> None:
-    """Check --gpus-per-worker and settle both GPU flags: a GPU share > 0 means GPU workers."""
-    args.gpus_per_worker = gpus_per_worker(args)
-    args.use_gpu = args.gpus_per_worker > 0
+    """Check --gpus-per-worker and settle both GPU flags: a GPU share > 0 means GPU workers;
+    CPU workers keep no share (None)."""
+    gpus = gpus_per_worker(args)
+    args.gpus_per_worker, args.use_gpu = (gpus or None), gpus > 0
 
 
 def worker_resources(args: argparse.Namespace, cpus_per_worker: float) -> dict[str, float]:

@@ -126,7 +126,7 @@ def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
     check_values(space, cfg)  # every value the space can give, on this sweep's base config
     check_sweep_args(args, cfg.train.epochs)
     num_samples = total_samples(args, space)
-    params, notes = search_params(space, args.search)
+    _, notes = search_params(space, args.search)  # (a value Optuna cannot take fails here)
     out = Path(cfg.run.out)
     if (out / SWEEP_FILE).exists() and not args.dry_run:
         raise CvaeError(f"{out} already holds a sweep ({out / SWEEP_FILE}): pass --resume to "

@@ -182,7 +182,7 @@ def gpu_args(workers: int = 1, use_gpu: bool = False, gpus: float | None = None,
 
 
 @pytest.mark.parametrize("flags, expected", [
-    ([], (False, 0.0)),
+    ([], (False, None)),
     (["--use-gpu"], (True, 1.0)),
     (["--gpus-per-worker", "0.25"], (True, 0.25)),  # a share implies GPU workers
     (["--use-gpu", "--gpus-per-worker", "2"], (True, 2.0)),
@@ -191,6 +191,8 @@ def gpu_args(workers: int = 1, use_gpu: bool = False, gpus: float | None = None,
 def test_gpus_per_worker_flag(flags, expected):
     parsed = argparse.ArgumentParser(parents=[common.cluster_args()]).parse_args(flags)
     common.resolve_gpus(parsed)
+    assert (parsed.use_gpu, parsed.gpus_per_worker) == expected
+    common.resolve_gpus(parsed)  # settled flags stay as they are (a sweep's --resume reuses them)
     assert (parsed.use_gpu, parsed.gpus_per_worker) == expected
 
 

@@ -177,3 +177,36 @@ def test_summary_ranks_and_exports_by_the_chosen_metric(finished):
     rows, best = tune.summarize(finished, "val_psnr")
     assert _ranked(finished) == ["lucky", "steady"] and best["trial_id"] == "lucky"
     assert (finished / "best" / "checkpoint.pt").read_bytes() == b"fake"
+
+
+@pytest.mark.parametrize("flags, have, expected", [
+    ([], {"CPU": 9.0}, 5),
+    (["--gpus-per-worker", "0.25"], {"CPU": 9.0, "GPU": 1.0}, 4),
+    (["--use-gpu"], {"CPU": 9.0, "GPU": 1.0}, 1),
+    (["--max-cluster-cpus", "33"], {"CPU": 9.0}, 21),  # what the cluster can scale up to
+])
+def test_size_trials_from_the_settings_a_sweep_stores(monkeypatch, capsys, flags, have, expected):
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: have)
+    args = tune.build_parser().parse_args(["--resource-timeout", "0", *flags])
+    tune.check_sweep_args(args, epochs=4)
+    settings = {"num_workers": 1, "use_gpu": args.use_gpu, "cpus_per_worker": None,
+                "gpus_per_worker": args.gpus_per_worker, "max_concurrent": None,
+                "max_cluster_cpus": args.max_cluster_cpus, "max_cluster_gpus": None}
+    tune.size_trials(args, settings, attached=False)
+    assert settings["max_concurrent_resolved"] == expected
+    assert f"; {expected} at once" in capsys.readouterr().out
+
+
+def test_a_gpu_trial_on_a_cluster_without_gpus_fails_at_once(monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 9.0})
+    args = tune.build_parser().parse_args(["--gpus-per-worker", "0.5", "--max-cluster-gpus", "0"])
+    tune.check_sweep_args(args, epochs=4)
+    settings = {"num_workers": 1, "use_gpu": True, "cpus_per_worker": None,
+                "gpus_per_worker": 0.5, "max_concurrent": None, "max_cluster_cpus": None,
+                "max_cluster_gpus": 0.0}
+    with pytest.raises(CvaeError, match="cluster can scale up to 0 GPU at most"):
+        tune.size_trials(args, settings, attached=True)
