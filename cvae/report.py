@@ -27,6 +27,7 @@ import yaml
 from cvae import storage
 from cvae.errors import CvaeError, cli_entry
 from cvae.rundir import read_metrics
+from cvae.smoothing import RAW, SMOOTHED, fill_smoothed
 from cvae.storage import atomic_path, write_text
 
 TRIALS_DIR = "trials"
@@ -38,8 +39,11 @@ DEFAULT_KEYS = ("train.kl_anneal_type", "train.kl_anneal_cycle", "train.kl_annea
                 "train.tfr_sde", "train.tfr_d_step", "train.lr")
 FIGURES = ("loss_by_kl_strategy.png", "beta_by_kl_strategy.png", "tfr_vs_loss.png",
            "psnr_per_frame.png")
-RESULT_COLUMNS = ("val_psnr", "best_epoch", "epochs_run", "epochs", "stopped_early", "status",
-                  "checkpoint")
+RESULT_COLUMNS = ("val_psnr", SMOOTHED, "best_epoch", "epochs_run", "epochs", "stopped_early",
+                  "status", "checkpoint")
+# What trials are ranked by: each trial's best value of it over its epochs, higher is better.
+RANKING_METRICS = (SMOOTHED, RAW)
+DEFAULT_METRIC = SMOOTHED
 
 
 def find_runs(folder: str | Path) -> tuple[str, list[tuple[str, Path]]]:
@@ -99,7 +103,7 @@ def read_psnr_per_frame(run: Path) -> dict[str, list[float]] | None:
 
 def summarize_run(run_id: str, run: Path, param_keys: list[str]) -> dict[str, Any]:
     """One row of the results table for a run folder."""
-    rows = read_metrics(run)
+    rows = fill_smoothed(read_metrics(run))
     config = read_config(run)
     epochs = _lookup(config, "train.epochs")
     scored = [(r["val_psnr"], r["epoch"]) for r in rows if r.get("val_psnr") is not None
@@ -118,6 +122,7 @@ def summarize_run(run_id: str, run: Path, param_keys: list[str]) -> dict[str, An
         "params": {k: _lookup(config, k) for k in param_keys},
         "kl_anneal_type": _lookup(config, "train.kl_anneal_type"),
         "val_psnr": best_psnr,
+        SMOOTHED: _best(rows, SMOOTHED),
         "best_epoch": best_epoch,
         "epochs_run": epochs_run,
         "epochs": epochs,
@@ -146,13 +151,31 @@ def best_checkpoint_of(run: Path) -> str:
         return ""
 
 
-def _sort_key(row: dict[str, Any]) -> tuple:
-    psnr = row["val_psnr"]
-    return (psnr is None, -(psnr if psnr is not None else 0.0), row["trial_id"])
+def _best(rows: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in rows if r.get(key) is not None and not math.isnan(r[key])]
+    return max(values) if values else None
 
 
-def collect_trials(folder: str | Path) -> tuple[list[str], list[dict[str, Any]]]:
-    """(searched keys, one summary per run sorted by best val_psnr, best first)."""
+def check_metric(metric: str) -> str:
+    if metric not in RANKING_METRICS:
+        raise CvaeError(f"--metric {metric}: expected one of {', '.join(RANKING_METRICS)}")
+    return metric
+
+
+def rank(rows: list[dict[str, Any]], metric: str = DEFAULT_METRIC) -> list[dict[str, Any]]:
+    """Best first by `metric`; ties by the raw val_psnr, then by trial id."""
+    def key(row: dict[str, Any]) -> tuple:
+        score, raw = row[metric], row["val_psnr"]
+        return (score is None, -(score if score is not None else 0.0),
+                -(raw if raw is not None else 0.0), row["trial_id"])
+
+    return sorted(rows, key=key)
+
+
+def collect_trials(folder: str | Path, metric: str = DEFAULT_METRIC
+                   ) -> tuple[list[str], list[dict[str, Any]]]:
+    """(searched keys, one summary per run sorted by its best `metric`, best first)."""
+    check_metric(metric)
     _, runs = find_runs(folder)
     keys: list[str] = []
     for _, run in runs:
@@ -161,7 +184,7 @@ def collect_trials(folder: str | Path) -> tuple[list[str], list[dict[str, Any]]]
                 keys.append(key)
     keys = keys or list(DEFAULT_KEYS)
     rows = [summarize_run(run_id, run, keys) for run_id, run in runs]
-    return keys, sorted(rows, key=_sort_key)
+    return keys, rank(rows, metric)
 
 
 def _labels(rows: list[dict[str, Any]]) -> dict[str, str]:
@@ -177,10 +200,11 @@ def _labels(rows: list[dict[str, Any]]) -> dict[str, str]:
     return labels
 
 
-def report_data(folder: str | Path) -> dict[str, Any]:
-    """Every series the report plots, keyed by figure, plus the results table."""
+def report_data(folder: str | Path, metric: str = DEFAULT_METRIC) -> dict[str, Any]:
+    """Every series the report plots, keyed by figure, plus the results table (ranked by
+    `metric`)."""
     kind, runs = find_runs(folder)
-    keys, rows = collect_trials(folder)
+    keys, rows = collect_trials(folder, metric)
     labels = _labels(rows)
     paths = dict(runs)
     loss, beta, tfr_loss = {}, {}, {}
@@ -204,6 +228,7 @@ def report_data(folder: str | Path) -> dict[str, Any]:
     return {
         "source": str(Path(folder).resolve()),
         "kind": kind,
+        "metric": metric,
         "param_keys": keys,
         "trials": rows,
         "best": best["trial_id"] if best else None,
@@ -317,11 +342,13 @@ def _markdown(data: dict[str, Any], figures: dict[str, Path], out: Path) -> str:
     best = next((r for r in rows if r["trial_id"] == data["best"]), None)
     if best is not None:
         lines += [f"Best: **{best['trial_id']}** ({best['kl_anneal_type']}), val_psnr "
-                  f"{best['val_psnr']:.2f} dB at epoch {best['best_epoch']}.", ""]
+                  f"{best['val_psnr']:.2f} dB at epoch {best['best_epoch']} (ranked by "
+                  f"{data['metric']}).", ""]
     stopped = [r["trial_id"] for r in rows if r["status"] == "stopped"]
     if stopped:
         lines += [f"Stopped early (ASHA, or interrupted): {', '.join(stopped)}.", ""]
-    lines += ["## Results (best val_psnr first)", "", markdown_table(data["param_keys"], rows), ""]
+    lines += [f"## Results (best {data['metric']} first)", "",
+              markdown_table(data["param_keys"], rows), ""]
     captions = {
         "loss_by_kl_strategy.png": "Training loss per epoch by KL-annealing strategy",
         "beta_by_kl_strategy.png": "KL weight beta per epoch by strategy",
@@ -338,9 +365,10 @@ def _markdown(data: dict[str, Any], figures: dict[str, Path], out: Path) -> str:
     return "\n".join(lines)
 
 
-def write_report(folder: str | Path, out: str | Path | None = None) -> dict[str, Any]:
+def write_report(folder: str | Path, out: str | Path | None = None,
+                 metric: str = DEFAULT_METRIC) -> dict[str, Any]:
     """Write the figures, report_data.json and report.md into `out` (default: `folder`)."""
-    data = report_data(folder)
+    data = report_data(folder, metric)
     out = Path(out) if out is not None else Path(folder)
     figures = write_figures(data, out)
     write_text(out / "report_data.json", json.dumps(data, indent=1))
@@ -354,13 +382,17 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", help="a sweep folder (with trials/) or a training run folder")
     parser.add_argument("--out", help="where to write the report (default: the folder itself)")
+    parser.add_argument("--metric", default=DEFAULT_METRIC, choices=RANKING_METRICS,
+                        help=f"rank the runs by their best value of this (default {DEFAULT_METRIC}"
+                             ": the mean of the last 3 epochs' val_psnr, robust to one lucky "
+                             "epoch)")
     return parser
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = write_report(args.folder, args.out)
+    result = write_report(args.folder, args.out, args.metric)
     data = json.loads(Path(result["data"]).read_text())
     print(markdown_table(data["param_keys"], data["trials"]))
     print(f"report: {result['report']}")

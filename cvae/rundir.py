@@ -25,8 +25,8 @@ from cvae.evaluate import Validation
 
 METRIC_COLUMNS = (
     "epoch", "loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_psnr_short",
-    "baseline_psnr", "baseline_psnr_short", "val_ssim", "val_ssim_short", "baseline_ssim",
-    "baseline_ssim_short", "seconds",
+    "val_psnr_avg3", "baseline_psnr", "baseline_psnr_short", "val_ssim", "val_ssim_short",
+    "baseline_ssim", "baseline_ssim_short", "seconds",
 )
 METRICS_FILE = "metrics.csv"
 CHECKPOINTS = "checkpoints"

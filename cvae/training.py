@@ -31,6 +31,7 @@ from cvae.model import CVAE, init_copy_last, unwrap
 from cvae.prefetch import Primed
 from cvae.rundir import RunDir
 from cvae.schedules import KLAnnealing, TeacherForcing
+from cvae.smoothing import SMOOTHED, smoothed_psnr
 
 # (frames uint8 [B,T,3,H,W], poses uint8 [B,T,3,H,W], clip ids int64 [B])
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -326,6 +327,7 @@ def end_epoch(state: TrainingState, cfg: Config, metrics: dict[str, Any], run: R
         validation = validate(unwrap(state.wrapped), *val, device=device, seed=cfg.validation.seed,
                               short_len=cfg.validation.short_horizon(cfg.data.clip_len))
         metrics.update(validation.metrics())
+        metrics[SMOOTHED] = smoothed_psnr(run.rows, metrics["val_psnr"])
         if metrics["val_psnr"] > state.best_psnr:
             state.best_psnr, state.best_epoch = metrics["val_psnr"], epoch
     metrics["seconds"] = round(metrics["seconds"], 3)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,9 @@ def cluster_args(num_workers_flags: tuple[str, ...] = ("--num-workers",),
     parser.add_argument(*num_workers_flags, dest="num_workers", type=int, default=num_workers,
                         help=num_workers_help)
     parser.add_argument("--use-gpu", action="store_true", help="one GPU per worker, nccl")
+    parser.add_argument("--gpus-per-worker", type=float, default=None,
+                        help="GPUs per worker: a share in (0, 1] (0.25: four workers on one GPU) "
+                             "or a whole number; implies --use-gpu (default 1 with --use-gpu)")
     parser.add_argument("--cpus-per-worker", type=float, default=None,
                         help="CPUs per worker (default: fits the cluster, fractional on a laptop)")
     parser.add_argument("--address", default=None,
@@ -59,7 +63,75 @@ def cluster_args(num_workers_flags: tuple[str, ...] = ("--num-workers",),
                         help="seconds to wait for the cluster to offer the resources (default: 0 "
                              "on an embedded Ray, 600 on a cluster, where an autoscaler may add "
                              "nodes)")
+    parser.add_argument("--max-cluster-cpus", type=float, default=None,
+                        help="CPUs the cluster can scale up to (default: the autoscaler's "
+                             "configured maximum where Ray exposes it, else what it has now)")
+    parser.add_argument("--max-cluster-gpus", type=float, default=None,
+                        help="GPUs the cluster can scale up to (as --max-cluster-cpus)")
     return parser
+
+
+def gpus_per_worker(args: argparse.Namespace) -> float:
+    """The GPUs each worker asks for: --gpus-per-worker, else 1 with --use-gpu, else 0."""
+    value = getattr(args, "gpus_per_worker", None)
+    if value is None:
+        return 1.0 if args.use_gpu else 0.0
+    whole = math.isfinite(value) and value >= 1 and value == int(value)
+    if not (0 < value <= 1 or whole):
+        raise CvaeError(f"--gpus-per-worker {value:g}: must be a share of one GPU in (0, 1] "
+                        "or a whole number of GPUs")
+    return float(value)
+
+
+def resolve_gpus(args: argparse.Namespace) -> None:
+    """Check --gpus-per-worker and settle both GPU flags: a GPU share > 0 means GPU workers;
+    CPU workers keep no share (None)."""
+    gpus = gpus_per_worker(args)
+    args.gpus_per_worker, args.use_gpu = (gpus or None), gpus > 0
+
+
+def worker_resources(args: argparse.Namespace, cpus_per_worker: float) -> dict[str, float]:
+    """One worker's Ray resources: its CPUs and its (possibly fractional) GPUs."""
+    gpus = gpus_per_worker(args)
+    return {"CPU": cpus_per_worker, **({"GPU": gpus} if gpus else {})}
+
+
+def torch_backend(args: argparse.Namespace) -> str:
+    """nccl on GPUs, except when workers share GPUs: NCCL refuses two ranks on one device, so
+    fractional GPU workers of one trial talk through gloo."""
+    gpus = gpus_per_worker(args)
+    return "nccl" if gpus and (gpus >= 1 or args.num_workers == 1) else "gloo"
+
+
+def cluster_ceiling(args: argparse.Namespace, attached: bool) -> dict[str, float] | None:
+    """What the cluster can scale up to: --max-cluster-cpus/--max-cluster-gpus, else the
+    autoscaler's configured maximum (autoscaler v2 publishes its node groups' limits to the
+    GCS), else None (unknown: only what it has now counts)."""
+    given = {k: v for k, v in (("CPU", getattr(args, "max_cluster_cpus", None)),
+                               ("GPU", getattr(args, "max_cluster_gpus", None))) if v is not None}
+    config = _autoscaler_maximum() if attached else None
+    if not given and not config:
+        return None
+    return {**(config or {}), **given}
+
+
+def _autoscaler_maximum() -> dict[str, float] | None:
+    try:
+        from ray._private.state import state
+
+        limits = state.get_max_resources_from_cluster_config()
+    except Exception:  # noqa: BLE001 - a private API: absent or changed means unknown
+        return None
+    if not limits:
+        return None
+    return {k: (math.inf if v >= sys.maxsize else float(v)) for k, v in limits.items()
+            if k in ("CPU", "GPU")}
+
+
+def reachable(have: dict[str, float], ceiling: dict[str, float] | None) -> tuple[float, float]:
+    """(CPUs, GPUs) the cluster has or can scale up to."""
+    ceiling = ceiling or {}
+    return tuple(max(have.get(k, 0.0), ceiling.get(k, 0.0)) for k in ("CPU", "GPU"))
 
 
 def absolutize(cfg: Config) -> None:
@@ -188,21 +260,24 @@ def worker_cpus(args: argparse.Namespace, cluster_cpus: float,
     return max(0.25, math.floor(share * 4) / 4)
 
 
-def check_resources(args: argparse.Namespace, cpus_per_worker: float, attached: bool) -> None:
-    """Fail fast (or after --resource-timeout) when the request cannot be placed."""
+def check_resources(args: argparse.Namespace, cpus_per_worker: float, attached: bool,
+                    ceiling: dict[str, float] | None = None) -> None:
+    """Fail fast (or after --resource-timeout) when the request cannot be placed; at once when
+    it is beyond what the cluster can scale up to (`ceiling`, see cluster_ceiling)."""
     import ray
 
     if args.num_workers < 1:
         raise CvaeError(f"--num-workers {args.num_workers}: must be >= 1")
+    gpus = gpus_per_worker(args)
     need_cpu = args.num_workers * cpus_per_worker
-    need_gpu = args.num_workers if args.use_gpu else 0
+    need_gpu = args.num_workers * gpus
+    check_ceiling(args.num_workers, worker_resources(args, cpus_per_worker), ceiling)
     timeout = args.resource_timeout if args.resource_timeout is not None else (
         600.0 if attached else 0.0)
     if attached and timeout > 0:
         from ray.autoscaler.sdk import request_resources
 
-        bundle = {"CPU": cpus_per_worker, **({"GPU": 1} if args.use_gpu else {})}
-        request_resources(bundles=[bundle] * args.num_workers)
+        request_resources(bundles=[worker_resources(args, cpus_per_worker)] * args.num_workers)
     deadline = time.monotonic() + timeout
     while True:
         have = ray.cluster_resources()
@@ -214,12 +289,23 @@ def check_resources(args: argparse.Namespace, cpus_per_worker: float, attached: 
         time.sleep(5)
     raise CvaeError(
         f"the cluster cannot fit {args.num_workers} workers x {cpus_per_worker:g} CPU"
-        + (" + 1 GPU" if args.use_gpu else "")
+        + (f" + {gpus:g} GPU" if gpus else "")
         + f" (it has {cpu:g} CPU, {gpu:g} GPU"
         + (f", waited {timeout:.0f} s" if timeout else "")
         + "); lower --num-workers or --cpus-per-worker"
-        + ("" if args.use_gpu else ", or add nodes")
+        + ("" if gpus else ", or add nodes")
     )
+
+
+def check_ceiling(workers: int, per_worker: dict[str, float],
+                  ceiling: dict[str, float] | None) -> None:
+    """Refuse at once a request larger than the cluster can ever offer."""
+    for key, amount in per_worker.items():
+        need = workers * amount
+        if ceiling is not None and key in ceiling and need > ceiling[key] + 1e-9:
+            raise CvaeError(f"{workers} workers x {amount:g} {key} need {need:g} {key}, but the "
+                            f"cluster can scale up to {ceiling[key]:g} {key} at most; lower "
+                            "--num-workers, --cpus-per-worker or --gpus-per-worker")
 
 
 def release_resources(attached: bool) -> None:
@@ -230,8 +316,10 @@ def release_resources(attached: bool) -> None:
         request_resources(bundles=[])
 
 
-def wait_for_train_actors(timeout: float = 60.0) -> int:
-    """Wait (bounded) until no Ray Train worker or controller runs; returns how many still do.
+def wait_for_train_actors(job_id: str | None = None, timeout: float = 60.0) -> int:
+    """Wait (bounded) until no Ray Train worker or controller of the Ray job `job_id` (hex; a
+    sweep passes its own driver's) runs; returns how many still do. Other jobs' actors never
+    hold it up; job_id None waits for every job's.
 
     When Tune stops a trial (ASHA, or its last epoch), `Tuner.fit` returns before the trial's
     Train actors have exited: a worker can still finish an epoch and append it to the trial's
@@ -250,6 +338,7 @@ def wait_for_train_actors(timeout: float = 60.0) -> int:
             print(f"warning: cannot list Ray actors ({err}); summarising without waiting")
             return 0
         running = [a for a in actors if (a.class_name or "") in _TRAIN_ACTORS
+                   and (job_id is None or getattr(a, "job_id", None) == job_id)
                    and (a.state == "ALIVE" or _process_runs(a.pid, a.class_name))]
         if not running:
             return 0
@@ -301,10 +390,10 @@ def build_trainer(cfg: Config, args: argparse.Namespace, *, run: RunStorage, pac
         train_loop_config={"config": cfg.to_dict(), "num_clips": num_clips, "out": out,
                            "run_folder": run.folder, "init_weights": init_weights,
                            "wrap_batches": wrap_batches},
-        torch_config=TorchConfig(backend="nccl" if args.use_gpu else "gloo"),
+        torch_config=TorchConfig(backend=torch_backend(args)),
         scaling_config=ray.train.ScalingConfig(
-            num_workers=args.num_workers, use_gpu=args.use_gpu,
-            resources_per_worker={"CPU": cpus_per_worker, **({"GPU": 1} if args.use_gpu else {})},
+            num_workers=args.num_workers, use_gpu=gpus_per_worker(args) > 0,
+            resources_per_worker=worker_resources(args, cpus_per_worker),
             placement_strategy=getattr(args, "placement_strategy", "PACK"),
         ),
         run_config=ray.train.RunConfig(

@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    common.resolve_gpus(args)  # a bad --gpus-per-worker fails before Ray starts
     cfg = cli.config_from_args(args)
     common.absolutize(cfg)
     run = runs.locate(cfg.run.out, args)
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     cpus = common.worker_cpus(args, ray.cluster_resources().get("CPU", 0))
-    common.check_resources(args, cpus, attached)
+    common.check_resources(args, cpus, attached, common.cluster_ceiling(args, attached))
     trainer = common.build_trainer(cfg, args, run=run, pack=pack, num_clips=meta["num_clips"],
                                    cpus_per_worker=cpus, out=cfg.run.out,
                                    init_weights=None if args.resume else init_weights)

@@ -2,7 +2,8 @@
 
 Each trial is a driver function that trains one configuration with a Ray Train `TorchTrainer`
 (DDP over Ray Data shards, exactly like `ray_jobs.train`), forwarding every epoch's metrics to Tune
-(TuneReportCallback). ASHA stops trials whose val_psnr falls behind (metric val_psnr, mode max).
+(TuneReportCallback). ASHA stops trials that fall behind on --metric (default val_psnr_avg3, the
+mean of the last 3 epochs' val_psnr); the searcher is random/grid draws or Optuna's TPE.
 
     python -m ray_jobs.tune --space tune_spaces/smoke.yaml --data data/dance.pack --out runs/sweep
     python -m ray_jobs.tune --out runs/sweep --resume          # after an interruption
@@ -11,7 +12,7 @@ Each trial is a driver function that trains one configuration with a Ray Train `
 <out>/: sweep.json (the sweep's settings, reused by --resume), pack/ (the data, packed once),
 trials/<trial id>/ (each trial's run folder: metrics.csv, config.yaml, checkpoints/, figures),
 tune/ (Tune's experiment state), ray/ (Ray Train's checkpoints), results.csv (one row per trial,
-best val_psnr first), best/ (the best trial's best checkpoint: checkpoint.pt + config.yaml, for
+best --metric first), best/ (the best trial's best checkpoint: checkpoint.pt + config.yaml, for
 cvae-test) and the report (report.md, figures; see cvae-report).
 """
 
@@ -29,7 +30,9 @@ from cvae import cli, report, storage
 from cvae.checkpoint import RUN_FILE, initial_weights
 from cvae.config import Config, parse_override, set_key, to_yaml, validate
 from cvae.errors import ConfigError, CvaeError, cli_entry
-from cvae.spaces import Space, check_values, load_space, parse_space
+from cvae.report import DEFAULT_METRIC, RANKING_METRICS
+from cvae.smoothing import fill_smoothed
+from cvae.spaces import Param, Space, check_values, load_space, parse_space
 from ray_jobs import common, runs
 
 SWEEP_FILE = "sweep.json"
@@ -38,6 +41,8 @@ EXPERIMENT = "tune"
 TRIALS = report.TRIALS_DIR
 TRIAL_CPU = 0.5  # the trial's driver function only waits on its TorchTrainer
 EVENTS_FILE = "sweep_events.log"  # per trial: one line each time its trainer starts
+SEARCHERS = ("random", "optuna")
+OPTUNA_VALUE_TYPES = (str, int, float, bool, type(None))  # what an Optuna categorical holds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,8 +58,17 @@ def build_parser() -> argparse.ArgumentParser:
                                 "Ray Train workers (DDP ranks) per trial", num_workers=1),
         ])
     parser.add_argument("--space", help="search space YAML (tune_spaces/*.yaml)")
-    parser.add_argument("--num-samples", type=int, default=1,
-                        help="trials per grid combination (random draws of the other keys)")
+    parser.add_argument("--search", choices=SEARCHERS, default="random",
+                        help="random: every grid combination, other keys drawn at random; "
+                             "optuna: Optuna's TPE (seeded by --seed) picks each trial from the "
+                             "results so far, a grid becomes a choice (default random)")
+    parser.add_argument("--num-samples", type=int, default=None,
+                        help="random: trials per grid combination (default 1); optuna: the total "
+                             "number of trials (default: the grid's combinations)")
+    parser.add_argument("--metric", choices=RANKING_METRICS, default=DEFAULT_METRIC,
+                        help="what ASHA stops on, the searcher optimizes and results.csv/best/ "
+                             f"rank by (default {DEFAULT_METRIC}: the mean of the last 3 epochs' "
+                             "val_psnr, robust to one lucky epoch)")
     parser.add_argument("--max-concurrent", type=int, default=None,
                         help="trials at once (default: as many as the cluster fits)")
     parser.add_argument("--grace-period", type=int, default=1,
@@ -84,7 +98,8 @@ def base_config(args: argparse.Namespace, space: Space) -> Config:
 
 
 def check_sweep_args(args: argparse.Namespace, epochs: int) -> None:
-    if args.num_samples < 1:
+    common.resolve_gpus(args)
+    if args.num_samples is not None and args.num_samples < 1:
         raise CvaeError(f"--num-samples {args.num_samples}: must be >= 1")
     if args.num_workers < 1:
         raise CvaeError(f"--workers-per-trial {args.num_workers}: must be >= 1")
@@ -110,20 +125,14 @@ def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
     cfg = base_config(args, space)
     check_values(space, cfg)  # every value the space can give, on this sweep's base config
     check_sweep_args(args, cfg.train.epochs)
+    num_samples = total_samples(args, space)
+    _, notes = search_params(space, args.search)  # (a value Optuna cannot take fails here)
     out = Path(cfg.run.out)
     if (out / SWEEP_FILE).exists() and not args.dry_run:
         raise CvaeError(f"{out} already holds a sweep ({out / SWEEP_FILE}): pass --resume to "
                         "continue it, or choose another --out")
-    trials = space.sample(args.num_samples, seed=cfg.run.seed)
     if args.dry_run:
-        print(to_yaml(cfg))
-        print(f"space {space.path}: " + ", ".join(f"{k}={p.describe()}"
-                                                  for k, p in space.searched.items()))
-        print(f"{len(trials)} trials (grid {space.grid_size} x {args.num_samples} samples), "
-              f"e.g.:")
-        for values in trials:
-            space.apply(cfg, values)
-            print("  " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
+        print_dry_run(args, cfg, space, num_samples, notes)
         return None
     out.mkdir(parents=True, exist_ok=True)
     # bad data fails here, before Ray starts
@@ -137,9 +146,14 @@ def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
         "base_config": cfg.to_dict(),
         "pack_dir": str(pack_dir),
         "num_clips": meta["num_clips"],
-        "num_samples": args.num_samples,
+        "search": args.search,
+        "metric": args.metric,
+        "num_samples": num_samples,
         "num_workers": args.num_workers,
         "use_gpu": args.use_gpu,
+        "gpus_per_worker": args.gpus_per_worker,
+        "max_cluster_cpus": args.max_cluster_cpus,
+        "max_cluster_gpus": args.max_cluster_gpus,
         "cpus_per_worker": args.cpus_per_worker,
         "max_failures": args.max_failures,
         "storage_path": args.storage_path,
@@ -148,8 +162,93 @@ def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
         "reduction_factor": args.reduction_factor,
         "seed": cfg.run.seed,
     }
+    for note in notes:
+        print(note)
     _write_json(out / SWEEP_FILE, settings)
     return settings
+
+
+# ---- the searcher (Ray-free up to the Tune objects themselves) ----
+
+def total_samples(args: argparse.Namespace, space: Space) -> int:
+    """Tune's num_samples: per grid combination for random search, all trials for Optuna."""
+    if args.num_samples is not None:
+        return args.num_samples
+    return space.grid_size if args.search == "optuna" else 1
+
+
+def search_params(space: Space, search: str) -> tuple[dict[str, Param], list[str]]:
+    """The searched keys as the searcher takes them, and one line per grid turned into a choice
+    (a sequential searcher such as Optuna's TPE cannot enumerate a grid)."""
+    if search == "random":
+        return dict(space.searched), []
+    params, notes = {}, []
+    for key, param in space.searched.items():
+        if param.kind in ("grid", "choice"):
+            _check_optuna_values(key, param)
+        if param.kind == "grid":
+            param = Param(key, "choice", param.args)
+            notes.append(f"{key}: grid -> choice ({search} cannot grid; it picks among "
+                         f"{list(param.args)})")
+        params[key] = param
+    return params, notes
+
+
+def _check_optuna_values(key: str, param: Param) -> None:
+    bad = [v for v in param.args if not isinstance(v, OPTUNA_VALUE_TYPES)]
+    if bad:
+        raise CvaeError(f"--search optuna: {key}: {param.kind} value {bad[0]!r} is not a "
+                        "number, string, true/false or null (Optuna cannot choose it); use "
+                        "--search random")
+
+
+def describe_search(search: str, num_samples: int, space: Space, metric: str, seed: int) -> str:
+    if search == "optuna":
+        return (f"searcher: optuna (Optuna's TPE through Ray Tune's OptunaSearch, seed {seed}): "
+                f"{num_samples} trials in all, each chosen from the results so far; ASHA and "
+                f"the ranking use {metric}")
+    trials = space.grid_size * num_samples
+    return (f"searcher: random (seed {seed}): {trials} trials (grid {space.grid_size} x "
+            f"{num_samples} samples); ASHA and the ranking use {metric}; e.g.:")
+
+
+def param_space(params: dict[str, Param]) -> dict[str, Any]:
+    """Tune's param_space: each key's Tune distribution (a grid only for random search)."""
+    from ray import tune
+
+    return {k: _tune_dist(tune, p) for k, p in params.items()}
+
+
+def search_alg(settings: dict[str, Any]):
+    """The searcher, holding at most the resolved number of trials at once."""
+    if settings.get("search", "random") == "optuna":
+        from ray.tune.search import ConcurrencyLimiter
+        from ray.tune.search.optuna import OptunaSearch
+
+        # Tune's max_concurrent_trials would wrap it the same way; explicit is clearer.
+        return ConcurrencyLimiter(OptunaSearch(seed=settings["seed"]),
+                                  max_concurrent=settings["max_concurrent_resolved"])
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    # Tune ignores max_concurrent_trials when given a BasicVariantGenerator.
+    return BasicVariantGenerator(max_concurrent=settings["max_concurrent_resolved"],
+                                 random_state=settings["seed"])
+
+
+def print_dry_run(args: argparse.Namespace, cfg: Config, space: Space, num_samples: int,
+                  notes: list[str]) -> None:
+    """The base config, the space, the searcher (with each grid it turns into a choice) and,
+    for random search, every trial's values."""
+    print(to_yaml(cfg))
+    print(f"space {space.path}: " + ", ".join(f"{k}={p.describe()}"
+                                              for k, p in space.searched.items()))
+    print(describe_search(args.search, num_samples, space, args.metric, cfg.run.seed))
+    for note in notes:
+        print(note)
+    if args.search == "random":
+        for values in space.sample(num_samples, seed=cfg.run.seed):
+            space.apply(cfg, values)
+            print("  " + ", ".join(f"{k}={v!r}" for k, v in values.items()))
 
 
 def _space_path(name: str) -> str:
@@ -214,7 +313,7 @@ def _finished_rows(out: Path, epochs: int) -> list[dict[str, Any]] | None:
     rows = report.read_metrics(out)
     if not rows or max(r["epoch"] for r in rows) < epochs:
         return None
-    return [{k: v for k, v in r.items() if v is not None} for r in rows]
+    return [{k: v for k, v in r.items() if v is not None} for r in fill_smoothed(rows)]
 
 
 def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
@@ -237,6 +336,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
                 ray.tune.report(row)
         return
     args = argparse.Namespace(num_workers=settings["num_workers"], use_gpu=settings["use_gpu"],
+                              gpus_per_worker=settings.get("gpus_per_worker"),
                               max_failures=settings["max_failures"])
     run = _trial_run(settings, trial_id)
     runs.write_run_file(run, str(out), None)  # where its checkpoints are, even if Tune stops it
@@ -276,30 +376,47 @@ def size_trials(args: argparse.Namespace, settings: dict[str, Any], attached: bo
     import ray
 
     have = ray.cluster_resources()
-    cpus, gpus = have.get("CPU", 0.0), have.get("GPU", 0.0)
     sizing = argparse.Namespace(
         num_workers=settings["num_workers"], use_gpu=settings["use_gpu"],
+        gpus_per_worker=settings.get("gpus_per_worker"),
+        max_cluster_cpus=settings.get("max_cluster_cpus"),
+        max_cluster_gpus=settings.get("max_cluster_gpus"),
         cpus_per_worker=settings["cpus_per_worker"], resource_timeout=args.resource_timeout)
+    ceiling = common.cluster_ceiling(sizing, attached)
+    cpus, gpus = common.reachable(have, ceiling)  # what it can scale up to, not what it has
     # One CPU per worker at most: a sweep wants many trials at once, not one wide trial.
     per_worker = common.worker_cpus(sizing, cpus - TRIAL_CPU, cap=1.0)
     # A trial's workers + its driver must fit: check as if the driver were one more worker share.
-    common.check_resources(sizing, per_worker + TRIAL_CPU / sizing.num_workers, attached)
+    common.check_resources(sizing, per_worker + TRIAL_CPU / sizing.num_workers, attached,
+                           ceiling)
     settings["cpus_per_worker_resolved"] = per_worker
-    per_trial = TRIAL_CPU + settings["num_workers"] * per_worker
-    fits = max(1, math.floor((cpus - 1) / per_trial))  # one CPU stays free for Ray Data
-    if settings["use_gpu"]:
-        fits = max(1, min(fits, math.floor(gpus / settings["num_workers"])))
+    gpu_share = common.gpus_per_worker(sizing)
+    fits = trials_at_once(cpus, gpus, settings["num_workers"], per_worker, gpu_share)
     settings["max_concurrent_resolved"] = settings["max_concurrent"] or fits
     print(f"trials: {TRIAL_CPU:g} CPU driver + {settings['num_workers']} worker(s) x "
-          f"{per_worker:g} CPU" + (" + 1 GPU" if settings["use_gpu"] else "")
-          + f"; {settings['max_concurrent_resolved']} at once (cluster: {cpus:g} CPU, "
-          f"{gpus:g} GPU)")
+          f"{per_worker:g} CPU" + (f" + {gpu_share:g} GPU" if gpu_share else "")
+          + f"; {settings['max_concurrent_resolved']} at once (cluster: "
+          f"{have.get('CPU', 0.0):g} CPU, {have.get('GPU', 0.0):g} GPU now"
+          + (f"; up to {cpus:g} CPU, {gpus:g} GPU" if ceiling else "") + ")")
+
+
+def trials_at_once(cpus: float, gpus: float, workers: int, cpus_per_worker: float,
+                   gpus_per_worker: float) -> int:
+    """How many trials fit side by side (at least one): each takes its driver's CPU share and
+    its workers' CPUs and GPU shares; one CPU stays free for Ray Data's reads."""
+    per_trial = TRIAL_CPU + workers * cpus_per_worker
+    fits = math.floor((cpus - 1) / per_trial + 1e-9)
+    if gpus_per_worker:
+        fits = min(fits, math.floor(gpus / (workers * gpus_per_worker) + 1e-9))
+    return max(1, fits)
 
 
 # ---- results (Ray-free once the trials have written their folders) ----
 
-def export_best(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Copy the best trial's best checkpoint (and its config) to <out>/best/."""
+def export_best(out: Path, rows: list[dict[str, Any]],
+                metric: str = DEFAULT_METRIC) -> dict[str, Any] | None:
+    """Copy the first-ranked trial's best checkpoint (its epoch of best raw val_psnr) and its
+    config to <out>/best/; `rows` come ranked by `metric`."""
     best = next((r for r in rows if r["val_psnr"] is not None and r["checkpoint"]), None)
     if best is None:
         return None
@@ -311,19 +428,22 @@ def export_best(out: Path, rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     for name in ("config.yaml", "psnr_per_frame.csv", "psnr_per_frame.png"):
         if (trial / name).is_file():
             shutil.copy2(trial / name, staging / name)
-    _write_json(staging / "trial.json", {k: best[k] for k in (
-        "trial_id", "params", "val_psnr", "best_epoch", "epochs_run", "epochs", "checkpoint")})
+    _write_json(staging / "trial.json", {"ranked_by": metric, **{k: best[k] for k in (
+        "trial_id", "params", "val_psnr", "val_psnr_avg3", "best_epoch", "epochs_run", "epochs",
+        "checkpoint")}})
     storage.swap_folder(staging, out / "best")
     return best
 
 
-def summarize(out: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """results.csv, the Markdown table, best/ and the report, from the trials' run folders."""
-    keys, rows = report.collect_trials(out)
+def summarize(out: Path, metric: str = DEFAULT_METRIC
+              ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """results.csv, the Markdown table, best/ and the report, from the trials' run folders,
+    ranked by each trial's best `metric`."""
+    keys, rows = report.collect_trials(out, metric)
     report.write_results_csv(keys, rows, out / "results.csv")
     print(report.markdown_table(keys, rows))
-    best = export_best(out, rows)
-    written = report.write_report(out)
+    best = export_best(out, rows, metric)
+    written = report.write_report(out, metric=metric)
     print(f"results: {out / 'results.csv'}  report: {written['report']}")
     return rows, best
 
@@ -357,7 +477,6 @@ def make_tuner(args: argparse.Namespace, settings: dict[str, Any]):
     """A new Tuner over the space (random or grid draws, ASHA), or the interrupted one."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
 
     base = Config.from_dict(settings["base_config"], source=SWEEP_FILE)
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
@@ -369,14 +488,13 @@ def make_tuner(args: argparse.Namespace, settings: dict[str, Any]):
         print(f"resuming the sweep in {experiment}")
         return tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
     space = parse_space(settings["space"], settings["space_file"], base)
+    search = settings.get("search", "random")
     return tune.Tuner(
         trainable,
-        param_space={k: _tune_dist(tune, p) for k, p in space.searched.items()},
+        param_space=param_space(search_params(space, search)[0]),
         tune_config=tune.TuneConfig(
-            metric="val_psnr", mode="max", num_samples=settings["num_samples"],
-            # Tune ignores max_concurrent_trials when given a BasicVariantGenerator.
-            search_alg=BasicVariantGenerator(max_concurrent=settings["max_concurrent_resolved"],
-                                             random_state=settings["seed"]),
+            metric=_metric(settings), mode="max", num_samples=settings["num_samples"],
+            search_alg=search_alg(settings),
             scheduler=ASHAScheduler(
                 time_attr="epoch", max_t=base.train.epochs,
                 grace_period=settings["grace_period"],
@@ -396,16 +514,18 @@ def finish(grid, settings: dict[str, Any]) -> int:
         print(f"sweep interrupted with {unfinished} trial(s) unfinished; continue it with: "
               f"python -m ray_jobs.tune --out {out} --resume")
         return 130
-    common.wait_for_train_actors()
+    common.wait_for_train_actors(job_id=_job_id())
     gather_trials(grid, settings)
     for err in grid.errors:
         print(f"warning: a trial failed: {str(err).strip().splitlines()[0][:200]}")
-    rows, best = summarize(out)
+    metric = _metric(settings)
+    rows, best = summarize(out, metric)
     if best is None:
         print("no trial produced a validated checkpoint")
         return 1
-    print(f"best trial {best['trial_id']}: val_psnr {best['val_psnr']:.2f} dB at epoch "
-          f"{best['best_epoch']} -> {out / 'best'} (cvae-test --checkpoint {out / 'best'})")
+    print(f"best trial {best['trial_id']} by {metric} ({best[metric]:.2f} dB): val_psnr "
+          f"{best['val_psnr']:.2f} dB at epoch {best['best_epoch']} -> {out / 'best'} "
+          f"(cvae-test --checkpoint {out / 'best'})")
     return 0
 
 
@@ -425,6 +545,18 @@ def main(argv: list[str] | None = None) -> int:
     return finish(grid, settings)
 
 
+def _metric(settings: dict[str, Any]) -> str:
+    """The ranking metric; a sweep started before --metric existed ranked by val_psnr."""
+    return settings.get("metric", "val_psnr")
+
+
+def _job_id() -> str | None:
+    """This driver's Ray job id (hex): the job of every trial's Train actors."""
+    import ray
+
+    return ray.get_runtime_context().get_job_id()
+
+
 def _unfinished(grid) -> int:
     """Trials left unfinished, as the experiment state saved for --resume records them. (After
     an interruption (SIGINT) Tune stops the running trials and the in-memory grid shows them
@@ -436,7 +568,7 @@ def _unfinished(grid) -> int:
     return sum(t.status not in (Trial.TERMINATED, Trial.ERROR) for t in saved.trials)
 
 
-def _tune_dist(tune, param):
+def _tune_dist(tune, param: Param):
     a = param.args
     return {
         "grid": lambda: tune.grid_search(list(a)),
@@ -444,7 +576,9 @@ def _tune_dist(tune, param):
         "uniform": lambda: tune.uniform(a[0], a[1]),
         "loguniform": lambda: tune.loguniform(a[0], a[1]),
         "randint": lambda: tune.randint(a[0], a[1]),
-        "quniform": lambda: tune.quniform(a[0], a[1], a[2]),
+        # lo and hi rounded inwards onto the grid of q (the edges): Tune refuses a lo off the
+        # grid, and Optuna steps from lo.
+        "quniform": lambda: tune.quniform(*param.edges(), a[2]),
     }[param.kind]()
 
 

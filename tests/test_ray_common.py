@@ -17,8 +17,8 @@ from cvae.errors import CvaeError
 from ray_jobs import common
 
 
-def actor(class_name: str, state: str, pid: int | None = None):
-    return SimpleNamespace(class_name=class_name, state=state, pid=pid)
+def actor(class_name: str, state: str, pid: int | None = None, job_id: str = "01000000"):
+    return SimpleNamespace(class_name=class_name, state=state, pid=pid, job_id=job_id)
 
 
 def fake_list_actors(monkeypatch, snapshots):
@@ -42,6 +42,18 @@ def test_waits_until_train_workers_are_no_longer_alive(monkeypatch):
     ])
     assert common.wait_for_train_actors(timeout=30) == 0
     assert len(calls) == 3  # other actors (Ray Data's, Ray's own) are not waited for
+
+
+def test_another_jobs_train_actors_are_not_waited_for(monkeypatch):
+    # another job's training (its own driver) keeps running; the sweep only waits for its own
+    other = actor("RayTrainWorker", "ALIVE", job_id="02000000")
+    calls = fake_list_actors(monkeypatch, [
+        [actor("TrainController", "ALIVE"), other],
+        [actor("TrainController", "DEAD"), other, actor("TrainController", "ALIVE", job_id="03")],
+    ])
+    assert common.wait_for_train_actors(job_id="01000000", timeout=30) == 0
+    assert len(calls) == 2
+    assert common.wait_for_train_actors(timeout=0) == 2  # without a job: every job's
 
 
 def test_a_dead_actor_whose_process_still_runs_is_waited_for(monkeypatch):
@@ -159,3 +171,63 @@ def test_free_port_can_be_listened_on():
     assert 0 < port < 65536
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+# ---- GPUs per worker: whole or shared GPUs, the resources asked for, the cluster's ceiling
+
+
+def gpu_args(workers: int = 1, use_gpu: bool = False, gpus: float | None = None, **more):
+    return argparse.Namespace(num_workers=workers, use_gpu=use_gpu, gpus_per_worker=gpus,
+                              cpus_per_worker=None, **more)
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], (False, None)),
+    (["--use-gpu"], (True, 1.0)),
+    (["--gpus-per-worker", "0.25"], (True, 0.25)),  # a share implies GPU workers
+    (["--use-gpu", "--gpus-per-worker", "2"], (True, 2.0)),
+    (["--gpus-per-worker", "1"], (True, 1.0)),
+])
+def test_gpus_per_worker_flag(flags, expected):
+    parsed = argparse.ArgumentParser(parents=[common.cluster_args()]).parse_args(flags)
+    common.resolve_gpus(parsed)
+    assert (parsed.use_gpu, parsed.gpus_per_worker) == expected
+    common.resolve_gpus(parsed)  # settled flags stay as they are (a sweep's --resume reuses them)
+    assert (parsed.use_gpu, parsed.gpus_per_worker) == expected
+
+
+@pytest.mark.parametrize("value", [0, -0.5, 1.5, 2.25, float("inf"), float("nan")])
+def test_gpus_per_worker_outside_a_share_or_whole_gpus_is_one_error(value):
+    with pytest.raises(CvaeError, match=r"^--gpus-per-worker .*: must be a share of one GPU in "
+                       r"\(0, 1\] or a whole number of GPUs$"):
+        common.resolve_gpus(gpu_args(gpus=value))
+
+
+def test_worker_resources_and_backend():
+    assert common.worker_resources(gpu_args(), 2.0) == {"CPU": 2.0}
+    assert common.worker_resources(gpu_args(use_gpu=True), 1.0) == {"CPU": 1.0, "GPU": 1.0}
+    assert common.worker_resources(gpu_args(gpus=0.25), 0.5) == {"CPU": 0.5, "GPU": 0.25}
+    assert common.torch_backend(gpu_args()) == "gloo"
+    assert common.torch_backend(gpu_args(2, use_gpu=True)) == "nccl"
+    assert common.torch_backend(gpu_args(1, gpus=0.25)) == "nccl"
+    assert common.torch_backend(gpu_args(2, gpus=0.5)) == "gloo"  # two ranks may share a GPU
+
+
+def test_cluster_ceiling_from_flags_or_the_autoscaler(monkeypatch):
+    monkeypatch.setattr(common, "_autoscaler_maximum", lambda: {"CPU": 64.0, "GPU": 8.0})
+    flags = gpu_args(max_cluster_cpus=None, max_cluster_gpus=None)
+    assert common.cluster_ceiling(flags, attached=True) == {"CPU": 64.0, "GPU": 8.0}
+    assert common.cluster_ceiling(flags, attached=False) is None  # an embedded Ray: no scaling
+    flags.max_cluster_gpus = 4
+    assert common.cluster_ceiling(flags, attached=True) == {"CPU": 64.0, "GPU": 4}
+    monkeypatch.setattr(common, "_autoscaler_maximum", lambda: None)
+    assert common.cluster_ceiling(flags, attached=True) == {"GPU": 4}
+    assert common.reachable({"CPU": 8.0}, {"GPU": 4}) == (8.0, 4)
+    assert common.reachable({"CPU": 8.0, "GPU": 1.0}, None) == (8.0, 1.0)
+
+
+def test_a_request_beyond_the_ceiling_fails_at_once():
+    common.check_ceiling(4, {"CPU": 1.0, "GPU": 0.25}, {"CPU": 8.0, "GPU": 1.0})  # fits
+    common.check_ceiling(4, {"CPU": 1.0, "GPU": 0.25}, None)  # unknown ceiling: nothing to say
+    with pytest.raises(CvaeError, match="need 0.5 GPU, but the cluster can scale up to 0 GPU"):
+        common.check_ceiling(2, {"CPU": 1.0, "GPU": 0.25}, {"CPU": 8.0, "GPU": 0.0})

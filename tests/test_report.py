@@ -11,13 +11,16 @@ import pytest
 
 from cvae import report
 from cvae.config import Config, to_yaml
+from cvae.errors import CvaeError
 from cvae.rundir import METRIC_COLUMNS
 from cvae.schedules import kl_beta, teacher_forcing_ratio
 
 
 def make_run(folder: Path, *, kl: str, epochs: int, ran: int, psnr0: float, lr: float = 1e-3,
-             params: dict | None = None, psnr_curve: bool = True) -> list[dict]:
-    """A run folder as the core writes it: config.yaml, metrics.csv, psnr_per_frame.csv."""
+             params: dict | None = None, psnr_curve: bool = True,
+             psnrs: list[float] | None = None) -> list[dict]:
+    """A run folder as the core writes it: config.yaml, metrics.csv, psnr_per_frame.csv.
+    val_psnr climbs by 1 dB an epoch from psnr0, or follows `psnrs`."""
     cfg = Config()
     cfg.train.kl_anneal_type, cfg.train.epochs, cfg.train.lr = kl, epochs, lr
     cfg.train.kl_anneal_cycle, cfg.train.kl_anneal_ratio = 2, 0.5
@@ -29,8 +32,9 @@ def make_run(folder: Path, *, kl: str, epochs: int, ran: int, psnr0: float, lr: 
         beta = kl_beta(e, kl, 2, 0.5)
         tfr = teacher_forcing_ratio(e, 1.0, 1, 0.25)
         mse = 0.5 / (e + 1)
+        psnr = psnrs[e] if psnrs else psnr0 + e
         rows.append({"epoch": e + 1, "loss": mse + beta * 2.0, "mse": mse, "kl": 2.0,
-                     "beta": beta, "tfr": tfr, "lr": lr, "val_psnr": psnr0 + e,
+                     "beta": beta, "tfr": tfr, "lr": lr, "val_psnr": psnr,
                      "val_psnr_short": psnr0 + e + 0.5, "baseline_psnr": 20.0,
                      "baseline_psnr_short": 21.0, "seconds": 1.0})
     with open(folder / "metrics.csv", "w", newline="") as fh:
@@ -181,3 +185,19 @@ def test_not_a_run_folder(tmp_path, make, capsys):
         report.main([str(target)])
     assert info.value.code == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_ranking_uses_the_chosen_metric_not_one_lucky_epoch(tmp_path):
+    trials = tmp_path / "sweep" / "trials"
+    make_run(trials / "lucky", kl="None", epochs=4, ran=4, psnr0=0, psnrs=[18, 21.8, 18, 18])
+    make_run(trials / "steady", kl="Monotonic", epochs=4, ran=4, psnr0=0,
+             psnrs=[19, 20, 20.5, 20.5])
+    _, rows = report.collect_trials(tmp_path / "sweep")  # default: the smoothed figure
+    assert [r["trial_id"] for r in rows] == ["steady", "lucky"]
+    assert rows[0]["val_psnr_avg3"] == pytest.approx(61 / 3)
+    assert rows[1]["val_psnr_avg3"] == pytest.approx(19.9)  # epochs 1-2: (18 + 21.8) / 2
+    _, rows = report.collect_trials(tmp_path / "sweep", "val_psnr")
+    assert [r["trial_id"] for r in rows] == ["lucky", "steady"]
+    assert rows[0]["best_epoch"] == 2  # the checkpoint epoch stays the raw best
+    with pytest.raises(CvaeError, match="--metric loss: expected one of"):
+        report.collect_trials(tmp_path / "sweep", "loss")

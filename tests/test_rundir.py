@@ -14,7 +14,7 @@ from PIL import Image
 from cvae.config import Config, load_config
 from cvae.rundir import METRIC_COLUMNS, RunDir, read_metrics
 
-HEADER = ("epoch,loss,mse,kl,beta,tfr,lr,val_psnr,val_psnr_short,baseline_psnr,"
+HEADER = ("epoch,loss,mse,kl,beta,tfr,lr,val_psnr,val_psnr_short,val_psnr_avg3,baseline_psnr,"
           "baseline_psnr_short,val_ssim,val_ssim_short,baseline_ssim,baseline_ssim_short,"
           "seconds")
 
@@ -42,9 +42,9 @@ def test_read_metrics_gives_typed_rows(tmp_path):
     assert read_metrics(tmp_path) == []  # no metrics.csv: no rows
     (tmp_path / "metrics.csv").write_text(
         HEADER + "\n"
-        "1,0.5,0.25,2,0,1,0.001,,,,,,,,,3.5\n"
-        ",,,,,,,,,,,,,,,\n"  # a row without an epoch is skipped
-        "2,0.4,0.2,2,0.1,1,0.001,20.5,21,19,19.5,0.8,0.9,0.7,0.75,not-a-number\n")
+        "1,0.5,0.25,2,0,1,0.001,,,,,,,,,,3.5\n"
+        ",,,,,,,,,,,,,,,,\n"  # a row without an epoch is skipped
+        "2,0.4,0.2,2,0.1,1,0.001,20.5,21,20.5,19,19.5,0.8,0.9,0.7,0.75,not-a-number\n")
     rows = read_metrics(tmp_path)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(type(r["epoch"]) is int for r in rows)
@@ -93,6 +93,10 @@ def test_metrics_csv(tiny_run):
             assert 0 < float(r[k]) < 100
         for k in ("val_ssim", "val_ssim_short", "baseline_ssim", "baseline_ssim_short"):
             assert -1 <= float(r[k]) <= 1
+    # the smoothed PSNR: the mean of the last min(3, n) epochs' val_psnr
+    psnr = [float(r["val_psnr"]) for r in rows]
+    assert [float(r["val_psnr_avg3"]) for r in rows] == pytest.approx(
+        [psnr[0], sum(psnr[:2]) / 2, sum(psnr) / 3], rel=1e-5)
     # the copy-last baseline depends on the data only
     assert len({r["baseline_psnr"] for r in rows}) == 1
     assert len({r["baseline_ssim"] for r in rows}) == 1
