@@ -217,27 +217,32 @@ def copy_tree(source: str | Path, destination: str | Path) -> None:
 
 def sync_tree(source: str | Path, destination: str | Path, *, skip: tuple[str, ...] = (),
               seen: dict[str, tuple] | None = None) -> dict[str, tuple]:
-    """Copy the files under `source` that are new or changed since `seen` (by size and
-    modification time) to the same relative paths under `destination`, each written whole
-    (atomically on a local disk). Top-level entries named in `skip` are left out. Returns the
-    updated `seen`, to pass to the next call; a source that does not exist copies nothing."""
-    import pyarrow.fs as pafs
-
+    """Copy the files under `source` that are new or changed to the same relative paths under
+    `destination`, each written whole (atomically on a local disk). A file counts as unchanged
+    when `seen` (what an earlier call copied) has its size and time, or when the destination
+    already holds it: the same size, written after it. Top-level entries named in `skip` are
+    left out. Returns the updated `seen`; a source that does not exist copies nothing."""
     seen = {} if seen is None else seen
-    fs, root = open_location(source)
-    selector = pafs.FileSelector(root, allow_not_found=True, recursive=True)
-    for entry in _io(source, lambda: fs.get_file_info(selector)):
-        relative = entry.path[len(root.rstrip("/")):].lstrip("/")
-        if entry.type != pafs.FileType.File or relative.split("/")[0] in skip:
-            continue
+    there = {rel: (entry.size, entry.mtime_ns) for rel, entry in _files(destination)}
+    for relative, entry in _files(source):
         key = (entry.size, entry.mtime_ns)
-        if seen.get(relative) == key:
+        have = there.get(relative)
+        if relative.split("/")[0] in skip or seen.get(relative) == key or (
+                have is not None and have[0] == entry.size and have[1] >= entry.mtime_ns):
+            seen[relative] = key
             continue
-
-        def read(path: str = entry.path) -> bytes:
-            with fs.open_input_stream(path) as stream:
-                return stream.read()
-
-        write_location(join(destination, *relative.split("/")), _io(source, read))
+        write_location(join(destination, *relative.split("/")),
+                       read_location(join(source, *relative.split("/"))))
         seen[relative] = key
     return seen
+
+
+def _files(location: str | Path) -> list[tuple[str, Any]]:
+    """(path relative to `location`, FileInfo) of every file below it ([] if it is not there)."""
+    import pyarrow.fs as pafs
+
+    fs, root = open_location(location)
+    selector = pafs.FileSelector(root, allow_not_found=True, recursive=True)
+    prefix = len(root.rstrip("/"))
+    entries = _io(location, lambda: fs.get_file_info(selector))
+    return [(e.path[prefix:].lstrip("/"), e) for e in entries if e.type == pafs.FileType.File]

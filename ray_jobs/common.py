@@ -22,7 +22,7 @@ from typing import Any
 from cvae import datasets, packs, storage
 from cvae.config import Config
 from cvae.errors import CvaeError
-from ray_jobs.runs import RunStorage
+from ray_jobs.runs import Mirror, MirrorAfterReport, RunStorage
 
 
 def cluster_args(num_workers_flags: tuple[str, ...] = ("--num-workers",),
@@ -366,7 +366,8 @@ def build_trainer(cfg: Config, args: argparse.Namespace, *, run: RunStorage, pac
                   init_weights: dict[str, Any] | None = None, callbacks: list | None = None,
                   wrap_batches: Callable[..., Iterator] | None = None):
     """The TorchTrainer: DDP workers (ray_jobs.worker) over the Parquet pack at `pack`, its
-    checkpoints and run folder in `run`'s storage.
+    checkpoints and run folder in `run`'s storage, the run folder mirrored into `out` after
+    every epoch.
 
     init_weights: the state_dict `train.init_from` names, read here (the driver) so that no
     worker needs that path. wrap_batches(batches, epoch, *, rank, out): passes each worker's
@@ -406,7 +407,7 @@ def build_trainer(cfg: Config, args: argparse.Namespace, *, run: RunStorage, pac
             # Ray Train logs every report at INFO (hundreds of characters, twice an epoch);
             # fit prints one line per epoch.
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
-            callbacks=callbacks,
+            callbacks=[MirrorAfterReport(Mirror(run, out)), *(callbacks or [])],
         ),
         # Every worker reads the whole dataset and keeps its share of each epoch.
         dataset_config=ray.train.DataConfig(datasets_to_split=[]),

@@ -4,8 +4,8 @@ A run's storage is `<storage>/<name>/` (`--storage-path`: a local folder on one 
 mount every node shares, or a URI such as s3://bucket/prefix). It holds Ray Train's checkpoints,
 `run/` (the run folder rank 0 writes as it goes: metrics.csv, figures, TensorBoard events) and
 `pack/` (a lab-layout folder packed for the workers). Nothing a worker writes stays on its own
-node: the driver mirrors `run/` into `--out` during the run and completely at the end, and
-writes `<out>/run.json`, which names the storage and the best checkpoint for `cvae-test`.
+node: `run/` is mirrored into `--out` after every epoch and completely at the end, and
+`<out>/run.json` names the storage and the best checkpoint for `cvae-test`.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import argparse
 import hashlib
 import json
 import re
-import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+from ray.train import UserCallback
 
 from cvae import storage
 from cvae.checkpoint import RUN_FILE
@@ -24,7 +25,6 @@ from cvae.errors import CvaeError
 
 RUN_FOLDER = "run"
 PACK_FOLDER = "pack"
-MIRROR_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -101,42 +101,30 @@ def alive_nodes() -> int:
 
 
 class Mirror:
-    """Copies the run folder from the run's storage into --out: every MIRROR_SECONDS while
-    the run goes on (progress where the user is), and once more, completely, at `close`."""
+    """Copies the run folder from the run's storage into --out, each file once it is new or
+    changed: after every epoch (`MirrorAfterReport`) and once more, completely, when the run
+    ends."""
 
-    def __init__(self, run: RunStorage, out: str, interval: float = MIRROR_SECONDS):
-        self.run, self.out, self.interval = run, out, interval
+    def __init__(self, run: RunStorage, out: str):
+        self.run, self.out = run, out
         self._seen: dict[str, tuple] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._warned = False
-        self._thread = threading.Thread(target=self._loop, name="mirror-run-folder", daemon=True)
-
-    def __enter__(self) -> Mirror:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def sync(self) -> None:
-        with self._lock:
-            self._seen = storage.sync_tree(self.run.folder, self.out, seen=self._seen)
+        self._seen = storage.sync_tree(self.run.folder, self.out, seen=self._seen)
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.sync()
-            except CvaeError as err:  # the run goes on; the final sync reports for good
-                if not self._warned:
-                    print(f"warning: mirroring the run folder: {err}")
-                    self._warned = True
 
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-        self.sync()
+class MirrorAfterReport(UserCallback):
+    """Ray Train calls it in its controller (on the driver's node) after every epoch's report.
+    Listed before Tune's callback, a trial's folder is up to date when Tune sees the epoch."""
+
+    def __init__(self, mirror: Mirror):
+        self.mirror = mirror
+
+    def after_report(self, run_context, metrics, checkpoint) -> None:
+        try:
+            self.mirror.sync()
+        except CvaeError as err:  # the run goes on; the final sync reports for good
+            print(f"warning: mirroring the run folder into {self.mirror.out}: {err}")
 
 
 def write_run_file(run: RunStorage, out: str, best_checkpoint: str | None) -> Path:

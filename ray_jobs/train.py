@@ -51,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
                                    init_weights=None if args.resume else init_weights)
     print(f"run {run.name!r}: storage {run.root}, run folder mirrored into {cfg.run.out}")
     try:
-        with runs.Mirror(run, cfg.run.out):
-            result = trainer.fit()
+        result = trainer.fit()
     finally:
         common.release_resources(attached)
+        runs.Mirror(run, cfg.run.out).sync()  # complete, whatever happened
     return summarize(result, run, cfg)
 
 

@@ -347,8 +347,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     )
     _event(out, "trainer started")
     try:
-        with runs.Mirror(run, str(out)):
-            result = trainer.fit()
+        result = trainer.fit()
         best = common.best_checkpoint(result)
         runs.write_run_file(run, str(out), run.checkpoint_uri(best[1]) if best else None)
     except ray.train.TrainingFailedError as err:

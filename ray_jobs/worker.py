@@ -38,6 +38,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     from cvae.training import fit
 
     cfg = Config.from_dict(loop_config["config"])
+    _quiet_report_log()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     configure_torch(cfg)
@@ -96,6 +97,17 @@ class Reporter:
         with tempfile.TemporaryDirectory() as folder:
             shutil.copy2(checkpoint_file, Path(folder) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+def _quiet_report_log() -> None:
+    """Ray Train logs every `ray.train.report` at INFO, hundreds of characters each, on a logger
+    named after its source file (so its LoggingConfig level does not reach it); fit prints one
+    line per epoch instead."""
+    import logging
+
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def _ray_progress_bar(total: int | None, desc: str):

@@ -98,3 +98,57 @@ def test_remove_deletes_files_and_folders_and_ignores_what_is_gone(tmp_path):
     storage.remove(tmp_path / "d")
     storage.remove(tmp_path / "never_there")
     assert list(tmp_path.iterdir()) == []
+
+
+# ---- locations: local paths and URIs alike ----
+
+def test_join_parent_and_name_keep_a_uris_options():
+    uri = "s3://bucket/runs?scheme=http&endpoint_override=127.0.0.1:9"
+    assert storage.join(uri, "a", "b.pt") == \
+        "s3://bucket/runs/a/b.pt?scheme=http&endpoint_override=127.0.0.1:9"
+    assert storage.parent(storage.join(uri, "a")) == uri
+    assert storage.name(storage.join(uri, "a", "b.pt")) == "b.pt"
+    assert storage.join("/x/y", "z") == "/x/y/z" and storage.parent("/x/y") == "/x"
+
+
+def test_a_location_pyarrow_cannot_open_is_one_error():
+    with pytest.raises(storage.StorageError, match="nosuch://x: not a storage location"):
+        storage.exists("nosuch://x")
+
+
+def test_sync_tree_copies_new_and_changed_files_once(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "tb").mkdir(parents=True)
+    (src / "metrics.csv").write_text("epoch\n1\n")
+    (src / "tb" / "events").write_bytes(b"\0" * 10)
+    (src / "checkpoints").mkdir()
+    (src / "checkpoints" / "last.pt").write_bytes(b"big")
+    seen = storage.sync_tree(src, dst, skip=("checkpoints",))
+    assert (dst / "metrics.csv").read_text() == "epoch\n1\n"
+    assert (dst / "tb" / "events").read_bytes() == b"\0" * 10
+    assert not (dst / "checkpoints").exists()
+    before = (dst / "tb" / "events").stat().st_mtime_ns
+    (src / "metrics.csv").write_text("epoch\n1\n2\n")
+    storage.sync_tree(src, dst, skip=("checkpoints",), seen=seen)
+    assert (dst / "metrics.csv").read_text() == "epoch\n1\n2\n"
+    assert (dst / "tb" / "events").stat().st_mtime_ns == before  # unchanged: not copied again
+    # A fresh call (no `seen`) leaves what the destination already holds alone, too.
+    storage.sync_tree(src, dst, skip=("checkpoints",))
+    assert (dst / "tb" / "events").stat().st_mtime_ns == before
+
+
+def test_sync_tree_of_a_missing_source_copies_nothing(tmp_path):
+    assert storage.sync_tree(tmp_path / "none", tmp_path / "dst") == {}
+    assert not (tmp_path / "dst").exists()
+
+
+def test_locations_in_a_bucket(s3, tmp_path):
+    uri = s3("storage-test")
+    storage.write_location(storage.join(uri, "a", "x.txt"), b"hello")
+    assert storage.exists(storage.join(uri, "a", "x.txt"))
+    assert storage.read_location(storage.join(uri, "a", "x.txt")) == b"hello"
+    assert storage.list_names(storage.join(uri, "a")) == ["x.txt"]
+    storage.sync_tree(uri, tmp_path / "copy")
+    assert (tmp_path / "copy" / "a" / "x.txt").read_bytes() == b"hello"
+    with pytest.raises(storage.StorageError, match="not found"):
+        storage.read_location(storage.join(uri, "missing.txt"))

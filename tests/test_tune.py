@@ -192,8 +192,11 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(
     assert _epochs_done(first) == 2
     second_interrupted = _epochs_done(second) < 2  # (it may have just finished: that is fine)
     assert not (out / "results.csv").exists()  # an interrupted sweep writes no results
-    files = [first / "metrics.csv", first / "checkpoints" / "best.pt",
-             first / "checkpoints" / "last.pt", first / "sweep_events.log"]
+    # (its checkpoints live in its run's storage, which run.json names)
+    stored = Path(json.loads((first / "run.json").read_text())["storage"])
+    files = [first / "metrics.csv", first / "run.json", first / "sweep_events.log",
+             *sorted(stored.glob("checkpoint_*/checkpoint.pt"))]
+    assert len(files) > 3, stored
     before = {f: (f.stat().st_mtime_ns, f.read_bytes()) for f in files}
 
     start = time.monotonic()
