@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from cvae.errors import CvaeError, cli_entry
+from cvae.lock import lock_folder
 from cvae.rundir import read_metrics
 from cvae.storage import atomic_path, write_text
 
@@ -341,7 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = write_report(args.folder, args.out)
+    with lock_folder(args.out or args.folder):
+        result = write_report(args.folder, args.out)
     data = json.loads(Path(result["data"]).read_text())
     print(markdown_table(data["param_keys"], data["trials"]))
     print(f"report: {result['report']}")

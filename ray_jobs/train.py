@@ -13,7 +13,9 @@ import argparse
 
 from cvae import cli
 from cvae.checkpoint import initial_weights, resume_state_for
+from cvae.config import Config
 from cvae.errors import cli_entry
+from cvae.lock import lock_folder
 from ray_jobs import common
 
 
@@ -29,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = cli.config_from_args(args)
     common.absolutize(cfg)
+    with lock_folder(cfg.run.out):  # the driver holds it for the whole run; workers take none
+        return train(cfg, args)
+
+
+def train(cfg: Config, args: argparse.Namespace) -> int:
+    """Run the TorchTrainer into the run folder (its writer lock held by this driver)."""
     if resume_state_for(cfg, args.resume) is None:  # a fresh run never overwrites one
         initial_weights(cfg)  # a bad train.init_from fails here, before Ray starts
     pack_dir, meta = common.prepare_data(cfg)  # bad data fails here, before Ray starts

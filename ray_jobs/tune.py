@@ -29,6 +29,7 @@ from cvae import cli, report, storage
 from cvae.checkpoint import initial_weights
 from cvae.config import Config, parse_override, set_key, to_yaml, validate
 from cvae.errors import ConfigError, CvaeError, cli_entry
+from cvae.lock import lock_folder
 from cvae.spaces import Space, check_values, load_space, parse_space
 from ray_jobs import common
 
@@ -423,9 +424,16 @@ def finish(grid, settings: dict[str, Any]) -> int:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = load_sweep(args) if args.resume else new_sweep(args)
-    if settings is None:  # --dry-run
+    if args.dry_run and not args.resume:
+        new_sweep(args)  # checks and prints the trials, writes nothing
         return 0
+    with lock_folder(args.out or "runs/sweep"):  # the one writer of the sweep folder
+        return sweep(args)
+
+
+def sweep(args: argparse.Namespace) -> int:
+    """Run (or resume) the sweep in --out, its writer lock held."""
+    settings = load_sweep(args) if args.resume else new_sweep(args)
     attached = common.connect(args.address)
     size_trials(args, settings, attached)
     tuner = make_tuner(args, settings)
