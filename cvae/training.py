@@ -161,9 +161,10 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batche
                 autocast_dtype=options.autocast_dtype,
             )).double().cpu()  # one device sync per step
             if not torch.isfinite(values[0]):
+                cause = f" (step {steps} may have left NaN weights)" if steps else ""
                 raise TrainingDiverged(
-                    f"loss is {values[0].item()} at epoch {plan.epoch + 1}, step {steps + 1} "
-                    f"(the weights of step {steps} may already be)")
+                    f"loss is {values[0].item()} at epoch {plan.epoch + 1}, step {steps + 1}"
+                    + cause)
             totals += values
             steps += 1
             clips += frames.shape[0]

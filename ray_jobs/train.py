@@ -37,11 +37,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(cfg: Config, args: argparse.Namespace) -> int:
     """Run the TorchTrainer into the run folder (its writer lock held by this driver)."""
+    common.check_max_failures(args.max_failures)
     if resume_state_for(cfg, args.resume) is None:  # a fresh run never overwrites one
         initial_weights(cfg)  # a bad train.init_from fails here, before Ray starts
     pack_dir, meta = common.prepare_data(cfg)  # bad data fails here, before Ray starts
     attached = common.connect(args.address)
     import ray
+    import ray.train
 
     cpus = common.worker_cpus(args, ray.cluster_resources().get("CPU", 0))
     common.check_resources(args, cpus, attached)
@@ -49,6 +51,11 @@ def train(cfg: Config, args: argparse.Namespace) -> int:
                                    cpus_per_worker=cpus, resume=args.resume)
     try:
         result = trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        failure = common.worker_error(err)
+        if failure is err:
+            raise
+        raise failure from None  # e.g. TrainingDiverged: one line, exit 2
     finally:
         common.release_resources(attached)
     best = common.best_checkpoint(result)

@@ -85,6 +85,7 @@ def base_config(args: argparse.Namespace, space: Space) -> Config:
 
 
 def check_sweep_args(args: argparse.Namespace, epochs: int) -> None:
+    common.check_max_failures(args.max_failures)
     if args.num_samples < 1:
         raise CvaeError(f"--num-samples {args.num_samples}: must be >= 1")
     if args.num_workers < 1:
@@ -245,6 +246,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     except ray.train.TrainingFailedError as err:
         # Training itself failed. (A trial that Tune stops, ASHA's or the last epoch's, sees
         # its controller die instead: no error file for that.)
+        err = common.worker_error(err)  # the worker's own one line (e.g. TrainingDiverged)
         first = (str(err).strip().splitlines() or [""])[0]
         (out / report.ERROR_FILE).write_text(f"{type(err).__name__}: {first}\n")
         raise

@@ -269,8 +269,8 @@ def test_nan_weights_after_the_last_step_of_an_epoch_are_never_checkpointed(
     captured = capsys.readouterr()
     assert captured.err.splitlines()[-1] == (
         "error: training diverged: the weights are NaN or infinite after the last step of "
-        "epoch 1 (first: frame_encoder.0.conv1.weight); stopped, no checkpoint was written (try a lower "
-        "train.lr)")
+        "epoch 1 (first: frame_encoder.0.conv1.weight); stopped, no checkpoint was written "
+        "(try a lower train.lr)")
     assert "best" not in captured.out and "-inf" not in captured.out
     assert not (out / "checkpoints").exists() and metrics(out) == []
 
