@@ -18,7 +18,12 @@ import torch
 from tqdm import tqdm
 
 from cvae import montage, plots, storage
-from cvae.checkpoint import checkpoint_config, load_checkpoint, resolve_checkpoint_path
+from cvae.checkpoint import (
+    checkpoint_config,
+    load_checkpoint,
+    load_weights,
+    resolve_checkpoint_path,
+)
 from cvae.config import Config
 from cvae.errors import CvaeError, DataError
 from cvae.evaluate import REGION_COLUMNS, Validation, region_errors, validate
@@ -34,11 +39,7 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[CVAE, Conf
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, path)
     model = CVAE(cfg.model)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise CvaeError(f"{path}: weights do not match the stored model config ({first})") from None
+    load_weights(model, state["model"], str(path))
     if cfg.train.channels_last:  # the layout it trained in: faster rollouts on CPU and GPU
         model = model.to(memory_format=torch.channels_last)
     return model.to(device).eval(), cfg

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from cvae.augment import augment
-from cvae.checkpoint import initial_weights, save_checkpoint
+from cvae.checkpoint import initial_weights, load_weights, save_checkpoint
 from cvae.config import Config
 from cvae.errors import CvaeError
 from cvae.evaluate import validate
@@ -235,7 +235,8 @@ class TrainingState:
 
     def load(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint (`--resume`, or Ray Train's after a worker failure)."""
-        self.model.load_state_dict(state["model"])
+        load_weights(self.model, state["model"], f"the checkpoint to resume (epoch "
+                                                 f"{state['epoch']})")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.kl_annealing.load_state_dict(state["kl_annealing"])
@@ -263,7 +264,7 @@ def setup(cfg: Config, device: torch.device,
     if resume_state is not None:
         state.load(resume_state)
     elif t.init_from:
-        model.load_state_dict(initial_weights(cfg))
+        load_weights(model, initial_weights(cfg), f"train.init_from: {t.init_from}")
     if prepare_model is not None:
         state.wrapped = prepare_model(model)
     return state

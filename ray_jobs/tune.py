@@ -116,6 +116,7 @@ def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
     if (out / SWEEP_FILE).exists() and not args.dry_run:
         raise CvaeError(f"{out} already holds a sweep ({out / SWEEP_FILE}): pass --resume to "
                         "continue it, or choose another --out")
+    space.check_trials(args.num_samples)  # counted, so a huge grid never fills the memory
     trials = space.sample(args.num_samples, seed=cfg.run.seed)
     if args.dry_run:
         print(to_yaml(cfg))
@@ -173,8 +174,8 @@ def load_sweep(args: argparse.Namespace) -> dict[str, Any]:
     file = out / SWEEP_FILE
     if not file.is_file():
         raise CvaeError(f"--resume: {file} not found (no sweep to resume in {out})")
-    settings = json.loads(file.read_text())
-    if settings.get("format") != SWEEP_FORMAT:
+    settings = storage.read_json(file, "sweep settings")
+    if not isinstance(settings, dict) or settings.get("format") != SWEEP_FORMAT:
         raise CvaeError(f"{file}: not a sweep settings file ({SWEEP_FORMAT})")
     if args.space:
         print(f"--resume: the sweep continues with its own space ({settings['space_file']}); "
