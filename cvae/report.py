@@ -8,7 +8,8 @@ them) or a single training run folder (`DIR/metrics.csv`). Every figure is drawn
 - beta_by_kl_strategy.png   the KL weight beta per epoch, one line per trial
 - tfr_vs_loss.png           training loss (left axis) against the teacher-forcing ratio (right
                             axis) per epoch, per trial: loss rises as teacher forcing decays
-- psnr_per_frame.png        validation PSNR per frame of the best model (its best epoch)
+- best_psnr_per_frame.png   validation PSNR per frame of the best model (its best epoch; not
+                            named psnr_per_frame.png, which a run folder holds of its own)
 - report.md                 the results table and the figures
 """
 
@@ -37,7 +38,7 @@ BEST_CHECKPOINT = "checkpoints/best.pt"
 DEFAULT_KEYS = ("train.kl_anneal_type", "train.kl_anneal_cycle", "train.kl_anneal_ratio",
                 "train.tfr_sde", "train.tfr_d_step", "train.lr")
 FIGURES = ("loss_by_kl_strategy.png", "beta_by_kl_strategy.png", "tfr_vs_loss.png",
-           "psnr_per_frame.png")
+           "best_psnr_per_frame.png")
 RESULT_COLUMNS = ("val_psnr", "best_epoch", "epochs_run", "epochs", "stopped_early", "status",
                   "checkpoint")
 
@@ -285,8 +286,8 @@ def write_figures(data: dict[str, Any], out: Path) -> dict[str, Path]:
     curve = data["psnr_per_frame"]
     if curve is not None:
         best = next(r for r in data["trials"] if r["trial_id"] == curve["trial_id"])
-        written["psnr_per_frame.png"] = plots.psnr_per_frame(
-            curve["psnr"], out / "psnr_per_frame.png", baseline=curve["baseline_psnr"],
+        written["best_psnr_per_frame.png"] = plots.psnr_per_frame(
+            curve["psnr"], out / "best_psnr_per_frame.png", baseline=curve["baseline_psnr"],
             title=f"Validation PSNR per frame, best model ({curve['label']}, epoch "
                   f"{best['best_epoch']}: {best['val_psnr']:.2f} dB)")
     return written
@@ -308,13 +309,13 @@ def _markdown(data: dict[str, Any], figures: dict[str, Path], out: Path) -> str:
         "loss_by_kl_strategy.png": "Training loss per epoch by KL-annealing strategy",
         "beta_by_kl_strategy.png": "KL weight beta per epoch by strategy",
         "tfr_vs_loss.png": "Teacher-forcing ratio against training loss",
-        "psnr_per_frame.png": "PSNR per frame of the best model (validation video)",
+        "best_psnr_per_frame.png": "PSNR per frame of the best model (validation video)",
     }
     for name in FIGURES:
         if name in figures:
             rel = os.path.relpath(figures[name], out)
             lines += [f"## {captions[name]}", "", f"![{captions[name]}]({rel})", ""]
-    if "psnr_per_frame.png" not in figures:
+    if "best_psnr_per_frame.png" not in figures:
         lines += ["(No psnr_per_frame.csv in the best run: no PSNR-per-frame figure.)", ""]
     lines += ["The data behind every figure: `report_data.json`.", ""]
     return "\n".join(lines)

@@ -7,7 +7,7 @@ import argparse
 from cvae import cli
 from cvae.errors import ConfigError, cli_entry
 from cvae.lock import lock_folder
-from cvae.tester import run_tester
+from cvae.tester import check_out, run_tester
 from cvae.training import resolve_device
 
 
@@ -16,6 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      parents=[cli.config_args("config/test.yaml")])
     parser.add_argument("--checkpoint", help="a .pt file, a Ray checkpoint folder, a run folder "
                         "or a sweep's best/ folder (test.checkpoint)")
+    parser.add_argument("--into-run", action="store_true",
+                        help="allow --out to be a training run folder (its psnr_per_frame.* "
+                        "are replaced by the Tester's)")
     return parser
 
 
@@ -27,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli.config_from_args(args)
     if not cfg.test.checkpoint:
         raise ConfigError("test.checkpoint is empty: pass --checkpoint PATH")
+    check_out(cfg.run.out, args.into_run)
     cli.configure_torch(cfg)
     with lock_folder(cfg.run.out):
         result = run_tester(cfg, cfg.test.checkpoint, resolve_device(cfg.run.device))

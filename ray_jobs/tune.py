@@ -249,7 +249,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
         # its controller die instead: no error file for that.)
         err = common.worker_error(err)  # the worker's own one line (e.g. TrainingDiverged)
         first = (str(err).strip().splitlines() or [""])[0]
-        (out / report.ERROR_FILE).write_text(f"{type(err).__name__}: {first}\n")
+        storage.write_text(out / report.ERROR_FILE, f"{type(err).__name__}: {first}\n")
         raise
 
 
@@ -335,7 +335,7 @@ def gather_remote_trials(grid, settings: dict[str, Any]) -> None:
         if result.error is not None and folder.is_dir() and not (
                 folder / report.ERROR_FILE).exists():
             lines = str(result.error).strip().splitlines() or [type(result.error).__name__]
-            (folder / report.ERROR_FILE).write_text(lines[0][:500] + "\n")
+            storage.write_text(folder / report.ERROR_FILE, lines[0][:500] + "\n")
         frame = result.metrics_dataframe
         if (folder / "metrics.csv").is_file() or frame is None or frame.empty \
                 or "epoch" not in frame:
@@ -343,12 +343,13 @@ def gather_remote_trials(grid, settings: dict[str, Any]) -> None:
         values = {k: result.config[k] for k in settings["searched"]}
         cfg = trial_config(settings, values, trial_id)
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.yaml").write_text(to_yaml(cfg))
+        storage.write_text(folder / "config.yaml", to_yaml(cfg))
         _write_json(folder / report.PARAMS_FILE, {"trial_id": trial_id, "params": values})
         cols = [c for c in METRIC_COLUMNS if c in frame]
-        frame[cols].drop_duplicates("epoch").to_csv(folder / "metrics.csv", index=False)
+        storage.write_text(folder / "metrics.csv",
+                           frame[cols].drop_duplicates("epoch").to_csv(index=False))
         if result.error is not None:
-            (folder / report.ERROR_FILE).write_text(f"{result.error}\n"[:500])
+            storage.write_text(folder / report.ERROR_FILE, f"{result.error}\n"[:500])
         try:
             import ray.train
 
@@ -360,8 +361,8 @@ def gather_remote_trials(grid, settings: dict[str, Any]) -> None:
                 scored = {c.path: c for c, _ in stored.best_checkpoints}
                 with scored[best[1]].as_directory() as local:
                     (folder / "checkpoints").mkdir(exist_ok=True)
-                    shutil.copy2(Path(local) / CHECKPOINT_FILE,
-                                 folder / report.BEST_CHECKPOINT)
+                    with storage.atomic_path(folder / report.BEST_CHECKPOINT) as tmp:
+                        shutil.copy2(Path(local) / CHECKPOINT_FILE, tmp)
         except Exception as err:  # noqa: BLE001 - best effort; the table still lists the trial
             print(f"warning: trial {trial_id}: no best checkpoint fetched ({err})")
 
