@@ -362,11 +362,11 @@ def build_trainer(cfg: Config, args: argparse.Namespace, *, pack_dir: Path, num_
 
 
 def worker_error(err: Exception) -> Exception:
-    """The user error (a CvaeError, e.g. TrainingDiverged) a worker raised inside Ray Train's
-    TrainingFailedError, to print as one line; else `err` itself."""
+    """The user error (a CvaeError such as TrainingDiverged, or what the filesystem refused) a
+    worker raised inside Ray Train's TrainingFailedError, to print as one line; else `err`."""
     failures = getattr(err, "worker_failures", None) or {}
     for rank in sorted(failures):
-        if isinstance(failures[rank], CvaeError):
+        if isinstance(failures[rank], (CvaeError, OSError)):
             return failures[rank]
     return err
 

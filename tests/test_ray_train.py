@@ -311,6 +311,8 @@ def test_a_workers_user_error_is_found_inside_ray_trains_error():
     diverged = TrainingDiverged("training diverged: loss is nan at epoch 1, step 2")
     wrapped = WorkerGroupError("rank 1 failed", {1: diverged, 0: RuntimeError("collective")})
     assert common.worker_error(wrapped) is diverged
+    full = OSError(28, "No space left on device", "/runs/a/checkpoints/last.pt")
+    assert common.worker_error(WorkerGroupError("rank 0 failed", {0: full})) is full
     other = WorkerGroupError("rank 0 failed", {0: RuntimeError("a bug")})
     assert common.worker_error(other) is other
 
