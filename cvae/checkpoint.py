@@ -55,15 +55,15 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 RESUME_KEYS = ("optimizer", "scheduler", "kl_annealing", "teacher_forcing")
 
 
-def load_weights(model: torch.nn.Module, weights: dict[str, Any], source: str) -> None:
+def load_weights(model: torch.nn.Module, weights: dict[str, Any], source: str,
+                 config: str = "the model config") -> None:
     """Load a state_dict into the model; weights that do not fit it (names, shapes) are one
-    CvaeError naming `source`, not a traceback."""
+    CvaeError naming `source` and the `config` the model was built from, not a traceback."""
     try:
         model.load_state_dict(weights)
     except (RuntimeError, TypeError, AttributeError) as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise CvaeError(f"{source}: weights do not match the model config ({first[:200]})"
-                        ) from None
+        raise CvaeError(f"{source}: weights do not match {config} ({first[:200]})") from None
 
 
 def checkpoint_config(state: dict[str, Any], path: str | Path = "checkpoint") -> Config:

@@ -39,7 +39,7 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[CVAE, Conf
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, path)
     model = CVAE(cfg.model)
-    load_weights(model, state["model"], str(path))
+    load_weights(model, state["model"], str(path), "the stored model config")
     if cfg.train.channels_last:  # the layout it trained in: faster rollouts on CPU and GPU
         model = model.to(memory_format=torch.channels_last)
     return model.to(device).eval(), cfg
