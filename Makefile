@@ -27,7 +27,7 @@ LONG_SETTINGS ?= --set train.init_from=$(OUT)/train --set data.clip_len=80 \
 	--set model.predict_change=true --set train.batch_size=1 --set train.kl_anneal_type=None \
 	--set train.lr=2e-4 --set train.lr_milestones=[9]
 
-.PHONY: setup run data train test-model long test lint sweep bench clean
+.PHONY: setup run data train test-model long test lint sweep bench clean clean-run
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,10 +40,11 @@ setup: $(BIN)/.installed
 data: setup
 	@if [ ! -d $(DATA) ]; then $(BIN)/cvae-data synth --out $(DATA); fi
 	@if [ ! -d $(DATA).pack ]; then $(BIN)/cvae-data pack --root $(DATA) --out $(DATA).pack; fi
-	$(BIN)/cvae-data preview $(DATA) --out $(DATA).preview.png
+	@if [ ! -f $(DATA).preview.png ]; then $(BIN)/cvae-data preview $(DATA) --out $(DATA).preview.png; fi
 
+# No target deletes a finished run: a rerun into an existing folder is refused (clean-run).
 train: data
-	rm -rf $(OUT)
+	@if [ -e $(OUT)/train ]; then echo "$(OUT)/train exists: make clean-run OUT=$(OUT) removes it, or choose another OUT=..."; exit 1; fi
 	RAY_AUTH_MODE=token $(BIN)/python -m ray_jobs.train --preset small --data $(DATA).pack \
 		--out $(OUT)/train --epochs $(EPOCHS) --num-workers $(WORKERS) $(TRAIN_SETTINGS)
 
@@ -56,7 +57,7 @@ run: train test-model
 	@echo "Tester output: $(OUT)/test (submission.csv, pred_seq*.gif, psnr_per_frame.png)"
 
 long: data
-	rm -rf $(LONG_OUT)
+	@if [ -e $(LONG_OUT)/train ]; then echo "$(LONG_OUT)/train exists: make clean-run OUT=$(LONG_OUT) removes it, or choose another LONG_OUT=..."; exit 1; fi
 	RAY_AUTH_MODE=token $(BIN)/python -m ray_jobs.train --preset small --data $(DATA) \
 		--out $(LONG_OUT)/train --epochs $(LONG_EPOCHS) --num-workers $(WORKERS) $(LONG_SETTINGS)
 	$(BIN)/cvae-test --checkpoint $(LONG_OUT)/train --data $(DATA) --out $(LONG_OUT)/test
@@ -68,12 +69,15 @@ test: lint
 	$(BIN)/python -m pytest
 
 sweep: data
-	rm -rf runs/sweep
+	@if [ -e runs/sweep/sweep.json ]; then echo "runs/sweep holds a sweep: resume it (python -m ray_jobs.tune --out runs/sweep --resume), or make clean-run OUT=runs/sweep"; exit 1; fi
 	RAY_AUTH_MODE=token $(BIN)/python -m ray_jobs.tune --space tune_spaces/smoke.yaml \
 		--data $(DATA).pack --out runs/sweep
 
 bench: setup
 	$(BIN)/python -m benchmarks.run_all --quick
+
+clean-run:
+	rm -rf $(OUT)
 
 clean:
 	rm -rf runs $(DATA) $(DATA).pack $(DATA).preview.png

@@ -98,6 +98,20 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return state
 
 
+RESUME_KEYS = ("optimizer", "scheduler", "kl_annealing", "teacher_forcing")
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, Any], source: str,
+                 config: str = "the model config") -> None:
+    """Load a state_dict into the model; weights that do not fit it (names, shapes) are one
+    CvaeError naming `source` and the `config` the model was built from, not a traceback."""
+    try:
+        model.load_state_dict(weights)
+    except (RuntimeError, TypeError, AttributeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CvaeError(f"{source}: weights do not match {config} ({first[:200]})") from None
+
+
 def checkpoint_config(state: dict[str, Any], path: str | Path = "checkpoint") -> Config:
     return Config.from_dict(state["config"], source=f"{path} (stored config)")
 
@@ -120,6 +134,10 @@ def resume_state_for(cfg: Config, resume: bool) -> dict[str, Any] | None:
     if not last.exists():
         raise CvaeError(f"--resume: {last} not found (nothing to resume in {cfg.run.out})")
     state = load_checkpoint(last)
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if missing:
+        raise CvaeError(f"--resume: {last} has no {', '.join(missing)} state (not a training "
+                        "checkpoint); start a new run from it with --set train.init_from=...")
     check_same_model(state, cfg, f"--resume: {last}")
     return state
 

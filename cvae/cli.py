@@ -98,10 +98,17 @@ def print_summary(summary: dict) -> None:
         print(f"nothing to train: {out} already finished {summary['epochs']} epochs "
               "(raise --epochs to continue)")
         return
-    print(f"best val_psnr {summary['best_val_psnr']:.2f} dB at epoch {summary['best_epoch']}")
+    best = Path(out) / "checkpoints" / "best.pt"
+    if summary["best_epoch"] and best.is_file():
+        print(f"best val_psnr {summary['best_val_psnr']:.2f} dB at epoch {summary['best_epoch']}")
+    else:
+        print("no validated epoch: no best checkpoint (validation.every, or no validation video)")
     if "val_psnr" in last:
         print(f"last epoch: val_psnr {last['val_psnr']:.2f} dB (copy-last baseline "
               f"{last['baseline_psnr']:.2f}), val_psnr_short {last['val_psnr_short']:.2f} dB "
               f"(baseline {last['baseline_psnr_short']:.2f})")
-    print(f"best checkpoint: {out}/checkpoints/best.pt")
-    print(f"metrics: {out}/metrics.csv  figures: {out}/training.png, {out}/psnr_per_frame.png")
+    if best.is_file():
+        print(f"best checkpoint: {best}")
+    figures = [p for p in (Path(out) / "training.png", Path(out) / "psnr_per_frame.png")
+               if p.is_file()]
+    print(f"metrics: {out}/metrics.csv  figures: {', '.join(map(str, figures)) or 'none'}")

@@ -69,6 +69,10 @@ def _cmd_pack(args: argparse.Namespace) -> None:
 def _cmd_preview(args: argparse.Namespace) -> None:
     from cvae.preview import contact_sheet
 
+    if args.out.is_dir():
+        raise CvaeError(f"--out {args.out}: a folder; give the PNG file to write")
+    if args.out.exists() and not args.force:
+        raise CvaeError(f"--out {args.out} already exists: pass --force to replace it")
     path = contact_sheet(args.root, args.out, **_given(args, ["videos", "frames", "scale"]))
     print(f"wrote {path}")
 
@@ -138,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--videos", type=int)
     s.add_argument("--frames", type=int)
     s.add_argument("--scale", type=int)
+    s.add_argument("--force", action="store_true", help="replace an existing --out file")
     s.set_defaults(func=_cmd_preview)
 
     s = sub.add_parser("info", help="what a data folder or clip pack holds")

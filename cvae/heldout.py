@@ -21,7 +21,7 @@ import torch
 from cvae import plots, storage
 from cvae.errors import DataError
 from cvae.evaluate import ssim
-from cvae.lab_folder import frame_files, load_image
+from cvae.lab_folder import check_one_size, contiguous_frames, load_image
 from cvae.losses import psnr
 from cvae.synth import TRUTH_DIR
 
@@ -42,14 +42,15 @@ def load_truth(root: str | Path, indices: list[int], height: int, width: int,
     folder = truth_folder(root)
     if not folder.is_dir():
         return None
-    truth = []
+    files = {}
     for k in indices:
-        files = frame_files(folder / str(k))[:length]  # DataError naming a missing folder
-        if len(files) < length:
-            raise DataError(f"{folder / str(k)}: {len(files)} true frames, the rollout has "
+        # DataError naming a missing folder or a missing frame (a gap)
+        files[k] = contiguous_frames(folder / str(k), first=0)[:length]
+        if len(files[k]) < length:
+            raise DataError(f"{folder / str(k)}: {len(files[k])} true frames, the rollout has "
                             f"{length}")
-        truth.append(torch.stack([load_image(p, height, width) for p in files]))
-    return truth
+    check_one_size([p for k in indices for p in files[k]])
+    return [torch.stack([load_image(p, height, width) for p in files[k]]) for k in indices]
 
 
 @dataclass

@@ -9,12 +9,18 @@ Layout::
 
 Every reader returns uint8 tensors resized to the configured H x W; the training code
 converts to float on the device, which keeps host memory and transfers small.
+
+Inputs are strict, each error naming the file: every PNG mode is decoded to 8-bit RGB by its
+bit depth (16-bit grey 65535 -> 255) or refused; frame numbers have no gaps (a folder without a
+manifest is one video only if its numbering is contiguous); all the frames of a folder have
+one source size (a stray size is an error, not silently resized).
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +37,9 @@ __all__ = [
     "ClipRef",
     "TestSequence",
     "Video",
+    "check_one_size",
     "clip_index",
+    "contiguous_frames",
     "frame_files",
     "frame_number",
     "image_size",
@@ -75,23 +83,64 @@ def frame_files(folder: str | Path) -> list[Path]:
     return [numbered[n] for n in sorted(numbered)]
 
 
+def contiguous_frames(folder: str | Path, first: int | None = None) -> list[Path]:
+    """`frame_files` whose numbers run without a gap (from `first` when given): a missing
+    frame is one DataError naming it, never a shorter, shifted sequence."""
+    files = frame_files(folder)
+    start = frame_number(files[0]) if first is None else first
+    for expected, path in enumerate(files, start=start):
+        if frame_number(path) != expected:
+            raise DataError(f"{Path(folder) / f'frame{expected}.png'}: missing (the frames of "
+                            f"{folder} are numbered with a gap before {path.name})")
+    return files
+
+
+def check_one_size(files: list[Path]) -> tuple[int, int]:
+    """All the files have one (width, height) (headers only); returns it. The error names a
+    file whose size is not the most common one."""
+    sizes = [image_size(p) for p in files]
+    size = Counter(sizes).most_common(1)[0][0]
+    for path, other in zip(files, sizes, strict=True):
+        if other != size:
+            raise DataError(f"{path}: {other[0]}x{other[1]} pixels, the other frames are "
+                            f"{size[0]}x{size[1]}")
+    return size
+
+
 def _check_size(height: int, width: int) -> None:
     if height < 1 or width < 1:
         raise ConfigError(f"frame size must be positive, got {height}x{width} (HxW)")
 
 
+# Modes Pillow converts to 8-bit RGB correctly; 16/32-bit integer grey is scaled by hand.
+_RGB_MODES = {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
+_WIDE_GREY = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
+
+
+def _to_rgb(im: Image.Image, path: Path) -> Image.Image:
+    """8-bit RGB from any PNG mode (16-bit grey: 0..65535 -> 0..255, not clipped to white);
+    alpha is dropped. A mode with no such meaning is one DataError."""
+    if im.mode in _WIDE_GREY:
+        wide = np.asarray(im).astype(np.int64)
+        if wide.size and (wide.min() < 0 or wide.max() > 65535):
+            raise DataError(f"{path}: {im.mode} pixel values outside 0..65535")
+        im = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
+    elif im.mode not in _RGB_MODES:
+        raise DataError(f"{path}: image mode {im.mode} cannot be read as 8-bit RGB")
+    if im.mode in ("P", "PA"):
+        # via RGBA: Pillow warns when a palette image with transparency goes to RGB
+        im = im.convert("RGBA")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
 def load_image(path: str | Path, height: int, width: int) -> torch.Tensor:
-    """One image as uint8 [3,H,W], converted to RGB and resized (bilinear) to H x W."""
+    """One image as uint8 [3,H,W], converted to 8-bit RGB and resized (bilinear) to H x W."""
     _check_size(height, width)
     path = Path(path)
     try:
         with Image.open(path) as im:
             im.load()
-            if im.mode == "P":
-                # via RGBA: Pillow warns when a palette image with transparency goes to RGB
-                im = im.convert("RGBA")
-            if im.mode != "RGB":
-                im = im.convert("RGB")  # grey, RGBA (alpha dropped), CMYK, ...
+            im = _to_rgb(im, path)
             if im.size != (width, height):
                 im = im.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
             arr = np.array(im, dtype=np.uint8)  # [H,W,3], a writable copy
@@ -177,6 +226,8 @@ def split_videos(root: str | Path, split: str) -> tuple[Path, Path, list[Video]]
     img_dir, label_dir = split_dirs(root, split)
     imgs = frame_files(img_dir)
     labels = frame_files(label_dir)
+    check_one_size(imgs)
+    check_one_size(labels)
     label_names = {p.name for p in labels}
     for p in imgs:
         if p.name not in label_names:
@@ -188,7 +239,8 @@ def split_videos(root: str | Path, split: str) -> tuple[Path, Path, list[Video]]
 
     manifest = Path(root) / split / "manifest.json"
     if not manifest.exists():
-        # lab data: one long video in frame order
+        # lab data: one long video in frame order, which a gap would silently splice
+        imgs = contiguous_frames(img_dir)
         return img_dir, label_dir, [Video(0, tuple(p.name for p in imgs))]
 
     by_number = {frame_number(p): p.name for p in imgs}
@@ -254,19 +306,8 @@ class ClipDataset(torch.utils.data.Dataset):
             longest = max(len(v.names) for v in videos)
             what = f"{longest} frames" if len(videos) == 1 else f"longest video {longest} frames"
             raise DataError(f"{self.img_dir}: {what}, fewer than the clip length {clip_len}")
-        self._check_sizes(videos)
         # `partial` keeps the first fraction of the clips (not a random subset)
         self.clips = self.all_clips[:max(1, int(len(self.all_clips) * partial))]
-
-    def _check_sizes(self, videos: list[Video]) -> None:
-        first = self.img_dir / videos[0].names[0]
-        size = image_size(first)
-        for v in videos[1:]:
-            p = self.img_dir / v.names[0]
-            other = image_size(p)
-            if other != size:
-                raise DataError(f"frames of mixed sizes: {first} is {size[0]}x{size[1]}, "
-                                f"{p} is {other[0]}x{other[1]}")
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -328,14 +369,14 @@ def load_test_sequences(root: str | Path, height: int = 32, width: int = 64,
     ks = sorted(set(img_ks) | set(label_ks))
     if not ks:
         raise DataError(f"{img_dir}: no sequence folders (0, 1, ...)")
-    out = []
+    firsts, labels = {}, {}
     for k in ks:
-        first = img_dir / str(k) / "frame0.png"
-        if k in img_ks:
-            first = img_ks[k] / "frame0.png"
-        if not first.is_file():
-            raise DataError(f"{first}: first frame of test sequence {k} not found")
-        labels = frame_files(label_ks.get(k, label_dir / str(k)))[:max_len]
-        poses = torch.stack([load_image(p, height, width) for p in labels])  # [T,3,H,W]
-        out.append(TestSequence(k, load_image(first, height, width), poses))
-    return out
+        firsts[k] = img_ks.get(k, img_dir / str(k)) / "frame0.png"
+        if not firsts[k].is_file():
+            raise DataError(f"{firsts[k]}: first frame of test sequence {k} not found")
+        labels[k] = contiguous_frames(label_ks.get(k, label_dir / str(k)), first=0)[:max_len]
+    check_one_size(list(firsts.values()))
+    check_one_size([p for k in ks for p in labels[k]])
+    return [TestSequence(k, load_image(firsts[k], height, width),
+                         torch.stack([load_image(p, height, width) for p in labels[k]]))
+            for k in ks]

@@ -8,7 +8,8 @@ them) or a single training run folder (`DIR/metrics.csv`). Every figure is drawn
 - beta_by_kl_strategy.png   the KL weight beta per epoch, one line per trial
 - tfr_vs_loss.png           training loss (left axis) against the teacher-forcing ratio (right
                             axis) per epoch, per trial: loss rises as teacher forcing decays
-- psnr_per_frame.png        validation PSNR per frame of the best model (its best epoch)
+- best_psnr_per_frame.png   validation PSNR per frame of the best model (its best epoch; not
+                            named psnr_per_frame.png, which a run folder holds of its own)
 - report.md                 the results table and the figures
 """
 
@@ -26,6 +27,7 @@ import yaml
 
 from cvae import storage
 from cvae.errors import CvaeError, cli_entry
+from cvae.lock import lock_folder
 from cvae.rundir import read_metrics
 from cvae.smoothing import RAW, SMOOTHED, fill_smoothed
 from cvae.storage import atomic_path, write_text
@@ -38,7 +40,7 @@ BEST_CHECKPOINT = "checkpoints/best.pt"
 DEFAULT_KEYS = ("train.kl_anneal_type", "train.kl_anneal_cycle", "train.kl_anneal_ratio",
                 "train.tfr_sde", "train.tfr_d_step", "train.lr")
 FIGURES = ("loss_by_kl_strategy.png", "beta_by_kl_strategy.png", "tfr_vs_loss.png",
-           "psnr_per_frame.png")
+           "best_psnr_per_frame.png")
 RESULT_COLUMNS = ("val_psnr", SMOOTHED, "best_epoch", "epochs_run", "epochs", "stopped_early",
                   "status", "checkpoint")
 # What trials are ranked by: each trial's best value of it over its epochs, higher is better.
@@ -328,8 +330,8 @@ def write_figures(data: dict[str, Any], out: Path) -> dict[str, Path]:
     curve = data["psnr_per_frame"]
     if curve is not None:
         best = next(r for r in data["trials"] if r["trial_id"] == curve["trial_id"])
-        written["psnr_per_frame.png"] = plots.psnr_per_frame(
-            curve["psnr"], out / "psnr_per_frame.png", baseline=curve["baseline_psnr"],
+        written["best_psnr_per_frame.png"] = plots.psnr_per_frame(
+            curve["psnr"], out / "best_psnr_per_frame.png", baseline=curve["baseline_psnr"],
             title=f"Validation PSNR per frame, best model ({curve['label']}, epoch "
                   f"{best['best_epoch']}: {best['val_psnr']:.2f} dB)")
     return written
@@ -353,13 +355,13 @@ def _markdown(data: dict[str, Any], figures: dict[str, Path], out: Path) -> str:
         "loss_by_kl_strategy.png": "Training loss per epoch by KL-annealing strategy",
         "beta_by_kl_strategy.png": "KL weight beta per epoch by strategy",
         "tfr_vs_loss.png": "Teacher-forcing ratio against training loss",
-        "psnr_per_frame.png": "PSNR per frame of the best model (validation video)",
+        "best_psnr_per_frame.png": "PSNR per frame of the best model (validation video)",
     }
     for name in FIGURES:
         if name in figures:
             rel = os.path.relpath(figures[name], out)
             lines += [f"## {captions[name]}", "", f"![{captions[name]}]({rel})", ""]
-    if "psnr_per_frame.png" not in figures:
+    if "best_psnr_per_frame.png" not in figures:
         lines += ["(No psnr_per_frame.csv in the best run: no PSNR-per-frame figure.)", ""]
     lines += ["The data behind every figure: `report_data.json`.", ""]
     return "\n".join(lines)
@@ -392,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = write_report(args.folder, args.out, args.metric)
+    with lock_folder(args.out or args.folder):
+        result = write_report(args.folder, args.out, args.metric)
     data = json.loads(Path(result["data"]).read_text())
     print(markdown_table(data["param_keys"], data["trials"]))
     print(f"report: {result['report']}")

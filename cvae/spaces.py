@@ -37,6 +37,7 @@ from cvae.config import Config, _field_types, _sections, all_keys, set_key, vali
 from cvae.errors import ConfigError
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
+MAX_TRIALS = 10_000  # a sweep's trials: grid combinations x --num-samples
 
 # Keys a sweep must not vary: the data pack is made once for all trials, and each trial's output
 # folder is set by the sweep.
@@ -140,7 +141,17 @@ class Space:
 
     @property
     def grid_size(self) -> int:
+        """The grid's combinations, counted (never enumerated)."""
         return math.prod(len(p.args) for p in self.params.values() if p.kind == "grid")
+
+    def check_trials(self, num_samples: int, bound: int = MAX_TRIALS) -> int:
+        """grid combinations x samples, refused above `bound` before anything enumerates it."""
+        trials = self.grid_size * num_samples
+        if trials > bound:
+            raise ConfigError(f"{self.path}: {self.grid_size:,} grid combinations x "
+                              f"{num_samples} sample(s) = {trials:,} trials, more than "
+                              f"{bound:,}; search fewer grid values (or use choice)")
+        return trials
 
     def sample(self, num_samples: int = 1, seed: int = 0) -> list[dict[str, Any]]:
         """The searched values of each trial, as a Tune run with `num_samples` would make them:
@@ -195,6 +206,10 @@ def _parse_param(key: str, value: Any, source: str) -> Param:
         raise ConfigError(f"{where}: cannot be searched: {NOT_SEARCHABLE[key]}")
     if not isinstance(args, list) or not args:
         raise ConfigError(f"{where}: {kind} needs a non-empty list, got {args!r}")
+    bad = next((a for a in args if isinstance(a, float) and not math.isfinite(a)), None)
+    if bad is not None:
+        raise ConfigError(f"{where}: {kind} values must be finite numbers, got {bad} in "
+                          f"{args!r}")
     field_type = _type_of(key)
     if kind in ("choice", "grid"):
         return Param(key, kind, tuple(args))
@@ -295,7 +310,9 @@ def load_space(path: str | Path, base: Config | None = None, *, check: bool = Tr
     if not path.is_file():
         raise ConfigError(f"{path}: search space file not found")
     try:
-        values = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader
+        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text (a search space is a YAML file)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

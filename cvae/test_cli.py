@@ -6,7 +6,8 @@ import argparse
 
 from cvae import cli
 from cvae.errors import ConfigError, cli_entry
-from cvae.tester import run_tester
+from cvae.lock import lock_folder
+from cvae.tester import check_out, run_tester
 from cvae.training import resolve_device
 
 
@@ -15,6 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      parents=[cli.config_args("config/test.yaml")])
     parser.add_argument("--checkpoint", help="a .pt file, a Ray checkpoint folder, a run folder "
                         "or a sweep's best/ folder (test.checkpoint)")
+    parser.add_argument("--into-run", action="store_true",
+                        help="allow --out to be a training run folder (its psnr_per_frame.* "
+                        "are replaced by the Tester's)")
     return parser
 
 
@@ -26,8 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = cli.config_from_args(args)
     if not cfg.test.checkpoint:
         raise ConfigError("test.checkpoint is empty: pass --checkpoint PATH")
+    check_out(cfg.run.out, args.into_run)
     cli.configure_torch(cfg)
-    result = run_tester(cfg, cfg.test.checkpoint, resolve_device(cfg.run.device))
+    with lock_folder(cfg.run.out):
+        result = run_tester(cfg, cfg.test.checkpoint, resolve_device(cfg.run.device))
+    print_result(result)
+    return 0
+
+
+def print_result(result: dict) -> None:
     print(f"submission: {result['submission']} ({result['sequences']} sequences x "
           f"{result['frames']} frames)")
     print(f"GIFs: {', '.join(result['gifs'])}; side by side: {', '.join(result['compare_gifs'])}")
@@ -44,7 +55,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{result['baseline_psnr_one_step']:.2f}); SSIM {result['val_ssim']:.3f} (baseline "
               f"{result['baseline_ssim']:.3f}); figure {result['psnr_png']}; "
               f"background vs dancer errors per 70 frames {result['regions_csv']}")
-    return 0
 
 
 if __name__ == "__main__":

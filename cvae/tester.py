@@ -18,14 +18,19 @@ import torch
 from tqdm import tqdm
 
 from cvae import montage, plots, storage
-from cvae.checkpoint import checkpoint_config, load_checkpoint, resolve_checkpoint_path
+from cvae.checkpoint import (
+    checkpoint_config,
+    load_checkpoint,
+    load_weights,
+    resolve_checkpoint_path,
+)
 from cvae.config import Config
 from cvae.errors import CvaeError, DataError
 from cvae.evaluate import REGION_COLUMNS, Validation, region_errors, validate
 from cvae.heldout import load_truth, score_sequence, write_scores
 from cvae.lab_folder import TestSequence, load_test_sequences, load_video
 from cvae.model import CVAE
-from cvae.rundir import write_psnr_csv
+from cvae.rundir import CHECKPOINTS, METRICS_FILE, write_psnr_csv
 
 
 def load_model(checkpoint: str | Path, device: torch.device) -> tuple[CVAE, Config]:
@@ -34,11 +39,7 @@ def load_model(checkpoint: str | Path, device: torch.device) -> tuple[CVAE, Conf
     state = load_checkpoint(path)
     cfg = checkpoint_config(state, path)
     model = CVAE(cfg.model)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise CvaeError(f"{path}: weights do not match the stored model config ({first})") from None
+    load_weights(model, state["model"], str(path), "the stored model config")
     if cfg.train.channels_last:  # the layout it trained in: faster rollouts on CPU and GPU
         model = model.to(memory_format=torch.channels_last)
     return model.to(device).eval(), cfg
@@ -75,6 +76,15 @@ def check_sequences(sequences: list[TestSequence], seq_len: int, root: str | Pat
     return min(n, seq_len)
 
 
+def check_out(out: str | Path, into_run: bool) -> None:
+    """The Tester's files (psnr_per_frame.*, GIFs) would overwrite a training run's own: its
+    folder (metrics.csv or checkpoints/ in it) is refused unless asked for."""
+    out = Path(out)
+    if not into_run and ((out / METRICS_FILE).is_file() or (out / CHECKPOINTS).is_dir()):
+        raise CvaeError(f"--out {out} is a training run folder (its psnr_per_frame.* would be "
+                        "overwritten); choose another --out, or pass --into-run")
+
+
 def run_tester(cfg: Config, checkpoint: str | Path, device: torch.device) -> dict:
     """Generate every test sequence; write submission.csv, GIFs, side-by-side views, the
     held-out score (where the true test frames exist) and the validation scores."""
@@ -84,6 +94,9 @@ def run_tester(cfg: Config, checkpoint: str | Path, device: torch.device) -> dic
     sequences = load_test_sequences(root, height, width, max_len=cfg.test.seq_len)
     length = check_sequences(sequences, cfg.test.seq_len, root)
     truth = load_truth(root, [s.index for s in sequences], height, width, length)  # or None
+    val = None  # every input is read and checked before the first file is written
+    if (root / "val" / "val_img").is_dir():
+        val = load_video(root, "val", height, width, max_len=cfg.test.seq_len)
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = torch.Generator().manual_seed(cfg.test.seed)
@@ -108,9 +121,8 @@ def run_tester(cfg: Config, checkpoint: str | Path, device: torch.device) -> dic
         scores = [score_sequence(s.index, frames, s.first_frame, true)
                   for s, frames, true in zip(sequences, generated, truth, strict=True)]
         result.update(write_scores(scores, out))
-    if (root / "val" / "val_img").is_dir():
-        frames, poses = load_video(root, "val", height, width, max_len=cfg.test.seq_len)
-        validation = validate(model, frames.float() / 255, poses.float() / 255,
+    if val is not None:
+        validation = validate(model, val[0].float() / 255, val[1].float() / 255,
                               short_len=trained.validation.short_horizon(trained.data.clip_len),
                               device=device, seed=cfg.test.seed)
         result.update(write_validation(validation, out))

@@ -7,8 +7,9 @@ import sys
 
 from cvae import cli, datasets
 from cvae.checkpoint import initial_weights, resume_state_for
-from cvae.config import to_yaml
+from cvae.config import Config, to_yaml
 from cvae.errors import cli_entry
+from cvae.lock import lock_folder
 from cvae.model import CVAE
 from cvae.training import fit, resolve_device
 
@@ -28,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
         print(to_yaml(cfg))
         print(cli.format_parameter_table(CVAE(cfg.model)))
         return 0
+    with lock_folder(cfg.run.out):
+        return train(cfg, args)
+
+
+def train(cfg: Config, args: argparse.Namespace) -> int:
+    """Train into the run folder (its writer lock held)."""
     cli.configure_torch(cfg)
     device = resolve_device(cfg.run.device)
     resume = resume_state_for(cfg, args.resume)

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from cvae.augment import augment
-from cvae.checkpoint import save_checkpoint
+from cvae.checkpoint import load_weights, save_checkpoint
 from cvae.config import Config
 from cvae.errors import CvaeError
 from cvae.evaluate import validate
@@ -38,7 +38,8 @@ Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class TrainingDiverged(CvaeError):
-    """The loss became NaN or infinite; the last good checkpoint is kept."""
+    """The loss or the weights became NaN or infinite; the checkpoints of the last finite epoch
+    are kept (nothing is written from non-finite weights)."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -163,10 +164,10 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batche
                 autocast_dtype=options.autocast_dtype,
             )).double().cpu()  # one device sync per step
             if not torch.isfinite(values[0]):
+                cause = f" (step {steps} may have left NaN weights)" if steps else ""
                 raise TrainingDiverged(
-                    f"loss is {values[0].item()} at epoch {plan.epoch + 1}, step {steps + 1}; "
-                    "stopped, the last good checkpoint is kept (try a lower train.lr)"
-                )
+                    f"loss is {values[0].item()} at epoch {plan.epoch + 1}, step {steps + 1}"
+                    + cause)
             totals += values
             steps += 1
             clips += frames.shape[0]
@@ -253,7 +254,8 @@ class TrainingState:
 
     def load(self, state: dict[str, Any]) -> None:
         """Continue from a checkpoint (`--resume`, or Ray Train's after a worker failure)."""
-        self.model.load_state_dict(state["model"])
+        load_weights(self.model, state["model"], f"the checkpoint to resume (epoch "
+                                                 f"{state['epoch']})")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.kl_annealing.load_state_dict(state["kl_annealing"])
@@ -283,7 +285,7 @@ def setup(cfg: Config, device: torch.device,
     if resume_state is not None:
         state.load(resume_state)
     elif init_weights is not None:
-        model.load_state_dict(init_weights)
+        load_weights(model, init_weights, f"train.init_from: {t.init_from}")
     if prepare_model is not None:
         state.wrapped = prepare_model(model)
     return state
@@ -317,30 +319,56 @@ def validation_frames(cfg: Config, val_video: tuple[torch.Tensor, torch.Tensor] 
     return val_video[0][:n].float() / 255, val_video[1][:n].float() / 255
 
 
+def check_finite(model: torch.nn.Module, metrics: dict[str, Any]) -> None:
+    """Nothing is written from NaN or infinite weights or figures: a big step can leave the
+    weights NaN while its own loss was still finite."""
+    epoch = metrics["epoch"]
+    bad = next((n for n, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise TrainingDiverged(f"the weights are NaN or infinite after the last step of epoch "
+                               f"{epoch} (first: {bad})")
+    for key, value in metrics.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TrainingDiverged(f"{key} is {value} at epoch {epoch}")
+
+
 def end_epoch(state: TrainingState, cfg: Config, metrics: dict[str, Any], run: RunDir,
               val: tuple[torch.Tensor, torch.Tensor] | None, device: torch.device) -> Path:
-    """Rank 0 after an epoch: validate, keep the best, write checkpoints and the run folder.
+    """Rank 0 after an epoch: validate, keep the best, write the run folder, then the
+    checkpoints (a metrics row is written before the checkpoint that claims it: a crash between
+    the two leaves a row that --resume drops and redoes, never a checkpoint without its row).
     Adds the validation figures to `metrics`; returns last.pt."""
     epoch, epochs = metrics["epoch"], cfg.train.epochs
+    check_finite(state.model, metrics)
     validation = None
     if val is not None and (epoch % cfg.validation.every == 0 or epoch == epochs):
         validation = validate(unwrap(state.wrapped), *val, device=device, seed=cfg.validation.seed,
                               short_len=cfg.validation.short_horizon(cfg.data.clip_len))
         metrics.update(validation.metrics())
+        check_finite(state.model, metrics)
         metrics[SMOOTHED] = smoothed_psnr(run.rows, metrics["val_psnr"])
         if metrics["val_psnr"] > state.best_psnr:
             state.best_psnr, state.best_epoch = metrics["val_psnr"], epoch
     metrics["seconds"] = round(metrics["seconds"], 3)
     checkpoint = state.checkpoint(cfg, epoch, metrics)
+    run.log_epoch(metrics, validation)
     last = save_checkpoint(checkpoint, run.ckpt_dir / "last.pt")
     if validation is not None and state.best_epoch == epoch:
         save_checkpoint(checkpoint, run.ckpt_dir / "best.pt")
         run.write_best_validation(validation, epoch)
     if cfg.train.per_save and epoch % cfg.train.per_save == 0:
         save_checkpoint(checkpoint, run.ckpt_dir / f"epoch_{epoch}.pt")
-    run.log_epoch(metrics, validation)
     tqdm.write(epoch_line(metrics, epochs))
     return last
+
+
+def kept_checkpoint(run: RunDir | None, epoch: int) -> str:
+    """What a stopped run keeps: its last finished epoch's last.pt, or nothing."""
+    if run is None:
+        return "rank 0 keeps the last finite epoch's checkpoints"
+    if epoch == 0:
+        return "no checkpoint was written"
+    return f"kept {run.ckpt_dir / 'last.pt'} (epoch {epoch}, the last finite one)"
 
 
 def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Tensor] | None,
@@ -362,6 +390,7 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
     options.progress_bar = progress_bar
     metrics: dict[str, Any] = {}
     upcoming: Primed | None = None  # the next epoch's batches, primed during validation
+    done = state.start_epoch  # the last epoch whose checkpoint is written
     try:
         for epoch in range(state.start_epoch, cfg.train.epochs):
             batches = upcoming if upcoming is not None else data.batches(epoch)
@@ -376,8 +405,12 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
             metrics = {"epoch": epoch + 1, "loss": stats.loss, "mse": stats.mse, "kl": stats.kl,
                        "beta": plan.beta, "tfr": plan.tfr, "lr": plan.lr, "seconds": stats.seconds}
             last = end_epoch(state, cfg, metrics, run, val, device) if run is not None else None
+            done = epoch + 1
             if report is not None:
                 report(metrics, last)
+    except TrainingDiverged as err:
+        raise TrainingDiverged(f"training diverged: {err}; stopped, {kept_checkpoint(run, done)} "
+                               "(try a lower train.lr)") from None
     finally:
         if run is not None:
             run.close()

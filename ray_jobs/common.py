@@ -415,6 +415,25 @@ def build_trainer(cfg: Config, args: argparse.Namespace, *, run: RunStorage, pac
     )
 
 
+def worker_error(err: Exception) -> Exception:
+    """The user error (a CvaeError such as TrainingDiverged, or what the filesystem refused) a
+    worker raised inside Ray Train's TrainingFailedError, to print as one line; else `err`."""
+    failures = getattr(err, "worker_failures", None) or {}
+    for rank in sorted(failures):
+        if isinstance(failures[rank], (CvaeError, OSError)):
+            return failures[rank]
+    return err
+
+
+def check_max_failures(max_failures: int) -> None:
+    """Ray Train retries are for lost workers; a deterministic failure (a NaN loss replays from
+    the same checkpoint and seeds) would repeat forever under -1 (unlimited)."""
+    if max_failures < 0:
+        raise CvaeError(f"--max-failures {max_failures}: must be >= 0 (each retry replays the "
+                        "run from its last checkpoint; a deterministic failure would repeat "
+                        "forever)")
+
+
 def best_checkpoint(result) -> tuple[float, str] | None:
     """(val_psnr, path) of the best checkpoint a Ray Train result kept."""
     scored = [(m["val_psnr"], c.path) for c, m in (result.best_checkpoints or [])

@@ -19,6 +19,7 @@ from cvae import cli
 from cvae.checkpoint import initial_weights
 from cvae.config import Config
 from cvae.errors import cli_entry
+from cvae.lock import lock_folder
 from ray_jobs import common, runs
 
 
@@ -35,6 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     common.resolve_gpus(args)  # a bad --gpus-per-worker fails before Ray starts
     cfg = cli.config_from_args(args)
     common.absolutize(cfg)
+    with lock_folder(cfg.run.out):  # the driver holds it for the whole run; workers take none
+        return train(cfg, args)
+
+
+def train(cfg: Config, args: argparse.Namespace) -> int:
+    """Run the TorchTrainer, --out mirrored from the run's storage (its writer lock held by this
+    driver)."""
+    common.check_max_failures(args.max_failures)
     run = runs.locate(cfg.run.out, args)
     runs.check_identity(run, args.resume)
     init_weights = initial_weights(cfg)  # a bad train.init_from fails here, before Ray starts
@@ -43,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     runs.check_shared(run, cfg.data.root, args, runs.alive_nodes())
     pack, meta = common.prepare_data(cfg, run.pack)  # bad data fails here, before any worker
     import ray
+    import ray.train
 
     cpus = common.worker_cpus(args, ray.cluster_resources().get("CPU", 0))
     common.check_resources(args, cpus, attached, common.cluster_ceiling(args, attached))
@@ -52,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run {run.name!r}: storage {run.root}, run folder mirrored into {cfg.run.out}")
     try:
         result = trainer.fit()
+    except ray.train.TrainingFailedError as err:
+        failure = common.worker_error(err)
+        if failure is err:
+            raise
+        raise failure from None  # e.g. TrainingDiverged: one line, exit 2
     finally:
         common.release_resources(attached)
         runs.Mirror(run, cfg.run.out).sync()  # complete, whatever happened

@@ -30,9 +30,10 @@ from cvae import cli, report, storage
 from cvae.checkpoint import RUN_FILE, initial_weights
 from cvae.config import Config, parse_override, set_key, to_yaml, validate
 from cvae.errors import ConfigError, CvaeError, cli_entry
+from cvae.lock import lock_folder
 from cvae.report import DEFAULT_METRIC, RANKING_METRICS
 from cvae.smoothing import fill_smoothed
-from cvae.spaces import Param, Space, check_values, load_space, parse_space
+from cvae.spaces import MAX_TRIALS, Param, Space, check_values, load_space, parse_space
 from ray_jobs import common, runs
 
 SWEEP_FILE = "sweep.json"
@@ -99,6 +100,7 @@ def base_config(args: argparse.Namespace, space: Space) -> Config:
 
 def check_sweep_args(args: argparse.Namespace, epochs: int) -> None:
     common.resolve_gpus(args)
+    common.check_max_failures(args.max_failures)
     if args.num_samples is not None and args.num_samples < 1:
         raise CvaeError(f"--num-samples {args.num_samples}: must be >= 1")
     if args.num_workers < 1:
@@ -126,6 +128,13 @@ def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
     check_values(space, cfg)  # every value the space can give, on this sweep's base config
     check_sweep_args(args, cfg.train.epochs)
     num_samples = total_samples(args, space)
+    # Counted, so a huge grid never fills the memory: random search runs every grid combination
+    # num_samples times, Optuna num_samples trials in all.
+    if args.search == "random":
+        space.check_trials(num_samples)
+    elif num_samples > MAX_TRIALS:
+        raise CvaeError(f"{num_samples:,} trials, more than {MAX_TRIALS:,}: pass a smaller "
+                        "--num-samples")
     _, notes = search_params(space, args.search)  # (a value Optuna cannot take fails here)
     out = Path(cfg.run.out)
     if (out / SWEEP_FILE).exists() and not args.dry_run:
@@ -271,8 +280,8 @@ def load_sweep(args: argparse.Namespace) -> dict[str, Any]:
     file = out / SWEEP_FILE
     if not file.is_file():
         raise CvaeError(f"--resume: {file} not found (no sweep to resume in {out})")
-    settings = json.loads(file.read_text())
-    if settings.get("format") != SWEEP_FORMAT:
+    settings = storage.read_json(file, "sweep settings")
+    if not isinstance(settings, dict) or settings.get("format") != SWEEP_FORMAT:
         raise CvaeError(f"{file}: not a sweep settings file ({SWEEP_FORMAT})")
     if args.space:
         print(f"--resume: the sweep continues with its own space ({settings['space_file']}); "
@@ -353,8 +362,9 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     except ray.train.TrainingFailedError as err:
         # Training itself failed. (A trial that Tune stops, ASHA's or the last epoch's, sees
         # its controller die instead: no error file for that.)
+        err = common.worker_error(err)  # the worker's own one line (e.g. TrainingDiverged)
         first = (str(err).strip().splitlines() or [""])[0]
-        (out / report.ERROR_FILE).write_text(f"{type(err).__name__}: {first}\n")
+        storage.write_text(out / report.ERROR_FILE, f"{type(err).__name__}: {first}\n")
         raise
 
 
@@ -531,9 +541,16 @@ def finish(grid, settings: dict[str, Any]) -> int:
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    settings = load_sweep(args) if args.resume else new_sweep(args)
-    if settings is None:  # --dry-run
+    if args.dry_run and not args.resume:
+        new_sweep(args)  # checks and prints the trials, writes nothing
         return 0
+    with lock_folder(args.out or "runs/sweep"):  # the one writer of the sweep folder
+        return sweep(args)
+
+
+def sweep(args: argparse.Namespace) -> int:
+    """Run (or resume) the sweep in --out, its writer lock held."""
+    settings = load_sweep(args) if args.resume else new_sweep(args)
     attached = common.connect(args.address)
     size_trials(args, settings, attached)
     tuner = make_tuner(args, settings)

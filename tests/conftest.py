@@ -183,6 +183,24 @@ def tiny_run(tiny_train_argv, tmp_path_factory) -> Path:
     return out
 
 
+WRITING_COMMANDS = ("cvae-train", "ray_jobs.train", "cvae-test", "cvae-report", "ray_jobs.tune")
+
+
+def writing_commands() -> dict:
+    """Every command that writes into an --out folder: name -> (main, argv(out)), with argv
+    enough to reach the point where the command takes its --out (data and checkpoint made up)."""
+    from cvae import report, test_cli, train_cli
+    from ray_jobs import train, tune
+
+    return {"cvae-train": (train_cli.main, lambda out: ["--data", "d", "--out", str(out)]),
+            "ray_jobs.train": (train.main, lambda out: ["--data", "d", "--out", str(out)]),
+            "cvae-test": (test_cli.main,
+                          lambda out: ["--checkpoint", "c.pt", "--data", "d", "--out", str(out)]),
+            "cvae-report": (report.main, lambda out: ["d", "--out", str(out)]),
+            "ray_jobs.tune": (tune.main, lambda out: ["--space", "tune_spaces/smoke.yaml",
+                                                      "--data", "d", "--out", str(out)])}
+
+
 @pytest.fixture
 def cli():
     """run_main: call a console-script main, return its exit code."""

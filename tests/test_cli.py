@@ -98,9 +98,20 @@ def test_print_summary(capsys, tmp_path):
     assert "nothing to train" in capsys.readouterr().out
     last = {"epoch": 3, "val_psnr": 21.5, "baseline_psnr": 20.25, "val_psnr_short": 24.0,
             "baseline_psnr_short": 23.5}
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "best.pt").write_bytes(b"")
     cli.print_summary({"epochs": 3, "best_val_psnr": 22.0, "best_epoch": 2, "last": last,
                        "out": str(tmp_path)})
     out = capsys.readouterr().out
     assert "best val_psnr 22.00 dB at epoch 2" in out
     assert "val_psnr 21.50 dB (copy-last baseline 20.25)" in out
     assert f"best checkpoint: {tmp_path}/checkpoints/best.pt" in out
+
+
+def test_print_summary_never_names_a_best_checkpoint_that_does_not_exist(capsys, tmp_path):
+    last = {"epoch": 1, "loss": 0.5}
+    cli.print_summary({"epochs": 1, "best_val_psnr": -math.inf, "best_epoch": 0, "last": last,
+                       "out": str(tmp_path)})
+    out = capsys.readouterr().out
+    assert "best.pt" not in out and "-inf" not in out
+    assert "no validated epoch" in out

@@ -316,3 +316,39 @@ def test_resume_continues_and_a_fresh_run_refuses(recovered_run, capsys, monkeyp
     assert clip_file_mtimes(out, range(1, 4)) == before_files
     assert_exact_partition(out, 4, world=2)
     assert latest_checkpoint(out)["epoch"] == 4
+
+
+def test_a_workers_user_error_is_found_inside_ray_trains_error():
+    from ray.train import WorkerGroupError
+
+    from cvae.training import TrainingDiverged
+
+    diverged = TrainingDiverged("training diverged: loss is nan at epoch 1, step 2")
+    wrapped = WorkerGroupError("rank 1 failed", {1: diverged, 0: RuntimeError("collective")})
+    assert common.worker_error(wrapped) is diverged
+    full = OSError(28, "No space left on device", "/runs/a/checkpoints/last.pt")
+    assert common.worker_error(WorkerGroupError("rank 0 failed", {0: full})) is full
+    other = WorkerGroupError("rank 0 failed", {0: RuntimeError("a bug")})
+    assert common.worker_error(other) is other
+
+
+def test_unlimited_retries_are_refused_before_ray(tiny_data, tmp_path, capsys):
+    code, _, err = run_main(ray_train.main, [
+        "--data", str(tiny_data), "--out", str(tmp_path / "out"), "--max-failures", "-1", *TINY,
+    ], capsys)
+    assert code == 2 and err.startswith("error: --max-failures -1: must be >= 0"), err
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(600)
+def test_a_diverging_worker_ends_the_run_with_one_line(ray_session, tiny_data, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = run_main(ray_train.main, [
+        "--data", str(tiny_data), "--out", str(out), "--epochs", "2", "--num-workers", "1",
+        "--set", "train.lr=1e30", *TINY,
+    ], capsys)
+    assert code == 2, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: training diverged: loss is nan at epoch 1"), err
+    assert "Traceback" not in err and "best checkpoint" not in stdout
+    assert not list((out / "ray").glob("*/checkpoint_*")), "a diverged epoch was checkpointed"

@@ -69,7 +69,7 @@ def sweep(tmp_path) -> tuple[Path, dict[str, list[dict]]]:
 
 
 FIGURES = ("loss_by_kl_strategy.png", "beta_by_kl_strategy.png", "tfr_vs_loss.png",
-           "psnr_per_frame.png")
+           "best_psnr_per_frame.png")
 
 
 def test_report_data_is_the_trials_metrics(sweep):
@@ -140,7 +140,7 @@ def test_repeated_strategies_are_labelled_by_trial(tmp_path):
     assert data["param_keys"] == list(report.DEFAULT_KEYS)  # no params.json: the KL/TFR keys
     assert data["best"] == "t2" and data["psnr_per_frame"] is None  # t2 has no curve
     written = report.write_report(tmp_path / "s", tmp_path / "out")
-    assert "psnr_per_frame.png" not in written["figures"]
+    assert "best_psnr_per_frame.png" not in written["figures"]
     assert "No psnr_per_frame.csv" in (tmp_path / "out" / "report.md").read_text()
 
 

@@ -226,7 +226,8 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tiny_train_argv, tmp_
     monkeypatch.setattr(training, "clip_loss", _nan_on_call(2))
     assert cli(train_main, tiny_train_argv(out, "--resume", "--epochs", "3")) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("error: loss is nan at epoch 2, step 2")
+    assert err[-1].startswith("error: training diverged: loss is nan at epoch 2, step 2")
+    assert f"kept {last} (epoch 1, the last finite one)" in err[-1]
     assert "Traceback" not in "\n".join(err)
     assert last.read_bytes() == good  # untouched
     assert [r["epoch"] for r in metrics(out)] == ["1"]
@@ -239,6 +240,71 @@ def test_nan_loss_in_the_first_step_leaves_no_checkpoint(tiny_train_argv, tmp_pa
     monkeypatch.setattr(training, "clip_loss", _nan_on_call(1))
     assert cli(train_main, tiny_train_argv(out, "--epochs", "2")) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert "epoch 1, step 1" in err[-1]
+    assert "epoch 1, step 1" in err[-1] and "no checkpoint was written" in err[-1]
     assert not (out / "checkpoints" / "last.pt").exists()
     assert metrics(out) == []
+
+
+def _nan_weights_on_call(n: int):
+    """train_step whose n-th call returns a finite loss but leaves NaN weights (what too big a
+    learning rate does)."""
+    calls, real = [], training.train_step
+
+    def patched(model, *args, **kwargs):
+        calls.append(1)
+        values = real(model, *args, **kwargs)
+        if len(calls) == n:
+            with torch.no_grad():
+                next(model.parameters()).fill_(math.nan)
+        return values
+
+    return patched
+
+
+def test_nan_weights_after_the_last_step_of_an_epoch_are_never_checkpointed(
+        tiny_train_argv, tmp_path, cli, capsys, monkeypatch):
+    out = tmp_path / "nanw"
+    monkeypatch.setattr(training, "train_step", _nan_weights_on_call(2))  # 2 steps per epoch
+    assert cli(train_main, tiny_train_argv(out, "--epochs", "1")) == 2
+    captured = capsys.readouterr()
+    assert captured.err.splitlines()[-1] == (
+        "error: training diverged: the weights are NaN or infinite after the last step of "
+        "epoch 1 (first: frame_encoder.0.conv1.weight); stopped, no checkpoint was written "
+        "(try a lower train.lr)")
+    assert "best" not in captured.out and "-inf" not in captured.out
+    assert not (out / "checkpoints").exists() and metrics(out) == []
+
+
+def test_nan_weights_keep_the_previous_epochs_checkpoints(tiny_train_argv, tmp_path, cli, capsys,
+                                                          monkeypatch):
+    out = tmp_path / "nanw2"
+    monkeypatch.setattr(training, "train_step", _nan_weights_on_call(4))  # epoch 2's last step
+    assert cli(train_main, tiny_train_argv(out, "--epochs", "3")) == 2
+    last = out / "checkpoints" / "last.pt"
+    assert f"kept {last} (epoch 1, the last finite one)" in capsys.readouterr().err
+    for name in ("last.pt", "best.pt"):
+        state = load(out / "checkpoints" / name)
+        assert state["epoch"] == 1
+        assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert [r["epoch"] for r in metrics(out)] == ["1"]
+
+
+def test_a_metrics_row_is_written_before_the_checkpoint_that_claims_it(
+        tiny_train_argv, tmp_path, cli, capsys, monkeypatch):
+    """A crash between the two never loses a row: --resume redoes the epoch."""
+    out = tmp_path / "order"
+    real = training.save_checkpoint
+
+    def crash_at_epoch_2(state, path):
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+        return real(state, path)
+
+    monkeypatch.setattr(training, "save_checkpoint", crash_at_epoch_2)
+    assert cli(train_main, tiny_train_argv(out, "--epochs", "2")) == 130
+    assert load(out / "checkpoints" / "last.pt")["epoch"] == 1
+    assert [r["epoch"] for r in metrics(out)] == ["1", "2"]  # the row came first
+    monkeypatch.setattr(training, "save_checkpoint", real)
+    assert cli(train_main, tiny_train_argv(out, "--resume", "--epochs", "2")) == 0
+    assert [r["epoch"] for r in metrics(out)] == ["1", "2"]
+    assert load(out / "checkpoints" / "last.pt")["epoch"] == 2
