@@ -385,18 +385,23 @@ def _validate_run(v: ValidationConfig, te: TestConfig, r: RunConfig) -> None:
     _check(bool(r.out), "run.out", r.out, "must not be empty")
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_file(path: Path, what: str, loader: type = yaml.SafeLoader) -> Any:
+    """A YAML file's contents (safe loading only); a missing, non-UTF-8 or malformed file is
+    one ConfigError naming it (`what`: "config", "search space")."""
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise ConfigError(f"{path}: {what} file not found")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506
     except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text (a config is a YAML file)") from None
+        raise ConfigError(f"{path}: not UTF-8 text (a {what} is a YAML file)") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
         raise ConfigError(f"{path}: not valid YAML{where}") from None
-    return values or {}
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    return read_yaml_file(path, "config") or {}
 
 
 def load_config(

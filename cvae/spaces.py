@@ -33,7 +33,15 @@ from typing import Any
 
 import yaml
 
-from cvae.config import Config, _field_types, _sections, all_keys, set_key, validate
+from cvae.config import (
+    Config,
+    _field_types,
+    _sections,
+    all_keys,
+    read_yaml_file,
+    set_key,
+    validate,
+)
 from cvae.errors import ConfigError
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
@@ -307,16 +315,7 @@ def _validate(cfg: Config, source: str) -> None:
 def load_space(path: str | Path, base: Config | None = None, *, check: bool = True) -> Space:
     """Read and validate a space file; every problem is one ConfigError naming the key."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: search space file not found")
-    try:
-        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text (a search space is a YAML file)") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
+    values = read_yaml_file(path, "search space", loader=_Loader)
     return parse_space(values, str(path), base, check=check)
 
 

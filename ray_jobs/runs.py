@@ -81,12 +81,13 @@ def check_identity(run: RunStorage, resume: bool) -> None:
                         "resume; drop --resume to start it)")
 
 
-def check_shared(run: RunStorage, data_root: str, args: argparse.Namespace, nodes: int) -> None:
+def check_shared(storage_path: str, data_root: str, args: argparse.Namespace,
+                 nodes: int) -> None:
     """On a cluster of more than one node, fail before any worker starts when the storage or
     the data lives on a disk only this machine sees."""
     if nodes <= 1 or getattr(args, "shared_storage", False):
         return
-    for flag, location in (("--storage-path", run.storage), ("--data", data_root)):
+    for flag, location in (("--storage-path", storage_path), ("--data", data_root)):
         if not storage.is_uri(location):
             raise CvaeError(
                 f"{flag} {location}: a local path, but the cluster has {nodes} nodes and the "

@@ -49,7 +49,7 @@ def train(cfg: Config, args: argparse.Namespace) -> int:
     init_weights = initial_weights(cfg)  # a bad train.init_from fails here, before Ray starts
     common.check_data(cfg)  # so does bad data
     attached = common.connect(args.address)
-    runs.check_shared(run, cfg.data.root, args, runs.alive_nodes())
+    runs.check_shared(run.storage, cfg.data.root, args, runs.alive_nodes())
     pack, meta = common.prepare_data(cfg, run.pack)  # bad data fails here, before any worker
     import ray
     import ray.train

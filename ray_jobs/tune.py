@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -143,12 +144,14 @@ def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.dry_run:
         print_dry_run(args, cfg, space, num_samples, notes)
         return None
+    root = sweep_root(args, out)
     out.mkdir(parents=True, exist_ok=True)
     # bad data fails here, before Ray starts
-    pack_dir, meta = common.prepare_data(cfg, storage.join(_tune_storage_of(args, out), "pack"))
+    pack_dir, meta = common.prepare_data(cfg, storage.join(root, "pack"))
     settings = {
         "format": SWEEP_FORMAT,
         "out": str(out),
+        "root": root,
         "space_file": str(Path(space.path).resolve()),
         "space": {k: _raw(p) for k, p in space.params.items()},
         "searched": list(space.searched),
@@ -291,18 +294,26 @@ def load_sweep(args: argparse.Namespace) -> dict[str, Any]:
 
 # ---- the trial (runs inside Ray) ----
 
+def sweep_root(args: argparse.Namespace, out: Path) -> str:
+    """Where the sweep keeps Tune's state (tune/), its trials' runs (ray/) and the packed data
+    (pack/): --out itself, or <storage>/<name> with --storage-path (the name comes from --out or
+    --name, and a new sweep refuses one that exists there)."""
+    if not args.storage_path:
+        return str(out)
+    root = runs.locate(str(out), args).root
+    if storage.exists(root):
+        raise CvaeError(f"a sweep named {storage.name(root)!r} already exists in "
+                        f"{args.storage_path}: continue it with --resume (the same --out), or "
+                        "choose another --name or --out")
+    return root
+
+
 def _train_storage(settings: dict[str, Any]) -> str:
-    if settings["storage_path"]:
-        return storage.join(settings["storage_path"], "train")
-    return str(Path(settings["out"]) / "ray")
+    return storage.join(settings["root"], "ray")
 
 
 def _tune_storage(settings: dict[str, Any]) -> str:
-    return settings["storage_path"] or settings["out"]
-
-
-def _tune_storage_of(args: argparse.Namespace, out: Path) -> str:
-    return args.storage_path or str(out)
+    return settings["root"]
 
 
 def trial_config(settings: dict[str, Any], values: dict[str, Any], trial_id: str) -> Config:
@@ -550,8 +561,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def sweep(args: argparse.Namespace) -> int:
     """Run (or resume) the sweep in --out, its writer lock held."""
+    attached = _attach_early(args)
     settings = load_sweep(args) if args.resume else new_sweep(args)
-    attached = common.connect(args.address)
+    if attached is None:
+        attached = common.connect(args.address)
     size_trials(args, settings, attached)
     tuner = make_tuner(args, settings)
     try:
@@ -559,6 +572,18 @@ def sweep(args: argparse.Namespace) -> int:
     finally:
         common.release_resources(attached)
     return finish(grid, settings)
+
+
+def _attach_early(args: argparse.Namespace) -> bool | None:
+    """On a cluster (an address given), attach before anything is written: a multi-node cluster
+    refuses a local storage path or data at once. None when the sweep will start its own Ray."""
+    if not (args.address or os.environ.get("RAY_ADDRESS")):
+        return None
+    attached = common.connect(args.address)
+    if not args.resume:
+        runs.check_shared(args.storage_path or args.out or "runs/sweep", args.data or "data.root",
+                          args, runs.alive_nodes())
+    return attached
 
 
 def _metric(settings: dict[str, Any]) -> str:

@@ -233,9 +233,11 @@ def test_ray_job_submit_trains_on_a_local_head(ray_head, tmp_path):
 
     # The run's artifacts, at the absolute --out (not inside the uploaded working dir).
     assert (out / "metrics.csv").read_text().splitlines()[1].startswith("1,")
-    assert (out / "checkpoints" / "best.pt").is_file()
-    assert list((out / "ray").glob("train/checkpoint_*")), "no Ray Train checkpoint"
-    assert "best checkpoint: " in logs
+    # The checkpoints live in the run's storage (default <out>/ray/<name>), which run.json names.
+    run = json.loads((out / "run.json").read_text())
+    assert Path(run["best_checkpoint"], "checkpoint.pt").is_file(), run
+    assert list(Path(run["storage"]).glob("checkpoint_*")), "no Ray Train checkpoint"
+    assert f"best checkpoint: {run['best_checkpoint']}" in logs
 
     # A second job on the same (already uploaded) working dir: which code does a job import?
     where = "import cvae, ray_jobs; print('MODULES', cvae.__file__, ray_jobs.__file__)"

@@ -57,8 +57,14 @@ def cluster(s3):
     patch = pytest.MonkeyPatch()
     patch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
     ray.shutdown()
+    # The dashboard: Tune + Train free a stopped trial's workers through the State API, found
+    # through RAY_API_SERVER_ADDRESS.
+    port = common.free_port()
+    saved["RAY_API_SERVER_ADDRESS"] = os.environ.get("RAY_API_SERVER_ADDRESS")
+    os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
     nodes = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": False})
+        "num_cpus": 0, "node_ip_address": "127.0.0.1", "include_dashboard": True,
+        "dashboard_port": port})
     for _ in range(2):
         nodes.add_node(num_cpus=NODE_CPUS, node_ip_address="127.0.0.1")
     ray.init(address=nodes.address, log_to_driver=False, logging_level="WARNING")
@@ -249,3 +255,28 @@ def test_local_storage_on_a_multinode_cluster_fails_at_start(cluster, bucket_pac
 def test_a_pack_in_the_bucket_reads_like_a_local_one(bucket_pack, tmp_path):
     local = packs.ParquetClipDataset(bucket_pack)
     assert len(local) == 8 and local[0][0].shape == (CLIP_LEN, 3, 32, 64)
+
+
+def test_a_sweep_on_the_cluster_with_storage_in_the_bucket(cluster, s3, bucket_pack, tiny_lab,
+                                                            tmp_path, capsys):
+    from cvae import test_cli
+    from ray_jobs import tune as ray_tune
+
+    space = tmp_path / "two.yaml"
+    space.write_text("train.kl_anneal_type: {grid: [Monotonic, None]}\n")
+    out = tmp_path / "sweep"
+    with pytest.raises(SystemExit) as exc:
+        ray_tune.main(["--space", str(space), "--data", bucket_pack, "--out", str(out),
+                       "--storage-path", s3("sweeps"), "--address", cluster.address,
+                       "--epochs", "2", "--grace-period", "2", "--max-concurrent", "1",
+                       "--resource-timeout", "0", *TINY])
+    assert exc.value.code == 0, capsys.readouterr().err
+    assert (out / "best" / "checkpoint.pt").is_file()
+    trials = sorted(p for p in (out / "trials").iterdir() if p.is_dir())
+    assert len(trials) == 2 and all(epochs_in(t) == [1, 2] for t in trials)
+    with pytest.raises(SystemExit) as exc:
+        test_cli.main(["--checkpoint", str(out / "best"), "--data", str(tiny_lab), "--out",
+                       str(tmp_path / "test"), "--set", "test.seq_len=6",
+                       "--set", "run.progress=false"])
+    assert exc.value.code == 0, capsys.readouterr().err
+    assert (tmp_path / "test" / "submission.csv").is_file()
