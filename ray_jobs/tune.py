@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
             common.cluster_args(("--workers-per-trial", "--num-workers"),
                                 "Ray Train workers (DDP ranks) per trial", num_workers=1),
         ])
+    # The sweep's own flags (alike in shape to common.cluster_args', which it also takes).
     parser.add_argument("--space", help="search space YAML (tune_spaces/*.yaml)")
     parser.add_argument("--search", choices=SEARCHERS, default="random",
                         help="random: every grid combination, other keys drawn at random; "
