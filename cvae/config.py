@@ -62,6 +62,12 @@ class ModelConfig:
     # The generator's output is the frame (false, the reference) or the change from the previous
     # frame (true: prediction = previous frame + output; no parameters added).
     predict_change: bool = False
+    # Blend with the previous frame: the generator emits a 4th channel, a mask logit m, and the
+    # prediction is sigmoid(m) * generated + (1 - sigmoid(m)) * previous frame (generated = the
+    # frame, or previous frame + change with predict_change). What does not move passes through
+    # unchanged where the mask is closed. Adds the mask channel's weights (D/8 + 1 parameters).
+    blend_mask: bool = False
+    blend_mask_init: float = -4.0  # the mask logit's initial bias (model.init=copy_last)
 
 
 @dataclass
@@ -344,6 +350,8 @@ def _validate_model(m: ModelConfig) -> None:
     _check(m.init in INITS, "model.init", m.init, f"must be one of {list(INITS)}")
     _check(not (m.predict_change and m.output_activation != "none"), "model.predict_change",
            m.predict_change, "needs model.output_activation: none (a change can be negative)")
+    _check(not (m.blend_mask and m.output_activation != "none"), "model.blend_mask",
+           m.blend_mask, "needs model.output_activation: none (the mask has its own sigmoid)")
 
 
 def _validate_train(t: TrainConfig) -> None:

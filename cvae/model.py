@@ -130,8 +130,9 @@ class DecoderFusion(nn.Sequential):
         return super().forward(torch.cat([frame_feat, pose_feat, z], dim=1))
 
 
-def generator(in_ch: int, activation: str) -> nn.Sequential:
-    """Decoder features [*,D,H,W] -> RGB frame [*,3,H,W]."""
+def generator(in_ch: int, activation: str, out_ch: int = 3) -> nn.Sequential:
+    """Decoder features [*,D,H,W] -> RGB frame [*,3,H,W] (plus a mask logit [*,1,H,W] as a 4th
+    channel with `out_ch=4`: model.blend_mask)."""
     layers: list[nn.Module] = [
         DepthConvBlock(in_ch, in_ch),
         ResidualBlock(in_ch, in_ch // 2),
@@ -140,7 +141,7 @@ def generator(in_ch: int, activation: str) -> nn.Sequential:
         DepthConvBlock(in_ch // 4, in_ch // 4),
         ResidualBlock(in_ch // 4, in_ch // 8),
         DepthConvBlock(in_ch // 8, in_ch // 8),
-        nn.Conv2d(in_ch // 8, 3, 1),
+        nn.Conv2d(in_ch // 8, out_ch, 1),
     ]
     if activation == "sigmoid":
         layers.append(nn.Sigmoid())
@@ -173,19 +174,34 @@ class CVAE(nn.Module):
         N, D = cfg.latent_channels, cfg.decoder_channels
         self.latent_channels = N
         self.predict_change = cfg.predict_change
+        self.blend_mask = cfg.blend_mask
+        self.mask_init_logit = cfg.blend_mask_init
         self.frame_encoder = frame_encoder(F)
         self.pose_encoder = pose_encoder(L)
         self.posterior = Posterior(F + L, N)
         self.decoder_fusion = DecoderFusion(F + L + N, D)
-        self.generator = generator(D, cfg.output_activation)
+        self.generator = generator(D, cfg.output_activation, 4 if cfg.blend_mask else 3)
         # Frames per chunk of the teacher-forced batched pass (0: the whole clip at once). A
         # speed setting, not architecture: `cvae.training.build_model` sets it from the config.
         self.chunk_frames = 0
 
+    def generated_and_mask(self, prev, prev_feat, pose_feat, z):
+        """The generator's frame [*,3,H,W] and, with blend_mask, the mask sigmoid(m) [*,1,H,W]
+        in [0,1] (else None). prev [*,3,H,W]; features and z [*,C,H,W]."""
+        out = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))  # [*,3(+1),H,W]
+        mask = None
+        if self.blend_mask:
+            out, mask = out[:, :3], torch.sigmoid(out[:, 3:])
+        return (prev + out if self.predict_change else out), mask
+
     def _fuse_and_generate(self, prev, prev_feat, pose_feat, z):
-        """The prediction from the previous frame (and its features), pose features and z."""
-        out = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))
-        return prev + out if self.predict_change else out
+        """The prediction from the previous frame (and its features), pose features and z.
+
+        With blend_mask: mask * generated + (1 - mask) * prev, written as prev + mask *
+        (generated - prev): where the mask is closed the previous frame passes through exactly.
+        """
+        generated, mask = self.generated_and_mask(prev, prev_feat, pose_feat, z)
+        return generated if mask is None else prev + mask * (generated - prev)
 
     def forward(self, frames: torch.Tensor, poses: torch.Tensor, teacher_forced: bool,
                 noise: torch.Tensor | None = None, stepwise: bool = False):
@@ -270,7 +286,9 @@ def init_copy_last(model: CVAE) -> None:
     default init (`model.init=torch`) the chained adaptors damp the previous frame ~1e6x on
     its way to the prediction, which starts constant and stays there for hundreds of steps. Branch
     internals keep PyTorch's defaults; architecture and parameter count are unchanged. With
-    `predict_change` the generator's last convolution starts at zero instead: no change.
+    `predict_change` the generator's last convolution starts at zero instead: no change. With
+    `blend_mask` the mask channel's weights start at zero and its bias at `blend_mask_init`
+    (e.g. -4: the mask starts almost closed, sigmoid(-4) = 0.018, everywhere).
     """
     head = model.generator[-1] if isinstance(model.generator[-1], nn.Conv2d) \
         else model.generator[-2]
@@ -291,6 +309,9 @@ def init_copy_last(model: CVAE) -> None:
         for conv in zero:
             conv.weight.zero_()
             conv.bias.zero_()
+        if model.blend_mask:
+            head.weight[3:].zero_()
+            head.bias[3:].fill_(model.mask_init_logit)
 
 
 def parameter_table(model: CVAE) -> list[tuple[str, int]]:
