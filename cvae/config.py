@@ -101,6 +101,10 @@ class TrainConfig:
     # Mirror clips and permute their colour channels at random (cvae.augment): more rooms
     # and dancers than the training videos hold.
     augment: bool = False
+    # With model.blend_mask: add mask_penalty x the mean mask (summed over the clip's predicted
+    # frames, as the MSE is) to the loss, so the mask opens only where opening pays: the static
+    # background then keeps passing the previous frame through. 0: no penalty.
+    mask_penalty: float = 0.0
 
 
 @dataclass
@@ -305,6 +309,8 @@ def validate(cfg: Config) -> None:
     _validate_model(cfg.model)
     _validate_train(cfg.train)
     _validate_run(cfg.validation, cfg.test, cfg.run)
+    _check(not (cfg.train.mask_penalty and not cfg.model.blend_mask), "train.mask_penalty",
+           cfg.train.mask_penalty, "needs model.blend_mask: true (it penalises the mask)")
 
 
 def _check_finite(cfg: Config) -> None:
@@ -377,6 +383,7 @@ def _validate_train(t: TrainConfig) -> None:
     _check(t.per_save >= 0, "train.per_save", t.per_save, "must be >= 0")
     _check(t.chunk_frames >= -1, "train.chunk_frames", t.chunk_frames,
            "must be -1 (auto), 0 (whole clip) or a number of frames")
+    _check(t.mask_penalty >= 0, "train.mask_penalty", t.mask_penalty, "must be >= 0")
     _check(t.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", t.max_steps_per_epoch,
            "must be >= 0")
 

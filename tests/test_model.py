@@ -479,3 +479,20 @@ def test_blend_with_sigmoid_is_refused():
 
     with pytest.raises(ConfigError, match="model.blend_mask"):
         load_config(None, overrides=["model.blend_mask=true", "model.output_activation=sigmoid"])
+
+
+@pytest.mark.parametrize("teacher_forced", [True, False], ids=["teacher-forced", "free"])
+def test_return_mask_gives_the_same_prediction_and_the_masks(teacher_forced):
+    frames, poses = clip()
+    model = tiny(blend_mask=True, predict_change=True).eval()
+    model.chunk_frames = 2
+    noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        pred, mu, _ = model(frames, poses, teacher_forced, noise)
+        pred_m, mu_m, _, mask = model(frames, poses, teacher_forced, noise, return_mask=True)
+        stepped = model(frames, poses, teacher_forced, noise, stepwise=True, return_mask=True)
+    assert mask.shape == (B, T - 1, 1, H, W) and 0 <= mask.min() and mask.max() <= 1
+    torch.testing.assert_close(pred_m, pred)
+    torch.testing.assert_close(mu_m, mu)
+    torch.testing.assert_close(stepped[0], pred, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stepped[3], mask, rtol=1e-5, atol=1e-5)
