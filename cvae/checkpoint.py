@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 
 from cvae import storage
-from cvae.config import Config
+from cvae.config import Config, ModelConfig
 from cvae.errors import CvaeError
 from cvae.storage import atomic_path
 
@@ -143,11 +144,12 @@ def resume_state_for(cfg: Config, resume: bool) -> dict[str, Any] | None:
 
 
 def check_same_model(state: dict[str, Any], cfg: Config, source: str) -> None:
-    """The checkpoint's model dims are the config's (model.init does not matter: the weights
-    come from the checkpoint)."""
-    stored = state["config"].get("model", {})
+    """The checkpoint's model dims are the config's (model.init and the mask's initial bias do
+    not matter: the weights come from the checkpoint). A key an older checkpoint lacks counts
+    as its default."""
+    stored = {**dataclasses.asdict(ModelConfig()), **state["config"].get("model", {})}
     for key, value in cfg.model.__dict__.items():
-        if key != "init" and stored.get(key) != value:
+        if key not in ("init", "blend_mask_init") and stored.get(key) != value:
             raise CvaeError(f"{source} has model.{key} = {stored.get(key)!r}, "
                             f"the config has {value!r}")
 

@@ -62,6 +62,12 @@ class ModelConfig:
     # The generator's output is the frame (false, the reference) or the change from the previous
     # frame (true: prediction = previous frame + output; no parameters added).
     predict_change: bool = False
+    # Blend with the previous frame: the generator emits a 4th channel, a mask logit m, and the
+    # prediction is sigmoid(m) * generated + (1 - sigmoid(m)) * previous frame (generated = the
+    # frame, or previous frame + change with predict_change). What does not move passes through
+    # unchanged where the mask is closed. Adds the mask channel's weights (D/8 + 1 parameters).
+    blend_mask: bool = False
+    blend_mask_init: float = -4.0  # the mask logit's initial bias (model.init=copy_last)
 
 
 @dataclass
@@ -95,6 +101,10 @@ class TrainConfig:
     # Mirror clips and permute their colour channels at random (cvae.augment): more rooms
     # and dancers than the training videos hold.
     augment: bool = False
+    # With model.blend_mask: add mask_penalty x the mean mask (summed over the clip's predicted
+    # frames, as the MSE is) to the loss, so the mask opens only where opening pays: the static
+    # background then keeps passing the previous frame through. 0: no penalty.
+    mask_penalty: float = 0.0
 
 
 @dataclass
@@ -299,6 +309,8 @@ def validate(cfg: Config) -> None:
     _validate_model(cfg.model)
     _validate_train(cfg.train)
     _validate_run(cfg.validation, cfg.test, cfg.run)
+    _check(not (cfg.train.mask_penalty and not cfg.model.blend_mask), "train.mask_penalty",
+           cfg.train.mask_penalty, "needs model.blend_mask: true (it penalises the mask)")
 
 
 def _check_finite(cfg: Config) -> None:
@@ -344,6 +356,8 @@ def _validate_model(m: ModelConfig) -> None:
     _check(m.init in INITS, "model.init", m.init, f"must be one of {list(INITS)}")
     _check(not (m.predict_change and m.output_activation != "none"), "model.predict_change",
            m.predict_change, "needs model.output_activation: none (a change can be negative)")
+    _check(not (m.blend_mask and m.output_activation != "none"), "model.blend_mask",
+           m.blend_mask, "needs model.output_activation: none (the mask has its own sigmoid)")
 
 
 def _validate_train(t: TrainConfig) -> None:
@@ -369,6 +383,7 @@ def _validate_train(t: TrainConfig) -> None:
     _check(t.per_save >= 0, "train.per_save", t.per_save, "must be >= 0")
     _check(t.chunk_frames >= -1, "train.chunk_frames", t.chunk_frames,
            "must be -1 (auto), 0 (whole clip) or a number of frames")
+    _check(t.mask_penalty >= 0, "train.mask_penalty", t.mask_penalty, "must be >= 0")
     _check(t.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", t.max_steps_per_epoch,
            "must be >= 0")
 

@@ -130,8 +130,9 @@ class DecoderFusion(nn.Sequential):
         return super().forward(torch.cat([frame_feat, pose_feat, z], dim=1))
 
 
-def generator(in_ch: int, activation: str) -> nn.Sequential:
-    """Decoder features [*,D,H,W] -> RGB frame [*,3,H,W]."""
+def generator(in_ch: int, activation: str, out_ch: int = 3) -> nn.Sequential:
+    """Decoder features [*,D,H,W] -> RGB frame [*,3,H,W] (plus a mask logit [*,1,H,W] as a 4th
+    channel with `out_ch=4`: model.blend_mask)."""
     layers: list[nn.Module] = [
         DepthConvBlock(in_ch, in_ch),
         ResidualBlock(in_ch, in_ch // 2),
@@ -140,7 +141,7 @@ def generator(in_ch: int, activation: str) -> nn.Sequential:
         DepthConvBlock(in_ch // 4, in_ch // 4),
         ResidualBlock(in_ch // 4, in_ch // 8),
         DepthConvBlock(in_ch // 8, in_ch // 8),
-        nn.Conv2d(in_ch // 8, 3, 1),
+        nn.Conv2d(in_ch // 8, out_ch, 1),
     ]
     if activation == "sigmoid":
         layers.append(nn.Sigmoid())
@@ -173,26 +174,47 @@ class CVAE(nn.Module):
         N, D = cfg.latent_channels, cfg.decoder_channels
         self.latent_channels = N
         self.predict_change = cfg.predict_change
+        self.blend_mask = cfg.blend_mask
+        self.mask_init_logit = cfg.blend_mask_init
         self.frame_encoder = frame_encoder(F)
         self.pose_encoder = pose_encoder(L)
         self.posterior = Posterior(F + L, N)
         self.decoder_fusion = DecoderFusion(F + L + N, D)
-        self.generator = generator(D, cfg.output_activation)
+        self.generator = generator(D, cfg.output_activation, 4 if cfg.blend_mask else 3)
         # Frames per chunk of the teacher-forced batched pass (0: the whole clip at once). A
         # speed setting, not architecture: `cvae.training.build_model` sets it from the config.
         self.chunk_frames = 0
 
+    def generated_and_mask(self, prev, prev_feat, pose_feat, z):
+        """The generator's frame [*,3,H,W] and, with blend_mask, the mask sigmoid(m) [*,1,H,W]
+        in [0,1] (else None). prev [*,3,H,W]; features and z [*,C,H,W]."""
+        out = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))  # [*,3(+1),H,W]
+        mask = None
+        if self.blend_mask:
+            out, mask = out[:, :3], torch.sigmoid(out[:, 3:])
+        return (prev + out if self.predict_change else out), mask
+
+    def _blend_step(self, prev, prev_feat, pose_feat, z):
+        """One blended step: (prediction [*,3,H,W], mask [*,1,H,W]), prediction = mask *
+        generated + (1 - mask) * prev, written as prev + mask * (generated - prev): where the
+        mask is closed the previous frame passes through exactly."""
+        generated, mask = self.generated_and_mask(prev, prev_feat, pose_feat, z)
+        return prev + mask * (generated - prev), mask
+
     def _fuse_and_generate(self, prev, prev_feat, pose_feat, z):
         """The prediction from the previous frame (and its features), pose features and z."""
-        out = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))
-        return prev + out if self.predict_change else out
+        if self.blend_mask:
+            return self._blend_step(prev, prev_feat, pose_feat, z)[0]
+        return self.generated_and_mask(prev, prev_feat, pose_feat, z)[0]
 
     def forward(self, frames: torch.Tensor, poses: torch.Tensor, teacher_forced: bool,
-                noise: torch.Tensor | None = None, stepwise: bool = False):
+                noise: torch.Tensor | None = None, stepwise: bool = False,
+                return_mask: bool = False):
         """Predict frames 1..T-1 of a clip.
 
         frames, poses: [B,T,3,H,W] in [0,1]; noise: eps [B,T-1,N,H,W] (drawn if None).
-        Returns pred [B,T-1,3,H,W], mu and logvar [B,T-1,N,H,W].
+        Returns pred [B,T-1,3,H,W], mu and logvar [B,T-1,N,H,W]; with `return_mask` (blend_mask
+        models) also the masks [B,T-1,1,H,W].
 
         Teacher-forced clips run as one batched pass (time folded into the batch): every input
         is ground truth, so each frame is encoded once. Free-running clips batch everything that
@@ -203,6 +225,7 @@ class CVAE(nn.Module):
         B, T = frames.shape[:2]
         S = T - 1  # predicted steps
         k = self.chunk_frames
+        step = self._blend_step if return_mask else self._fuse_and_generate
         # The pose encoder's BatchNorm sees all S*B poses of the clip as one batch on both
         # paths, which is what makes them equal.
         pose_feat = self.pose_encoder(poses[:, 1:].flatten(0, 1))  # [B*S,L,H,W]
@@ -217,22 +240,35 @@ class CVAE(nn.Module):
             noise = torch.randn(B, S, self.latent_channels, *frames.shape[-2:],
                                 device=frames.device, dtype=true_feat.dtype)
         z, mu, logvar = in_chunks(self.posterior, k, true_feat, pose_feat, noise.flatten(0, 1))
+        mu, logvar = mu.unflatten(0, (B, S)), logvar.unflatten(0, (B, S))
         if teacher_forced and not stepwise:
             prev = frames[:, :-1].flatten(0, 1)  # [B*S,3,H,W]
-            pred = in_chunks(self._fuse_and_generate, k, prev, prev_feat, pose_feat, z)
-            return (pred.unflatten(0, (B, S)), mu.unflatten(0, (B, S)),
-                    logvar.unflatten(0, (B, S)))
-        pose_feat, z = pose_feat.unflatten(0, (B, S)), z.unflatten(0, (B, S))
-        preds = []
+            out = in_chunks(step, k, prev, prev_feat, pose_feat, z)
+            out = tuple(x.unflatten(0, (B, S)) for x in out) if return_mask \
+                else out.unflatten(0, (B, S))
+        else:
+            out = self._free_run(step, frames, pose_feat.unflatten(0, (B, S)),
+                                 z.unflatten(0, (B, S)), teacher_forced, return_mask)
+        return (out[0], mu, logvar, out[1]) if return_mask else (out, mu, logvar)
+
+    def _free_run(self, step, frames, pose_feat, z, teacher_forced: bool, return_mask: bool):
+        """The per-frame loop: each step from the true previous frame (teacher_forced) or from
+        the last prediction. pose_feat [B,S,L,H,W], z [B,S,N,H,W] -> pred [B,S,3,H,W] (and the
+        masks [B,S,1,H,W] with return_mask)."""
+        preds, masks = [], []
         prev = frames[:, 0]
-        for t in range(S):
-            pred_t = self._fuse_and_generate(prev, self.frame_encoder(prev), pose_feat[:, t],
-                                             z[:, t])
+        for t in range(pose_feat.shape[1]):
+            out = step(prev, self.frame_encoder(prev), pose_feat[:, t], z[:, t])
+            pred_t = out[0] if return_mask else out
+            if return_mask:
+                masks.append(out[1])
             preds.append(pred_t)
             # Fed back as a rollout feeds it (generate): clamped to the image range, so a
             # prediction that overshoots cannot compound (with predict_change it would).
             prev = frames[:, t + 1] if teacher_forced else pred_t.clamp(0.0, 1.0)
-        return torch.stack(preds, 1), mu.unflatten(0, (B, S)), logvar.unflatten(0, (B, S))
+        if return_mask:
+            return torch.stack(preds, 1), torch.stack(masks, 1)
+        return torch.stack(preds, 1)
 
     @torch.no_grad()
     def generate(self, first_frame: torch.Tensor, poses: torch.Tensor,
@@ -270,7 +306,9 @@ def init_copy_last(model: CVAE) -> None:
     default init (`model.init=torch`) the chained adaptors damp the previous frame ~1e6x on
     its way to the prediction, which starts constant and stays there for hundreds of steps. Branch
     internals keep PyTorch's defaults; architecture and parameter count are unchanged. With
-    `predict_change` the generator's last convolution starts at zero instead: no change.
+    `predict_change` the generator's last convolution starts at zero instead: no change. With
+    `blend_mask` the mask channel's weights start at zero and its bias at `blend_mask_init`
+    (e.g. -4: the mask starts almost closed, sigmoid(-4) = 0.018, everywhere).
     """
     head = model.generator[-1] if isinstance(model.generator[-1], nn.Conv2d) \
         else model.generator[-2]
@@ -291,6 +329,9 @@ def init_copy_last(model: CVAE) -> None:
         for conv in zero:
             conv.weight.zero_()
             conv.bias.zero_()
+        if model.blend_mask:
+            head.weight[3:].zero_()
+            head.bias[3:].fill_(model.mask_init_logit)
 
 
 def parameter_table(model: CVAE) -> list[tuple[str, int]]:

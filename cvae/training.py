@@ -87,16 +87,22 @@ def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool) ->
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames: torch.Tensor,
                poses: torch.Tensor, *, beta: float, teacher_forced: bool, grad_clip: float,
-               autocast_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, ...]:
-    """One clip: forward, the loss (cvae.losses.clip_loss), one backward, grad-norm clip, Adam step.
+               autocast_dtype: torch.dtype | None = None,
+               mask_penalty: float = 0.0) -> tuple[torch.Tensor, ...]:
+    """One clip: forward, the loss (cvae.losses.clip_loss, plus mask_penalty x the mean blend
+    mask summed over the steps), one backward, grad-norm clip, Adam step.
 
     frames, poses: float [B,T,3,H,W]. Returns detached (loss, mse, kl).
     """
     device_type = frames.device.type
     with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16,
                         enabled=autocast_dtype is not None):
-        pred, mu, logvar = model(frames, poses, teacher_forced)
+        out = model(frames, poses, teacher_forced, return_mask=mask_penalty > 0)
+    pred, mu, logvar = out[:3]
     loss, mse, kl = clip_loss(pred, frames[:, 1:], mu, logvar, beta)
+    if mask_penalty > 0:
+        mask = out[3]  # [B,S,1,H,W] in [0,1]
+        loss = loss + mask_penalty * mask.float().mean() * mask.shape[1]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -114,6 +120,7 @@ class StepOptions:
     channels_last: bool = False
     autocast_dtype: torch.dtype | None = None  # bf16 autocast on a GPU
     progress: bool = True  # a progress bar per epoch
+    mask_penalty: float = 0.0  # train.mask_penalty
     # Makes the bar: tqdm's signature (total=, desc=); a Ray worker passes one that renders on
     # the driver's terminal.
     progress_bar: Callable[..., Any] | None = None
@@ -161,7 +168,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batche
             values = torch.stack(train_step(
                 model, optimizer, frames, poses, beta=plan.beta,
                 teacher_forced=tf_rng.random() < plan.tfr, grad_clip=options.grad_clip,
-                autocast_dtype=options.autocast_dtype,
+                autocast_dtype=options.autocast_dtype, mask_penalty=options.mask_penalty,
             )).double().cpu()  # one device sync per step
             if not torch.isfinite(values[0]):
                 cause = f" (step {steps} may have left NaN weights)" if steps else ""
@@ -292,8 +299,10 @@ def setup(cfg: Config, device: torch.device,
 
 
 def step_options(cfg: Config, device: torch.device, progress: bool) -> StepOptions:
-    return StepOptions(device, cfg.train.grad_clip, cfg.train.channels_last,
-                       torch.bfloat16 if cfg.train.bf16 else None, progress)
+    return StepOptions(device, grad_clip=cfg.train.grad_clip,
+                       channels_last=cfg.train.channels_last,
+                       autocast_dtype=torch.bfloat16 if cfg.train.bf16 else None,
+                       progress=progress, mask_penalty=cfg.train.mask_penalty)
 
 
 def run_epoch(state: TrainingState, cfg: Config, batches: Iterable[Batch], plan: EpochPlan,

@@ -72,6 +72,18 @@ def test_check_same_model_compares_dims_not_init(tiny_run):
         check_same_model(state, cfg, "resumed")
 
 
+def test_check_same_model_reads_a_missing_key_as_its_default(tiny_run):
+    """A checkpoint written before a model key existed (here blend_mask) matches a config that
+    leaves the key at its default, and is refused by one that sets it."""
+    state = load_checkpoint(last_checkpoint(tiny_run))
+    cfg = checkpoint_config(state)
+    del state["config"]["model"]["blend_mask"]
+    check_same_model(state, cfg, "old")
+    cfg.model.blend_mask = True
+    with pytest.raises(CvaeError, match="^old has model.blend_mask = False"):
+        check_same_model(state, cfg, "old")
+
+
 def test_initial_weights(tiny_run):
     assert initial_weights(load_config(overrides=["train.init_from="])) is None
     cfg = load_config(tiny_run / "config.yaml", overrides=[f"train.init_from={tiny_run}"])

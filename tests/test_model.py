@@ -398,3 +398,101 @@ def test_per_frame_loop_differs_when_free_running(tiny_model):
     tf = model(frames, poses, True, noise=noise)[0]
     fr = model(frames, poses, False, noise=noise)[0]
     assert not torch.allclose(tf[:, 2], fr[:, 2])  # a guard: the equivalence is not trivial
+
+
+# ------------------------------------------------------------------------ blending with the mask
+
+
+def _blend_model(predict_change: bool) -> CVAE:
+    torch.manual_seed(0)
+    cfg = load_config(None, preset="small", overrides=[
+        "model.blend_mask=true", f"model.predict_change={predict_change}"])
+    model = CVAE(cfg.model)
+    init_copy_last(model)
+    return model
+
+
+@pytest.mark.parametrize("predict_change", [False, True], ids=["frame", "change"])
+def test_untrained_blend_model_predicts_the_previous_frame_exactly(predict_change):
+    model = _blend_model(predict_change)
+    frames, poses = torch.rand(2, 4, 3, 32, 64), torch.rand(2, 4, 3, 32, 64)
+    for teacher_forced in (True, False):
+        pred, mu, logvar = model(frames, poses, teacher_forced)
+        assert pred.shape == (2, 3, 3, 32, 64) and mu.shape == (2, 3, 8, 32, 64)
+        expected = frames[:, :-1] if teacher_forced else frames[:, :1].expand_as(pred)
+        torch.testing.assert_close(pred, expected, rtol=0, atol=0)
+    rollout = model.eval().generate(frames[:, 0], poses)
+    assert rollout.shape == frames.shape
+    torch.testing.assert_close(rollout, frames[:, :1].expand_as(rollout), rtol=0, atol=0)
+    # the mask channel adds D/8 weights and a bias to the generator's last convolution
+    assert sum(p.numel() for p in model.parameters()) == 131_257 + 48 // 8 + 1
+
+
+def _features(model: CVAE, prev: torch.Tensor, pose: torch.Tensor):
+    """(prev features, pose features, z ~ N(0, I)) for one step. prev, pose [B,3,H,W]."""
+    z = torch.randn(prev.shape[0], model.latent_channels, *prev.shape[-2:])
+    return model.frame_encoder(prev), model.pose_encoder(pose), z
+
+
+def test_blend_mask_starts_closed_and_stays_in_0_1():
+    model = _blend_model(predict_change=False).eval()
+    prev, pose = torch.rand(2, 3, 32, 64), torch.rand(2, 3, 32, 64)
+    with torch.no_grad():
+        generated, mask = model.generated_and_mask(prev, *_features(model, prev, pose))
+        assert generated.shape == (2, 3, 32, 64) and mask.shape == (2, 1, 32, 64)
+        torch.testing.assert_close(mask, torch.full_like(mask, torch.sigmoid(torch.tensor(-4.0))
+                                                         .item()))
+        # other weights (PyTorch's init, the head's weights scaled up): still in [0,1]
+        model = CVAE(load_config(None, preset="small", overrides=[
+            "model.blend_mask=true"]).model).eval()
+        model.generator[-1].weight.mul_(100)
+        generated, mask = model.generated_and_mask(prev, *_features(model, prev, pose))
+        pred = model._fuse_and_generate(prev, *_features(model, prev, pose))
+    assert 0 <= mask.min() and mask.max() <= 1 and mask.std() > 0
+    assert torch.isfinite(pred).all()
+
+
+def test_blend_prediction_mixes_generated_and_previous_by_the_mask():
+    frames, poses = clip()
+    model = tiny(blend_mask=True).eval()
+    noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        pred = model(frames, poses, True, noise, stepwise=True)[0][:, 0]  # [B,3,H,W]
+        prev = frames[:, 0]
+        pose_feat = model.pose_encoder(poses[:, 1:].flatten(0, 1)).unflatten(0, (B, T - 1))
+        z = model.posterior(model.frame_encoder(frames[:, 1]), pose_feat[:, 0],
+                            noise[:, 0])[0]
+        generated, mask = model.generated_and_mask(prev, model.frame_encoder(prev),
+                                                   pose_feat[:, 0], z)
+    torch.testing.assert_close(pred, mask * generated + (1 - mask) * prev)
+
+
+def test_reference_parameter_count_is_unchanged_with_the_mask_off():
+    model = CVAE(load_config(preset="lab", overrides=["model.blend_mask=false"]).model)
+    assert dict(parameter_table(model))["total"] == 1_585_620
+    blend = CVAE(load_config(preset="lab", overrides=["model.blend_mask=true"]).model)
+    assert dict(parameter_table(blend))["total"] == 1_585_620 + 192 // 8 + 1
+
+
+def test_blend_with_sigmoid_is_refused():
+    from cvae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.blend_mask"):
+        load_config(None, overrides=["model.blend_mask=true", "model.output_activation=sigmoid"])
+
+
+@pytest.mark.parametrize("teacher_forced", [True, False], ids=["teacher-forced", "free"])
+def test_return_mask_gives_the_same_prediction_and_the_masks(teacher_forced):
+    frames, poses = clip()
+    model = tiny(blend_mask=True, predict_change=True).eval()
+    model.chunk_frames = 2
+    noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        pred, mu, _ = model(frames, poses, teacher_forced, noise)
+        pred_m, mu_m, _, mask = model(frames, poses, teacher_forced, noise, return_mask=True)
+        stepped = model(frames, poses, teacher_forced, noise, stepwise=True, return_mask=True)
+    assert mask.shape == (B, T - 1, 1, H, W) and 0 <= mask.min() and mask.max() <= 1
+    torch.testing.assert_close(pred_m, pred)
+    torch.testing.assert_close(mu_m, mu)
+    torch.testing.assert_close(stepped[0], pred, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stepped[3], mask, rtol=1e-5, atol=1e-5)

@@ -423,3 +423,17 @@ def test_tester_without_checkpoint(cli, capsys, tmp_path):
     assert cli(cvae_test, ["--out", str(tmp_path / "o")]) == 2
     assert "--checkpoint" in one_error_line(capsys)
     assert not (tmp_path / "o").exists()
+
+
+def test_a_blend_mask_checkpoint_reloads_and_tests(tiny_train_argv, tiny_data, tmp_path, cli):
+    """A run trained with model.blend_mask: its checkpoint rebuilds the mask channel and
+    cvae-test writes the submission."""
+    from cvae.train_cli import main as cvae_train
+
+    run = tmp_path / "blend"
+    assert cli(cvae_train, tiny_train_argv(run, "--epochs", "1", sets=(
+        "model.blend_mask=true", "model.predict_change=true"))) == 0
+    model, cfg = load_model(run / "checkpoints" / "best.pt", torch.device("cpu"))
+    assert cfg.model.blend_mask and model.generator[-1].out_channels == 4
+    assert cli(cvae_test, argv_for(run, tiny_data, tmp_path / "out")) == 0
+    assert (tmp_path / "out" / "submission.csv").is_file()

@@ -308,3 +308,28 @@ def test_a_metrics_row_is_written_before_the_checkpoint_that_claims_it(
     assert cli(train_main, tiny_train_argv(out, "--resume", "--epochs", "2")) == 0
     assert [r["epoch"] for r in metrics(out)] == ["1", "2"]
     assert load(out / "checkpoints" / "last.pt")["epoch"] == 2
+
+
+def test_mask_penalty_adds_the_mean_mask_to_the_loss():
+    """loss = mse + beta * kl + mask_penalty * mean(mask) * steps; mse and kl as without it."""
+    from conftest import make_tiny_model
+
+    from cvae.model import init_copy_last
+
+    frames = torch.rand(1, 4, 3, 8, 12, generator=torch.Generator().manual_seed(0))
+    poses = torch.rand(1, 4, 3, 8, 12, generator=torch.Generator().manual_seed(1))
+    results = {}
+    for penalty in (0.0, 0.5):
+        model = make_tiny_model(blend_mask=True)
+        init_copy_last(model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+        torch.manual_seed(2)
+        results[penalty] = training.train_step(model, optimizer, frames, poses, beta=1.0,
+                                               teacher_forced=True, grad_clip=1.0,
+                                               mask_penalty=penalty)
+    (loss0, mse0, kl0), (loss1, mse1, kl1) = results[0.0], results[0.5]
+    torch.testing.assert_close((mse1, kl1), (mse0, kl0))
+    closed = torch.sigmoid(torch.tensor(-4.0))  # the untrained mask, everywhere
+    torch.testing.assert_close(loss1, loss0 + 0.5 * closed * 3)
+    with pytest.raises(Exception, match="train.mask_penalty"):
+        load_config(None, overrides=["train.mask_penalty=0.1"])  # needs model.blend_mask
