@@ -69,19 +69,22 @@ def stall(pack: Path, cfg_argv: list[str], *, workers: int, epochs: int, max_ste
     from cvae.config import load_config
     from cvae.packs import check_pack
     from ray_jobs import common as ray_common
+    from ray_jobs.runs import RunStorage
 
     name = "stall_primed" if prime else "stall_unprimed"
     cfg = load_config(None, preset="small", overrides=[
         *cfg_argv, f"train.epochs={epochs}", f"train.max_steps_per_epoch={max_steps}",
         f"data.prime_next_epoch={str(prime).lower()}", f"validation.val_len={val_len}",
-        "train.batch_size=2", "train.per_save=0", f"run.out={tmp / name}"])
+        "train.batch_size=2", "train.per_save=0", f"run.out={tmp / name}",
+        f"data.root={pack}"])
     meta = check_pack(pack, height=cfg.data.height, width=cfg.data.width,
-                      clip_len=cfg.data.clip_len)
+                      clip_len=cfg.data.clip_len)["splits"]["train"]
     ns = argparse.Namespace(num_workers=workers, cpus_per_worker=None, use_gpu=False,
                             max_failures=0, storage_path=str(tmp / "ray"))
     cpus = ray_common.worker_cpus(ns, ray.cluster_resources().get("CPU", 0))
-    trainer = ray_common.build_trainer(cfg, ns, pack_dir=pack, num_clips=meta["num_clips"],
-                                       cpus_per_worker=cpus, resume=False, name=name,
+    trainer = ray_common.build_trainer(cfg, ns, run=RunStorage(str(tmp / "ray"), name),
+                                       pack=str(pack), num_clips=meta["num_clips"],
+                                       cpus_per_worker=cpus, out=str(tmp / name),
                                        wrap_batches=timed)
     trainer.fit()
     folder = tmp / name / "timings"

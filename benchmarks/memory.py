@@ -5,7 +5,7 @@
 Runs `python -m ray_jobs.train` (one worker, one epoch over every clip) on the embedded default
 synthetic set and on one with 4x the training videos (`cvae.synth.generate(train_videos=32)`),
 both packed to Parquet, in one Ray session. The worker runs the project's own
-`ray_jobs.common.train_loop_per_worker`, wrapped to write its peak RSS (VmHWM) at the end; the
+`ray_jobs.worker.train_loop_per_worker`, wrapped to write its peak RSS (VmHWM) at the end; the
 driver's peak is reset before each run (/proc/self/clear_refs). Data streams through Ray Data, so
 the peaks should barely move with the data set size (goal: 4x set <= 1.2x the 1x peak).
 
@@ -23,14 +23,14 @@ from benchmarks import common
 
 
 def measured_loop(loop_config: dict[str, Any]) -> None:
-    """`ray_jobs.common.train_loop_per_worker`, then this worker's peak RSS to a JSON file."""
+    """`ray_jobs.worker.train_loop_per_worker`, then this worker's peak RSS to a JSON file."""
     import ray.train
 
     from benchmarks import common as bench_common
-    from ray_jobs import common as ray_common
+    from ray_jobs import worker
 
     start_rss = bench_common.rss_mb()
-    ray_common.train_loop_per_worker(loop_config)
+    worker.train_loop_per_worker(loop_config)
     rank = ray.train.get_context().get_world_rank()
     out = Path(loop_config["config"]["run"]["out"]) / f"bench_memory_rank{rank}.json"
     out.write_text(json.dumps({"peak_rss_mb": bench_common.peak_rss_mb(),
@@ -41,20 +41,20 @@ def run_set(root: Path, out: Path, settings: list[str], *, clip_len: int) -> dic
     """One Ray training epoch on `root`; peak RSS of the driver (during it) and of worker 0."""
     from benchmarks.memory import measured_loop as loop  # by reference, also from __main__
     from benchmarks.ray_overhead import run_main
-    from ray_jobs import common as ray_common
     from ray_jobs import train as ray_train
+    from ray_jobs import worker
 
     # 16 clips per shard: several shards even in quick mode, so streaming can show
     pack = common.packed(root, clip_len=clip_len, rows_per_file=16)
     before = common.rss_mb()
     reset = common.reset_peak_rss()
-    original = ray_common.train_loop_per_worker
-    ray_common.train_loop_per_worker = loop  # build_trainer looks the name up at call time
+    original = worker.train_loop_per_worker
+    worker.train_loop_per_worker = loop  # build_trainer looks the name up at call time
     try:
         wall = run_main(ray_train.main, settings + ["--data", str(pack), "--out", str(out),
                                                     "--num-workers", "1"])
     finally:
-        ray_common.train_loop_per_worker = original
+        worker.train_loop_per_worker = original
     worker = json.loads((out / "bench_memory_rank0.json").read_text())
     from cvae import packs
 
