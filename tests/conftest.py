@@ -142,6 +142,16 @@ def metrics_rows(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def one_error_line(capsys) -> str:
+    """The one `error: ...` line a command printed on stderr (and no traceback)."""
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in captured.err
+    return lines[0]
+
+
 def run_main(main, argv: list[str]) -> int:
     """Call a `cli_entry` main and return its exit code (they always raise SystemExit)."""
     with pytest.raises(SystemExit) as exc:

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import one_error_line
 from PIL import Image
 
 from cvae.lab_folder import load_image
@@ -399,15 +400,6 @@ def test_no_checkpoint_given(tiny_data, tmp_path, cli, capsys):
 
 
 # ------------------------------------------------------------- the command line (cvae.test_cli)
-
-
-def one_error_line(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in captured.err
-    return lines[0]
 
 
 def test_unknown_key_exits_2_with_one_line(cli, capsys, tmp_path):

@@ -4,21 +4,12 @@
 from __future__ import annotations
 
 import pytest
-from conftest import TINY_MODEL_SETS, set_flags
+from conftest import TINY_MODEL_SETS, one_error_line, set_flags
 
 from cvae import train_cli
 
 # no progress bars, and no process-wide flush-denormal switch left behind by configure_torch
 QUIET = ("--set", "run.progress=false", "--set", "run.flush_denormal=false")
-
-
-def one_error_line(capsys) -> str:
-    captured = capsys.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert len(lines) == 1, captured.err
-    assert lines[0].startswith("error: ")
-    assert "Traceback" not in captured.err
-    return lines[0]
 
 
 def test_unknown_key_exits_2_with_one_line(cli, capsys, tmp_path):
