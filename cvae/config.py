@@ -68,6 +68,14 @@ class ModelConfig:
     # unchanged where the mask is closed. Adds the mask channel's weights (D/8 + 1 parameters).
     blend_mask: bool = False
     blend_mask_init: float = -4.0  # the mask logit's initial bias (model.init=copy_last)
+    # Keep what the dancer does not touch, by construction (poses are skeletons drawn on
+    # black): > 0 lets a step change only the pixels within this many pixels of the current
+    # pose's skeleton, plus, inside frame 0's dancer, those of the previous pose (background
+    # uncovered there is in no given frame). Everywhere else the prediction is frame 0 (the
+    # static background) or, inside frame 0's dancer, the previous frame; so the background
+    # cannot drift over any rollout. With blend_mask the learned mask acts inside those pixels
+    # only. 0: off. No parameters added (cvae.model.Composite).
+    pose_region: int = 0
 
 
 @dataclass
@@ -358,6 +366,8 @@ def _validate_model(m: ModelConfig) -> None:
            m.predict_change, "needs model.output_activation: none (a change can be negative)")
     _check(not (m.blend_mask and m.output_activation != "none"), "model.blend_mask",
            m.blend_mask, "needs model.output_activation: none (the mask has its own sigmoid)")
+    _check(0 <= m.pose_region <= 64, "model.pose_region", m.pose_region,
+           "must be between 0 (off) and 64 pixels")
 
 
 def _validate_train(t: TrainConfig) -> None:

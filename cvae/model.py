@@ -8,7 +8,10 @@ H x W frame size. Every block keeps H x W.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+import torch.nn.functional as F_nn
 from torch import nn
 
 from cvae.config import ModelConfig
@@ -149,6 +152,50 @@ def generator(in_ch: int, activation: str, out_ch: int = 3) -> nn.Sequential:
 
 
 PARTS = ("frame_encoder", "pose_encoder", "posterior", "decoder_fusion", "generator")
+# A pose pixel brighter than this in any channel is part of the skeleton (drawn on black).
+POSE_ON = 0.05
+
+
+def skeleton_area(pose: torch.Tensor, radius: int) -> torch.Tensor:
+    """1 within `radius` pixels (a square neighbourhood) of the pose's skeleton, else 0.
+
+    pose: [*,3,H,W] in [0,1], a skeleton drawn on black -> [*,1,H,W] of 0.0 / 1.0.
+    """
+    on = pose.amax(-3, keepdim=True) > POSE_ON
+    lead = on.shape[:-3]
+    on = on.reshape(-1, *on.shape[-3:]).to(pose.dtype)  # [M,1,H,W]
+    area = F_nn.max_pool2d(on, 2 * radius + 1, stride=1, padding=radius)
+    return area.reshape(*lead, *area.shape[-3:])
+
+
+@dataclass
+class Composite:
+    """model.pose_region: what a step may change and what it keeps, from the poses alone.
+
+    `hidden` [B,1,H,W] is the dancer's area in frame 0 (the only place where frame 0 does not
+    show the static background); `change` [B,S,1,H,W] is, for each predicted step, the dancer's
+    area now plus, inside `hidden`, its area one frame before (background the dancer uncovers
+    there is not in frame 0). A step keeps frame 0 outside `hidden` and the previous frame
+    inside it, and replaces that with the generated frame where `change` is 1.
+    """
+
+    first: torch.Tensor  # frame 0 [B,3,H,W]
+    hidden: torch.Tensor
+    change: torch.Tensor
+
+    @classmethod
+    def plan(cls, first: torch.Tensor, poses: torch.Tensor, radius: int) -> Composite:
+        """first [B,3,H,W], poses [B,T,3,H,W] (pose 0 is frame 0's)."""
+        area = skeleton_area(poses, radius)  # [B,T,1,H,W]
+        hidden = area[:, 0]
+        return cls(first, hidden, torch.maximum(area[:, 1:], area[:, :-1] * hidden[:, None]))
+
+    def base(self, prev: torch.Tensor) -> torch.Tensor:
+        """What a step keeps: frame 0 outside `hidden`, prev inside. prev [B,3,H,W] or
+        [B,S,3,H,W]."""
+        first, hidden = (self.first, self.hidden) if prev.dim() == 4 else \
+            (self.first[:, None], self.hidden[:, None])
+        return first + hidden * (prev - first)
 
 
 def in_chunks(fn, chunk: int, *tensors: torch.Tensor):
@@ -159,7 +206,9 @@ def in_chunks(fn, chunk: int, *tensors: torch.Tensor):
     """
     if chunk <= 0 or tensors[0].shape[0] <= chunk:
         return fn(*tensors)
-    outs = [fn(*parts) for parts in zip(*(t.split(chunk) for t in tensors), strict=True)]
+    n = len(tensors[0].split(chunk))
+    splits = [[None] * n if t is None else t.split(chunk) for t in tensors]  # None: no tensor
+    outs = [fn(*parts) for parts in zip(*splits, strict=True)]
     if isinstance(outs[0], tuple):
         return tuple(torch.cat(group) for group in zip(*outs, strict=True))
     return torch.cat(outs)
@@ -176,6 +225,7 @@ class CVAE(nn.Module):
         self.predict_change = cfg.predict_change
         self.blend_mask = cfg.blend_mask
         self.mask_init_logit = cfg.blend_mask_init
+        self.region_radius = cfg.pose_region
         self.frame_encoder = frame_encoder(F)
         self.pose_encoder = pose_encoder(L)
         self.posterior = Posterior(F + L, N)
@@ -194,18 +244,30 @@ class CVAE(nn.Module):
             out, mask = out[:, :3], torch.sigmoid(out[:, 3:])
         return (prev + out if self.predict_change else out), mask
 
-    def _blend_step(self, prev, prev_feat, pose_feat, z):
-        """One blended step: (prediction [*,3,H,W], mask [*,1,H,W]), prediction = mask *
-        generated + (1 - mask) * prev, written as prev + mask * (generated - prev): where the
-        mask is closed the previous frame passes through exactly."""
-        generated, mask = self.generated_and_mask(prev, prev_feat, pose_feat, z)
-        return prev + mask * (generated - prev), mask
+    def _step(self, prev, prev_feat, pose_feat, z, change=None, base=None):
+        """One step: (prediction [*,3,H,W], mask [*,1,H,W] or None).
 
-    def _fuse_and_generate(self, prev, prev_feat, pose_feat, z):
+        The mask is the learned one (blend_mask), limited to `change` [*,1,H,W] (pose_region)
+        when given. The prediction is mask * generated + (1 - mask) * base, written as base +
+        mask * (generated - base): where the mask is closed, `base` (pose_region: see
+        Composite; else the previous frame) passes through exactly. Without a mask, the
+        prediction is the generated frame.
+        """
+        generated, mask = self.generated_and_mask(prev, prev_feat, pose_feat, z)
+        if change is not None:
+            mask = change if mask is None else mask * change
+        if mask is None:
+            return generated, None
+        base = prev if base is None else base
+        return base + mask * (generated - base), mask
+
+    def _fuse_and_generate(self, prev, prev_feat, pose_feat, z, change=None, base=None):
         """The prediction from the previous frame (and its features), pose features and z."""
-        if self.blend_mask:
-            return self._blend_step(prev, prev_feat, pose_feat, z)[0]
-        return self.generated_and_mask(prev, prev_feat, pose_feat, z)[0]
+        return self._step(prev, prev_feat, pose_feat, z, change, base)[0]
+
+    def composite(self, first: torch.Tensor, poses: torch.Tensor) -> Composite | None:
+        """first [B,3,H,W], poses [B,T,3,H,W] -> the pose_region plan (None when off)."""
+        return Composite.plan(first, poses, self.region_radius) if self.region_radius else None
 
     def forward(self, frames: torch.Tensor, poses: torch.Tensor, teacher_forced: bool,
                 noise: torch.Tensor | None = None, stepwise: bool = False,
@@ -225,7 +287,8 @@ class CVAE(nn.Module):
         B, T = frames.shape[:2]
         S = T - 1  # predicted steps
         k = self.chunk_frames
-        step = self._blend_step if return_mask else self._fuse_and_generate
+        step = self._step if return_mask else self._fuse_and_generate
+        comp = self.composite(frames[:, 0], poses)
         # The pose encoder's BatchNorm sees all S*B poses of the clip as one batch on both
         # paths, which is what makes them equal.
         pose_feat = self.pose_encoder(poses[:, 1:].flatten(0, 1))  # [B*S,L,H,W]
@@ -243,22 +306,26 @@ class CVAE(nn.Module):
         mu, logvar = mu.unflatten(0, (B, S)), logvar.unflatten(0, (B, S))
         if teacher_forced and not stepwise:
             prev = frames[:, :-1].flatten(0, 1)  # [B*S,3,H,W]
-            out = in_chunks(step, k, prev, prev_feat, pose_feat, z)
+            extra = () if comp is None else \
+                (comp.change.flatten(0, 1), comp.base(frames[:, :-1]).flatten(0, 1))
+            out = in_chunks(step, k, prev, prev_feat, pose_feat, z, *extra)
             out = tuple(x.unflatten(0, (B, S)) for x in out) if return_mask \
                 else out.unflatten(0, (B, S))
         else:
             out = self._free_run(step, frames, pose_feat.unflatten(0, (B, S)),
-                                 z.unflatten(0, (B, S)), teacher_forced, return_mask)
+                                 z.unflatten(0, (B, S)), comp, teacher_forced, return_mask)
         return (out[0], mu, logvar, out[1]) if return_mask else (out, mu, logvar)
 
-    def _free_run(self, step, frames, pose_feat, z, teacher_forced: bool, return_mask: bool):
+    def _free_run(self, step, frames, pose_feat, z, comp: Composite | None,
+                  teacher_forced: bool, return_mask: bool):
         """The per-frame loop: each step from the true previous frame (teacher_forced) or from
         the last prediction. pose_feat [B,S,L,H,W], z [B,S,N,H,W] -> pred [B,S,3,H,W] (and the
         masks [B,S,1,H,W] with return_mask)."""
         preds, masks = [], []
         prev = frames[:, 0]
         for t in range(pose_feat.shape[1]):
-            out = step(prev, self.frame_encoder(prev), pose_feat[:, t], z[:, t])
+            extra = () if comp is None else (comp.change[:, t], comp.base(prev))
+            out = step(prev, self.frame_encoder(prev), pose_feat[:, t], z[:, t], *extra)
             pred_t = out[0] if return_mask else out
             if return_mask:
                 masks.append(out[1])
@@ -280,13 +347,15 @@ class CVAE(nn.Module):
         rollout otherwise drifts out of range.
         """
         B, T, _, H, W = poses.shape
+        comp = self.composite(first_frame, poses)
         frames = [first_frame]
         prev = first_frame
         for t in range(1, T):
             pose_feat = self.pose_encoder(poses[:, t])
             z = torch.randn(B, self.latent_channels, H, W, generator=rng,
                             device="cpu" if rng is None else rng.device).to(first_frame)
-            prev = self._fuse_and_generate(prev, self.frame_encoder(prev), pose_feat, z)
+            extra = () if comp is None else (comp.change[:, t - 1], comp.base(prev))
+            prev = self._fuse_and_generate(prev, self.frame_encoder(prev), pose_feat, z, *extra)
             prev = prev.clamp(0.0, 1.0)
             frames.append(prev)
             if progress is not None:

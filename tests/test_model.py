@@ -496,3 +496,121 @@ def test_return_mask_gives_the_same_prediction_and_the_masks(teacher_forced):
     torch.testing.assert_close(mu_m, mu)
     torch.testing.assert_close(stepped[0], pred, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(stepped[3], mask, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------ pose region
+
+
+def test_skeleton_area_is_the_square_neighbourhood_of_the_skeleton():
+    from cvae.model import skeleton_area
+
+    pose = torch.zeros(2, 3, 3, 12, 16)  # [B,T,3,H,W]
+    pose[0, 1, 2, 5, 3] = 0.8  # one skeleton pixel (blue channel)
+    pose[0, 1, 0, 9, 12] = 0.5  # another
+    pose[1, 0, 1, 0, 0] = 0.04  # too dark to count as skeleton
+    area = skeleton_area(pose, radius=2)
+    assert area.shape == (2, 3, 1, 12, 16)
+    expected = torch.zeros(12, 16)
+    expected[3:8, 1:6] = 1  # 5x5 around (5, 3)
+    expected[7:12, 10:15] = 1  # 5x5 around (9, 12)
+    torch.testing.assert_close(area[0, 1, 0], expected, rtol=0, atol=0)
+    assert area.sum() == expected.sum()  # every other frame is empty
+
+
+def _region_clip():
+    """A clip whose poses are black except a 1-pixel skeleton that moves right by 2 pixels a
+    frame (row 4, columns 2, 4, ..., 10); random frames [B,6,3,10,16]."""
+    frames, _ = clip(t=6, h=10, w=16)
+    poses = torch.zeros_like(frames)
+    for t in range(poses.shape[1]):
+        poses[:, t, :, 4, 2 + 2 * t] = 1.0
+    return frames, poses
+
+
+def test_composite_plan_changes_the_dancer_now_and_what_it_uncovers_in_frame_0():
+    from cvae.model import Composite
+
+    frames, poses = _region_clip()
+    comp = Composite.plan(frames[:, 0], poses, radius=1)
+    hidden = torch.zeros(10, 16)
+    hidden[3:6, 1:4] = 1  # around frame 0's pixel (4, 2)
+    torch.testing.assert_close(comp.hidden[0, 0], hidden, rtol=0, atol=0)
+    step1 = torch.zeros(10, 16)
+    step1[3:6, 3:6] = 1  # the dancer at frame 1 (4, 4)...
+    step1[3:6, 1:4] = 1  # ...and frame 0's area, which lies in `hidden`
+    torch.testing.assert_close(comp.change[0, 0, 0], step1, rtol=0, atol=0)
+    step3 = torch.zeros(10, 16)
+    step3[3:6, 7:10] = 1  # frame 3 (4, 8); frame 2's area (4, 6) is outside `hidden`
+    torch.testing.assert_close(comp.change[0, 2, 0], step3, rtol=0, atol=0)
+    prev = torch.rand(2, 3, 10, 16)
+    base = comp.base(prev)
+    inside = comp.hidden.bool().expand_as(prev)
+    assert torch.equal(base[inside], prev[inside])
+    assert torch.equal(base[~inside], frames[:, 0][~inside])
+
+
+def _random_generator_model(**kw) -> CVAE:
+    model = tiny(predict_change=True, pose_region=1, **kw).eval()
+    torch.manual_seed(0)
+    for p in model.generator.parameters():  # a generator that changes every pixel
+        p.data.normal_(0, 0.1)
+    return model
+
+
+@pytest.mark.parametrize("blend", [False, True], ids=["region", "region+mask"])
+def test_pose_region_keeps_frame_0_wherever_the_dancer_never_was(blend):
+    from cvae.model import Composite
+
+    frames, poses = _region_clip()
+    model = _random_generator_model(blend_mask=blend, blend_mask_init=0.0)
+    comp = Composite.plan(frames[:, 0], poses, 1)
+    with torch.no_grad():
+        tf = model(frames, poses, True)[0]
+        free = model(frames, poses, False)[0]
+        rollout = model.generate(frames[:, 0], poses)[:, 1:]
+    # teacher-forced: outside each step's change area, that step's base exactly
+    keep = (comp.change == 0).expand_as(tf)
+    base = comp.base(frames[:, :-1])
+    assert torch.equal(tf[keep], base[keep])
+    assert not torch.allclose(tf[~keep], base[~keep])
+    # rolled out: frame 0 wherever no step may change the frame
+    never = (comp.change.amax(1, keepdim=True) == 0).expand_as(free)
+    assert 0.4 < never.float().mean() < 1
+    first = frames[:, :1].expand_as(free)
+    assert torch.equal(free[never], first[never])
+    assert torch.equal(rollout[never], first[never])
+
+
+def test_pose_region_without_change_is_the_copy_frame_0_baseline():
+    frames, poses = _region_clip()
+    model = tiny(predict_change=True, pose_region=2)  # copy_last init: no change at all
+    init_copy_last(model)
+    with torch.no_grad():
+        rollout = model.eval().generate(frames[:, 0], poses)
+    torch.testing.assert_close(rollout, frames[:, :1].expand_as(rollout), rtol=0, atol=0)
+
+
+def test_pose_region_batched_and_stepwise_agree_and_masks_are_the_change_areas():
+    from cvae.model import Composite
+
+    frames, poses = _region_clip()
+    model = _random_generator_model()
+    model.chunk_frames = 3
+    noise = torch.randn(frames.shape[0], frames.shape[1] - 1, N, *frames.shape[-2:])
+    with torch.no_grad():
+        batched = model(frames, poses, True, noise, return_mask=True)
+        stepped = model(frames, poses, True, noise, stepwise=True, return_mask=True)
+    torch.testing.assert_close(stepped[0], batched[0], rtol=1e-5, atol=1e-5)
+    change = Composite.plan(frames[:, 0], poses, 1).change
+    torch.testing.assert_close(batched[3], change, rtol=0, atol=0)
+
+
+def test_pose_region_adds_no_parameters_and_bad_radii_are_refused():
+    from cvae.errors import ConfigError
+
+    plain = CVAE(load_config(preset="lab").model)
+    region = CVAE(load_config(preset="lab", overrides=["model.pose_region=3"]).model)
+    assert dict(parameter_table(region))["total"] == dict(parameter_table(plain))["total"]
+    for bad in ("-1", "65"):
+        with pytest.raises(ConfigError, match="model.pose_region"):
+            load_config(None, overrides=[f"model.pose_region={bad}"])
