@@ -197,6 +197,15 @@ class Composite:
             (self.first[:, None], self.hidden[:, None])
         return first + hidden * (prev - first)
 
+    def step_args(self, t: int | slice, prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(change, base) for step t (a slice: several steps, prev [B,S,3,H,W]) from prev."""
+        return self.change[:, t], self.base(prev)
+
+
+def composite_args(comp: Composite | None, t: int | slice, prev: torch.Tensor) -> tuple:
+    """The extra arguments of CVAE._step for step t: none when model.pose_region is off."""
+    return () if comp is None else comp.step_args(t, prev)
+
 
 def in_chunks(fn, chunk: int, *tensors: torch.Tensor):
     """fn(*tensors) computed `chunk` items (dim 0) at a time and concatenated; 0: one call.
@@ -206,9 +215,7 @@ def in_chunks(fn, chunk: int, *tensors: torch.Tensor):
     """
     if chunk <= 0 or tensors[0].shape[0] <= chunk:
         return fn(*tensors)
-    n = len(tensors[0].split(chunk))
-    splits = [[None] * n if t is None else t.split(chunk) for t in tensors]  # None: no tensor
-    outs = [fn(*parts) for parts in zip(*splits, strict=True)]
+    outs = [fn(*parts) for parts in zip(*(t.split(chunk) for t in tensors), strict=True)]
     if isinstance(outs[0], tuple):
         return tuple(torch.cat(group) for group in zip(*outs, strict=True))
     return torch.cat(outs)
@@ -306,8 +313,7 @@ class CVAE(nn.Module):
         mu, logvar = mu.unflatten(0, (B, S)), logvar.unflatten(0, (B, S))
         if teacher_forced and not stepwise:
             prev = frames[:, :-1].flatten(0, 1)  # [B*S,3,H,W]
-            extra = () if comp is None else \
-                (comp.change.flatten(0, 1), comp.base(frames[:, :-1]).flatten(0, 1))
+            extra = [x.flatten(0, 1) for x in composite_args(comp, slice(None), frames[:, :-1])]
             out = in_chunks(step, k, prev, prev_feat, pose_feat, z, *extra)
             out = tuple(x.unflatten(0, (B, S)) for x in out) if return_mask \
                 else out.unflatten(0, (B, S))
@@ -324,7 +330,7 @@ class CVAE(nn.Module):
         preds, masks = [], []
         prev = frames[:, 0]
         for t in range(pose_feat.shape[1]):
-            extra = () if comp is None else (comp.change[:, t], comp.base(prev))
+            extra = composite_args(comp, t, prev)
             out = step(prev, self.frame_encoder(prev), pose_feat[:, t], z[:, t], *extra)
             pred_t = out[0] if return_mask else out
             if return_mask:
@@ -354,7 +360,7 @@ class CVAE(nn.Module):
             pose_feat = self.pose_encoder(poses[:, t])
             z = torch.randn(B, self.latent_channels, H, W, generator=rng,
                             device="cpu" if rng is None else rng.device).to(first_frame)
-            extra = () if comp is None else (comp.change[:, t - 1], comp.base(prev))
+            extra = composite_args(comp, t - 1, prev)
             prev = self._fuse_and_generate(prev, self.frame_encoder(prev), pose_feat, z, *extra)
             prev = prev.clamp(0.0, 1.0)
             frames.append(prev)
