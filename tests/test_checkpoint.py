@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import metrics_rows as metrics
+from conftest import one_error_line
 
 from cvae.checkpoint import (
     check_same_model,
@@ -133,9 +134,8 @@ def test_fresh_run_into_a_run_folder_is_refused(tiny_run, tiny_train_argv, tmp_p
     rows = (out / "metrics.csv").read_text()
     capsys.readouterr()
     assert cli(train_main, tiny_train_argv(out, "--epochs", "3")) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ")
-    assert "--resume" in err[0] and str(out) in err[0]
+    err = one_error_line(capsys)
+    assert "--resume" in err and str(out) in err
     assert (out / "checkpoints" / "last.pt").read_bytes() == before
     assert (out / "metrics.csv").read_text() == rows
 
@@ -146,9 +146,9 @@ def test_resume_with_nothing_to_resume(tiny_train_argv, tmp_path, cli, capsys, m
     if make_folder:
         out.mkdir()
     assert cli(train_main, tiny_train_argv(out, "--resume", "--epochs", "2")) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: --resume")
-    assert "nothing to resume" in err[0]
+    err = one_error_line(capsys)
+    assert err.startswith("error: --resume")
+    assert "nothing to resume" in err
     assert not (out / "checkpoints").exists()
 
 
@@ -158,8 +158,7 @@ def test_resume_with_other_model_dims_is_refused(tiny_run, tiny_train_argv, tmp_
     shutil.copytree(tiny_run, out)
     argv = tiny_train_argv(out, "--resume", "--epochs", "4", sets=("model.frame_channels=16",))
     assert cli(train_main, argv) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "model.frame_channels" in err[0]
+    assert "model.frame_channels" in one_error_line(capsys)
 
 
 # ------------------------------------------------------------------------ init_from
@@ -192,7 +191,7 @@ def test_bad_init_from_is_one_line_and_writes_nothing(tiny_run, tiny_train_argv,
         f"train.init_from={tiny_run / 'checkpoints' / 'last.pt'}", "model.frame_channels=16")
     capsys.readouterr()
     assert cli(train_main, tiny_train_argv(out, "--epochs", "1", sets=sets)) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: train.init_from: ")
-    assert ("not found" in err[0]) if problem == "missing" else ("model.frame_channels" in err[0])
+    err = one_error_line(capsys)
+    assert err.startswith("error: train.init_from: ")
+    assert ("not found" in err) if problem == "missing" else ("model.frame_channels" in err)
     assert not out.exists()
