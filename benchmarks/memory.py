@@ -55,14 +55,15 @@ def run_set(root: Path, out: Path, settings: list[str], *, clip_len: int) -> dic
                                                     "--num-workers", "1"])
     finally:
         worker.train_loop_per_worker = original
-    worker = json.loads((out / "bench_memory_rank0.json").read_text())
+    worker_peaks = json.loads((out / "bench_memory_rank0.json").read_text())
     from cvae import packs
 
     meta = packs.split_meta(pack, "train")
     pack_mb = sum(f.stat().st_size for f in (pack / "train").iterdir()) / 2**20
     return {"driver_peak_rss_mb": common.peak_rss_mb() if reset else float("nan"),
             "driver_rss_before_mb": before,
-            "worker_peak_rss_mb": worker["peak_rss_mb"], "worker_end_rss_mb": worker["end_rss_mb"],
+            "worker_peak_rss_mb": worker_peaks["peak_rss_mb"],
+            "worker_end_rss_mb": worker_peaks["end_rss_mb"],
             "clips": meta["num_clips"], "shards": len(meta["files"]), "pack_mb": pack_mb,
             "wall_seconds": wall}
 
