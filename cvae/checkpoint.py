@@ -33,7 +33,8 @@ RAY_CHECKPOINT_PREFIX = "checkpoint_"  # Ray Train's checkpoint folders in a run
 def resolve_checkpoint_path(path: str | Path) -> str | Path:
     """The checkpoint file that `path` names: a .pt file; a Ray checkpoint folder; a run folder
     (its best.pt, or for a Ray run the best checkpoint its run.json points at); a sweep's best/;
-    or a Ray run's storage (its best checkpoint_* by val_psnr). Local paths and URIs alike."""
+    or a Ray run's storage (its best checkpoint_* by validation.best_by). Local paths and URIs
+    alike."""
     if storage.is_uri(path):
         return _resolve_location(str(path))
     path = Path(path)
@@ -70,15 +71,21 @@ def _run_best(run_file: Path) -> str:
 
 
 def _best_in_storage(location: str) -> str:
-    """The Ray checkpoint with the best val_psnr under a run's storage location."""
+    """The Ray checkpoint under a run's storage location with the best validation.best_by
+    figure (val_psnr unless its config says otherwise)."""
     names = [n for n in storage.list_names(location) if n.startswith(RAY_CHECKPOINT_PREFIX)]
     found = [storage.join(location, n, CHECKPOINT_FILE) for n in names
              if storage.exists(storage.join(location, n, CHECKPOINT_FILE))]
     if not found:
         raise CvaeError(f"{location}: no checkpoint there")
-    scored = [(load_checkpoint(f).get("metrics", {}).get("val_psnr", float("-inf")), f)
-              for f in found]
-    return max(scored)[1]
+    return max(found, key=_selection_score)
+
+
+def _selection_score(path: str) -> float:
+    """A checkpoint's figure for validation.best_by (-inf when it has none)."""
+    state = load_checkpoint(path)
+    by = state["config"].get("validation", {}).get("best_by", "val_psnr")
+    return float(state.get("metrics", {}).get(by, float("-inf")))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

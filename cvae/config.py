@@ -25,6 +25,7 @@ KL_ANNEAL_TYPES = ("Monotonic", "Cyclical", "None")
 OUTPUT_ACTIVATIONS = ("none", "sigmoid")
 INITS = ("copy_last", "torch")
 DEVICES = ("auto", "cpu", "cuda")
+BEST_BY = ("val_psnr", "val_psnr_avg3", "epoch")  # validation.best_by
 
 
 @dataclass
@@ -125,6 +126,11 @@ class ValidationConfig:
     # Predicted frames in val_psnr_short; 0: data.clip_len - 1 (a training clip's). Set it when
     # training on longer clips, so the short figure stays comparable with other runs.
     short_len: int = 0
+    # What best.pt (the checkpoint the Tester and train.init_from take) is chosen by, among the
+    # validated epochs: val_psnr (the highest single rollout, the lab's choice), val_psnr_avg3
+    # (the mean of the epoch's rollout and the two before), or epoch (the last one: the end of
+    # the lr schedule, which the validation video does not choose).
+    best_by: str = "val_psnr"
 
     def short_horizon(self, clip_len: int) -> int:
         """Frames in the short-horizon mean (val_psnr_short)."""
@@ -403,6 +409,7 @@ def _validate_run(v: ValidationConfig, te: TestConfig, r: RunConfig) -> None:
     _check(v.every >= 1, "validation.every", v.every, "must be >= 1")
     _check(v.short_len >= 0, "validation.short_len", v.short_len,
            "must be >= 0 (0: data.clip_len - 1)")
+    _check(v.best_by in BEST_BY, "validation.best_by", v.best_by, f"must be one of {list(BEST_BY)}")
     _check(te.seq_len >= 1, "test.seq_len", te.seq_len, "must be >= 1")
     _check(te.gif_fps >= 1, "test.gif_fps", te.gif_fps, "must be >= 1")
     _check(r.device in DEVICES, "run.device", r.device, f"must be one of {list(DEVICES)}")

@@ -230,8 +230,9 @@ class TrainingState:
     kl_annealing: KLAnnealing
     teacher_forcing: TeacherForcing
     start_epoch: int = 0
-    best_psnr: float = -math.inf
+    best_psnr: float = -math.inf  # val_psnr of best_epoch
     best_epoch: int = 0
+    best_score: float = -math.inf  # best_epoch's validation.best_by figure
 
     def plan(self, cfg: Config, epoch: int, steps_per_epoch: int) -> EpochPlan:
         d, t = cfg.data, cfg.train
@@ -256,6 +257,7 @@ class TrainingState:
             "kl_annealing": self.kl_annealing.state_dict(),
             "teacher_forcing": self.teacher_forcing.state_dict(),
             "best_val_psnr": self.best_psnr, "best_epoch": self.best_epoch,
+            "best_score": self.best_score,
             "metrics": {k: v for k, v in metrics.items() if v is not None},
         }
 
@@ -270,6 +272,8 @@ class TrainingState:
         self.start_epoch = int(state["epoch"])
         self.best_psnr = float(state.get("best_val_psnr", -math.inf))
         self.best_epoch = int(state.get("best_epoch", 0))
+        # checkpoints from before validation.best_by chose on val_psnr
+        self.best_score = float(state.get("best_score", self.best_psnr))
 
 
 def setup(cfg: Config, device: torch.device,
@@ -343,9 +347,10 @@ def check_finite(model: torch.nn.Module, metrics: dict[str, Any]) -> None:
 
 def end_epoch(state: TrainingState, cfg: Config, metrics: dict[str, Any], run: RunDir,
               val: tuple[torch.Tensor, torch.Tensor] | None, device: torch.device) -> Path:
-    """Rank 0 after an epoch: validate, keep the best, write the run folder, then the
-    checkpoints (a metrics row is written before the checkpoint that claims it: a crash between
-    the two leaves a row that --resume drops and redoes, never a checkpoint without its row).
+    """Rank 0 after an epoch: validate, keep the best (by validation.best_by), write the run
+    folder, then the checkpoints (a metrics row is written before the checkpoint that claims
+    it: a crash between the two leaves a row that --resume drops and redoes, never a checkpoint
+    without its row).
     Adds the validation figures to `metrics`; returns last.pt."""
     epoch, epochs = metrics["epoch"], cfg.train.epochs
     check_finite(state.model, metrics)
@@ -356,8 +361,9 @@ def end_epoch(state: TrainingState, cfg: Config, metrics: dict[str, Any], run: R
         metrics.update(validation.metrics())
         check_finite(state.model, metrics)
         metrics[SMOOTHED] = smoothed_psnr(run.rows, metrics["val_psnr"])
-        if metrics["val_psnr"] > state.best_psnr:
-            state.best_psnr, state.best_epoch = metrics["val_psnr"], epoch
+        score = float(metrics[cfg.validation.best_by])
+        if score > state.best_score:
+            state.best_score, state.best_psnr, state.best_epoch = score, metrics["val_psnr"], epoch
     metrics["seconds"] = round(metrics["seconds"], 3)
     checkpoint = state.checkpoint(cfg, epoch, metrics)
     run.log_epoch(metrics, validation)
@@ -424,7 +430,8 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
         if run is not None:
             run.close()
     return {"epochs": cfg.train.epochs, "best_val_psnr": state.best_psnr,
-            "best_epoch": state.best_epoch, "last": metrics, "out": str(cfg.run.out)}
+            "best_epoch": state.best_epoch, "best_by": cfg.validation.best_by, "last": metrics,
+            "out": str(cfg.run.out)}
 
 
 def epoch_line(m: dict[str, Any], epochs: int) -> str:

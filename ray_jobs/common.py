@@ -400,7 +400,7 @@ def build_trainer(cfg: Config, args: argparse.Namespace, *, run: RunStorage, pac
         run_config=ray.train.RunConfig(
             name=run.name, storage_path=run.storage,
             checkpoint_config=ray.train.CheckpointConfig(
-                num_to_keep=2, checkpoint_score_attribute="val_psnr",
+                num_to_keep=2, checkpoint_score_attribute=cfg.validation.best_by,
                 checkpoint_score_order="max",
             ),
             failure_config=ray.train.FailureConfig(max_failures=args.max_failures),
@@ -434,8 +434,12 @@ def check_max_failures(max_failures: int) -> None:
                         "forever)")
 
 
-def best_checkpoint(result) -> tuple[float, str] | None:
-    """(val_psnr, path) of the best checkpoint a Ray Train result kept."""
-    scored = [(m["val_psnr"], c.path) for c, m in (result.best_checkpoints or [])
-              if "val_psnr" in m]
-    return max(scored) if scored else None
+def best_checkpoint(result, best_by: str = "val_psnr") -> tuple[dict, str] | None:
+    """(metrics, path) of the validated checkpoint a Ray Train result kept with the highest
+    `best_by` figure (validation.best_by)."""
+    scored = [(m[best_by], i) for i, (_, m) in enumerate(result.best_checkpoints or [])
+              if "val_psnr" in m and best_by in m]
+    if not scored:
+        return None
+    checkpoint, metrics = result.best_checkpoints[max(scored)[1]]
+    return metrics, checkpoint.path

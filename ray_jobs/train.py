@@ -75,7 +75,7 @@ def train(cfg: Config, args: argparse.Namespace) -> int:
 
 def summarize(result, run: runs.RunStorage, cfg: Config) -> int:
     """Print the best and last epoch, write <out>/run.json; 1 when no checkpoint was kept."""
-    best = common.best_checkpoint(result)
+    best = common.best_checkpoint(result, cfg.validation.best_by)
     uri = run.checkpoint_uri(best[1]) if best is not None else None
     runs.write_run_file(run, cfg.run.out, uri)
     if best is None:
@@ -83,9 +83,12 @@ def summarize(result, run: runs.RunStorage, cfg: Config) -> int:
         return 1
     last = result.metrics or {}
     nan = float("nan")
-    print(f"best val_psnr {best[0]:.2f} dB; last epoch val_psnr {last.get('val_psnr', nan):.2f} "
-          f"dB vs copy-last baseline {last.get('baseline_psnr', nan):.2f} dB, short "
-          f"{last.get('val_psnr_short', nan):.2f} vs {last.get('baseline_psnr_short', nan):.2f} dB")
+    by = cfg.validation.best_by
+    chosen = "" if by == "val_psnr" else f" (epoch {best[0].get('epoch')}, chosen by {by})"
+    print(f"best val_psnr {best[0]['val_psnr']:.2f} dB{chosen}; last epoch val_psnr "
+          f"{last.get('val_psnr', nan):.2f} dB vs copy-last baseline "
+          f"{last.get('baseline_psnr', nan):.2f} dB, short {last.get('val_psnr_short', nan):.2f} "
+          f"vs {last.get('baseline_psnr_short', nan):.2f} dB")
     print(f"best checkpoint: {uri}")
     print(f"run folder: {cfg.run.out} (metrics.csv, training.png, psnr_per_frame.png, tb/; "
           f"run.json: where the checkpoints are)")

@@ -369,7 +369,7 @@ def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
     _event(out, "trainer started")
     try:
         result = trainer.fit()
-        best = common.best_checkpoint(result)
+        best = common.best_checkpoint(result, cfg.validation.best_by)
         runs.write_run_file(run, str(out), run.checkpoint_uri(best[1]) if best else None)
     except ray.train.TrainingFailedError as err:
         # Training itself failed. (A trial that Tune stops, ASHA's or the last epoch's, sees
@@ -436,8 +436,9 @@ def trials_at_once(cpus: float, gpus: float, workers: int, cpus_per_worker: floa
 
 def export_best(out: Path, rows: list[dict[str, Any]],
                 metric: str = DEFAULT_METRIC) -> dict[str, Any] | None:
-    """Copy the first-ranked trial's best checkpoint (its epoch of best raw val_psnr) and its
-    config to <out>/best/; `rows` come ranked by `metric`."""
+    """Copy the first-ranked trial's best checkpoint (its epoch of best raw val_psnr, unless the
+    space sets validation.best_by) and its config to <out>/best/; `rows` come ranked by
+    `metric`."""
     best = next((r for r in rows if r["val_psnr"] is not None and r["checkpoint"]), None)
     if best is None:
         return None

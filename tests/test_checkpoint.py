@@ -195,3 +195,21 @@ def test_bad_init_from_is_one_line_and_writes_nothing(tiny_run, tiny_train_argv,
     assert err.startswith("error: train.init_from: ")
     assert ("not found" in err) if problem == "missing" else ("model.frame_channels" in err)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("best_by, chosen", [("val_psnr", "checkpoint_000001"),
+                                             ("epoch", "checkpoint_000002")])
+def test_a_ray_storage_resolves_to_its_best_checkpoint_by_best_by(tiny_run, tmp_path, best_by,
+                                                                  chosen):
+    """A run's storage (Ray Train's checkpoint_* folders, no run.json) gives the checkpoint
+    with the best validation.best_by figure in its own config."""
+    from cvae.checkpoint import save_checkpoint
+
+    state = load(tiny_run / "checkpoints" / "last.pt")
+    state["config"]["validation"]["best_by"] = best_by
+    for index, (epoch, psnr) in enumerate([(1, 20.0), (2, 23.0), (3, 21.0)]):
+        state.update(epoch=epoch, metrics={"epoch": epoch, "val_psnr": psnr})
+        save_checkpoint(state, tmp_path / f"checkpoint_{index:06d}" / "checkpoint.pt")
+    found = load_checkpoint(tmp_path)
+    assert found["metrics"]["val_psnr"] == {"checkpoint_000001": 23.0,
+                                            "checkpoint_000002": 21.0}[chosen]

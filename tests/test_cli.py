@@ -106,6 +106,9 @@ def test_print_summary(capsys, tmp_path):
     assert "best val_psnr 22.00 dB at epoch 2" in out
     assert "val_psnr 21.50 dB (copy-last baseline 20.25)" in out
     assert f"best checkpoint: {tmp_path}/checkpoints/best.pt" in out
+    cli.print_summary({"epochs": 3, "best_val_psnr": 21.5, "best_epoch": 3, "last": last,
+                       "out": str(tmp_path), "best_by": "epoch"})
+    assert "best val_psnr 21.50 dB at epoch 3 (best.pt chosen by epoch)" in capsys.readouterr().out
 
 
 def test_print_summary_never_names_a_best_checkpoint_that_does_not_exist(capsys, tmp_path):

@@ -308,6 +308,7 @@ def test_wrong_type_in_yaml(tmp_path):
         ("train.lr_milestones=[-1]", "train.lr_milestones"),
         ("validation.val_len=1", "validation.val_len"),
         ("validation.short_len=-1", "validation.short_len"),
+        ("validation.best_by=val_loss", "validation.best_by"),
         ("test.seq_len=0", "test.seq_len"),
         ("run.device=tpu", "run.device"),
     ],

@@ -231,3 +231,18 @@ def test_a_request_beyond_the_ceiling_fails_at_once():
     common.check_ceiling(4, {"CPU": 1.0, "GPU": 0.25}, None)  # unknown ceiling: nothing to say
     with pytest.raises(CvaeError, match="need 0.5 GPU, but the cluster can scale up to 0 GPU"):
         common.check_ceiling(2, {"CPU": 1.0, "GPU": 0.25}, {"CPU": 8.0, "GPU": 0.0})
+
+
+@pytest.mark.parametrize("best_by, path", [("val_psnr", "b"), ("val_psnr_avg3", "c"),
+                                           ("epoch", "d")])
+def test_best_checkpoint_of_a_result_by_best_by(best_by, path):
+    """Among the validated checkpoints Ray kept, the highest `best_by` figure wins."""
+    kept = [({"epoch": 1, "val_psnr": 20.0, "val_psnr_avg3": 20.0}, "a"),
+            ({"epoch": 2, "val_psnr": 23.0, "val_psnr_avg3": 21.5}, "b"),
+            ({"epoch": 3, "val_psnr": 22.5, "val_psnr_avg3": 21.8}, "c"),
+            ({"epoch": 4, "val_psnr": 21.0, "val_psnr_avg3": 21.7}, "d"),
+            ({"epoch": 5}, "e")]  # not validated: never the best
+    result = SimpleNamespace(best_checkpoints=[(SimpleNamespace(path=p), m) for m, p in kept])
+    metrics, found = common.best_checkpoint(result, best_by)
+    assert found == path and metrics["epoch"] == "abcd".index(path) + 1
+    assert common.best_checkpoint(SimpleNamespace(best_checkpoints=[]), best_by) is None

@@ -184,6 +184,45 @@ def test_fit_without_validation(tmp_path):
     assert summary["best_val_psnr"] == -math.inf
 
 
+def _fit_with_validation(tmp_path, best_by: str, monkeypatch) -> tuple[dict, list[dict]]:
+    """5 epochs whose validation rollouts are shifted by +0, +3, +0, +2.5, +2.5 dB: the best
+    single rollout is epoch 2, the best 3-epoch mean epoch 4, the last epoch 5."""
+    offsets = iter([0.0, 3.0, 0.0, 2.5, 2.5])
+
+    def shifted(*args, **kwargs):
+        validation = training_validate(*args, **kwargs)
+        offset = next(offsets)
+        validation.psnr = [p + offset for p in validation.psnr]
+        return validation
+
+    training_validate = training.validate
+    monkeypatch.setattr(training, "validate", shifted)
+    cfg = load_config(overrides=[
+        *TINY_MODEL_SETS, "train.epochs=5", f"run.out={tmp_path / best_by}",
+        "run.progress=false", "train.per_save=0", "data.height=8", "data.width=8",
+        "validation.val_len=5", f"validation.best_by={best_by}",
+    ])
+    data = EpochData(lambda epoch: _batches(2, t=3), steps_per_epoch=2)
+    video = next(_batches(1, t=5))  # frames, poses uint8 [1,5,3,8,8]
+    summary = fit(cfg, data=data, val_video=(video[0][0], video[1][0]),
+                  device=torch.device("cpu"))
+    return summary, metrics(tmp_path / best_by)
+
+
+@pytest.mark.parametrize("best_by, epoch", [("val_psnr", 2), ("val_psnr_avg3", 4), ("epoch", 5)])
+def test_best_checkpoint_is_chosen_by_validation_best_by(tmp_path, monkeypatch, best_by, epoch):
+    summary, rows = _fit_with_validation(tmp_path, best_by, monkeypatch)
+    best = load(tmp_path / best_by / "checkpoints" / "best.pt")
+    assert best["epoch"] == summary["best_epoch"] == epoch
+    chosen = rows[epoch - 1]
+    assert best["best_val_psnr"] == pytest.approx(float(chosen["val_psnr"]), rel=1e-5)
+    assert best["best_score"] == pytest.approx(float(chosen[best_by]), rel=1e-5)
+    assert summary["best_by"] == best_by
+    # the last checkpoint remembers which epoch is the best one (what --resume continues from)
+    last = load(tmp_path / best_by / "checkpoints" / "last.pt")
+    assert last["best_epoch"] == epoch and last["epoch"] == 5
+
+
 def test_build_model_resolves_chunking_and_init():
     cpu = torch.device("cpu")
     cfg = load_config(None, preset="small")
