@@ -101,9 +101,9 @@ def print_summary(summary: dict) -> None:
     best = Path(out) / "checkpoints" / "best.pt"
     if summary["best_epoch"] and best.is_file():
         by = summary.get("best_by", "val_psnr")
-        chosen = "" if by == "val_psnr" else f" (best.pt chosen by {by})"
         print(f"best val_psnr {summary['best_val_psnr']:.2f} dB at epoch {summary['best_epoch']}"
-              + chosen)
+              if by == "val_psnr" else f"best.pt: epoch {summary['best_epoch']} by "
+              f"validation.best_by={by} (val_psnr {summary['best_val_psnr']:.2f} dB)")
     else:
         print("no validated epoch: no best checkpoint (validation.every, or no validation video)")
     if "val_psnr" in last:

@@ -79,7 +79,7 @@ def generate(
     out: str | Path,
     *,
     seed: int = 0,
-    train_videos: int = 8,
+    train_videos: int = 16,
     frames_per_video: int = 160,
     val_frames: int = 630,
     test_sequences: int = 5,

@@ -83,9 +83,11 @@ def summarize(result, run: runs.RunStorage, cfg: Config) -> int:
         return 1
     last = result.metrics or {}
     nan = float("nan")
-    by = cfg.validation.best_by
-    chosen = "" if by == "val_psnr" else f" (epoch {best[0].get('epoch')}, chosen by {by})"
-    print(f"best val_psnr {best[0]['val_psnr']:.2f} dB{chosen}; last epoch val_psnr "
+    by, kept = cfg.validation.best_by, best[0]
+    head = (f"best val_psnr {kept['val_psnr']:.2f} dB" if by == "val_psnr" else
+            f"best epoch by validation.best_by={by}: {kept.get('epoch')} (val_psnr "
+            f"{kept['val_psnr']:.2f} dB)")
+    print(f"{head}; last epoch val_psnr "
           f"{last.get('val_psnr', nan):.2f} dB vs copy-last baseline "
           f"{last.get('baseline_psnr', nan):.2f} dB, short {last.get('val_psnr_short', nan):.2f} "
           f"vs {last.get('baseline_psnr_short', nan):.2f} dB")

@@ -108,7 +108,8 @@ def test_print_summary(capsys, tmp_path):
     assert f"best checkpoint: {tmp_path}/checkpoints/best.pt" in out
     cli.print_summary({"epochs": 3, "best_val_psnr": 21.5, "best_epoch": 3, "last": last,
                        "out": str(tmp_path), "best_by": "epoch"})
-    assert "best val_psnr 21.50 dB at epoch 3 (best.pt chosen by epoch)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "best.pt: epoch 3 by validation.best_by=epoch (val_psnr 21.50 dB)" in out
 
 
 def test_print_summary_never_names_a_best_checkpoint_that_does_not_exist(capsys, tmp_path):
