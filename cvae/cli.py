@@ -90,6 +90,13 @@ def format_parameter_table(model: CVAE) -> str:
     return "\n".join(lines)
 
 
+def best_epoch_text(val_psnr: float, epoch: int, best_by: str = "val_psnr") -> str:
+    """How a finished run names its best checkpoint's epoch (chosen by validation.best_by)."""
+    if best_by == "val_psnr":
+        return f"best val_psnr {val_psnr:.2f} dB at epoch {epoch}"
+    return f"best epoch by validation.best_by={best_by}: {epoch} (val_psnr {val_psnr:.2f} dB)"
+
+
 def print_summary(summary: dict) -> None:
     """What a finished `fit` prints: the best epoch, the last epoch against the baseline."""
     last = summary["last"]
@@ -100,10 +107,8 @@ def print_summary(summary: dict) -> None:
         return
     best = Path(out) / "checkpoints" / "best.pt"
     if summary["best_epoch"] and best.is_file():
-        by = summary.get("best_by", "val_psnr")
-        print(f"best val_psnr {summary['best_val_psnr']:.2f} dB at epoch {summary['best_epoch']}"
-              if by == "val_psnr" else f"best.pt: epoch {summary['best_epoch']} by "
-              f"validation.best_by={by} (val_psnr {summary['best_val_psnr']:.2f} dB)")
+        print(best_epoch_text(summary["best_val_psnr"], summary["best_epoch"],
+                              summary.get("best_by", "val_psnr")))
     else:
         print("no validated epoch: no best checkpoint (validation.every, or no validation video)")
     if "val_psnr" in last:

@@ -83,11 +83,9 @@ def summarize(result, run: runs.RunStorage, cfg: Config) -> int:
         return 1
     last = result.metrics or {}
     nan = float("nan")
-    by, kept = cfg.validation.best_by, best[0]
-    head = (f"best val_psnr {kept['val_psnr']:.2f} dB" if by == "val_psnr" else
-            f"best epoch by validation.best_by={by}: {kept.get('epoch')} (val_psnr "
-            f"{kept['val_psnr']:.2f} dB)")
-    print(f"{head}; last epoch val_psnr "
+    kept = best[0]
+    print(f"{cli.best_epoch_text(kept['val_psnr'], kept['epoch'], cfg.validation.best_by)}; "
+          "last epoch val_psnr "
           f"{last.get('val_psnr', nan):.2f} dB vs copy-last baseline "
           f"{last.get('baseline_psnr', nan):.2f} dB, short {last.get('val_psnr_short', nan):.2f} "
           f"vs {last.get('baseline_psnr_short', nan):.2f} dB")

@@ -109,7 +109,7 @@ def test_print_summary(capsys, tmp_path):
     cli.print_summary({"epochs": 3, "best_val_psnr": 21.5, "best_epoch": 3, "last": last,
                        "out": str(tmp_path), "best_by": "epoch"})
     out = capsys.readouterr().out
-    assert "best.pt: epoch 3 by validation.best_by=epoch (val_psnr 21.50 dB)" in out
+    assert "best epoch by validation.best_by=epoch: 3 (val_psnr 21.50 dB)" in out
 
 
 def test_print_summary_never_names_a_best_checkpoint_that_does_not_exist(capsys, tmp_path):
