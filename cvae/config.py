@@ -26,6 +26,7 @@ OUTPUT_ACTIVATIONS = ("none", "sigmoid")
 INITS = ("copy_last", "torch")
 DEVICES = ("auto", "cpu", "cuda")
 BEST_BY = ("val_psnr", "val_psnr_avg3", "epoch")  # validation.best_by
+PRIORS = ("fixed", "learned")  # model.prior
 
 
 @dataclass
@@ -77,6 +78,16 @@ class ModelConfig:
     # cannot drift over any rollout. With blend_mask the learned mask acts inside those pixels
     # only. 0: off. No parameters added (cvae.model.Composite).
     pose_region: int = 0
+    # What z is drawn from when no true frame is given (validation, the Tester) and what the
+    # KL term pulls the posterior towards: "fixed" (N(0, I), the reference) or "learned" (a
+    # Gaussian predicted from the previous frame's features and the pose, as SVG-LP's learned
+    # prior: the posterior may then carry what the previous frame and the pose let the prior
+    # foresee, at no KL cost). "learned" adds a network of the posterior's architecture.
+    prior: str = "fixed"
+    # The pose encoder sees pose t-1 beside pose t (6 input channels instead of 3): where the two
+    # agree the dancer stood still, and their difference says which way each limb moved. The
+    # reference sees pose t alone (false). Adds 3 x 49 x L/2 weights to the first convolution.
+    prev_pose: bool = False
 
 
 @dataclass
@@ -374,6 +385,7 @@ def _validate_model(m: ModelConfig) -> None:
            m.blend_mask, "needs model.output_activation: none (the mask has its own sigmoid)")
     _check(0 <= m.pose_region <= 64, "model.pose_region", m.pose_region,
            "must be between 0 (off) and 64 pixels")
+    _check(m.prior in PRIORS, "model.prior", m.prior, f"must be one of {list(PRIORS)}")
 
 
 def _validate_train(t: TrainConfig) -> None:

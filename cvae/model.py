@@ -80,11 +80,12 @@ def frame_encoder(out_ch: int) -> nn.Sequential:
     )
 
 
-def pose_encoder(out_ch: int) -> nn.Sequential:
-    """Pose skeleton image [*,3,H,W] -> features [*,L,H,W]."""
+def pose_encoder(out_ch: int, in_ch: int = 3) -> nn.Sequential:
+    """Pose skeleton image [*,3,H,W] (with model.prev_pose: pose t and pose t-1 stacked,
+    [*,6,H,W]) -> features [*,L,H,W]."""
     return nn.Sequential(
         nn.ReflectionPad2d(3),
-        nn.Conv2d(3, out_ch // 2, 7),
+        nn.Conv2d(in_ch, out_ch // 2, 7),
         nn.BatchNorm2d(out_ch // 2),
         # Negative slope 1.0 makes this LeakyReLU an identity: the reference architecture passes
         # `True` here, kept so that parameter count and outputs match it.
@@ -107,9 +108,13 @@ class Posterior(nn.Sequential):
             nn.Conv2d(out_ch, out_ch * 2, 1),
         )
 
+    def gaussian(self, frame_feat: torch.Tensor, pose_feat: torch.Tensor):
+        """mu, logvar [*,N,H,W] of the Gaussian, without drawing z."""
+        return super().forward(torch.cat([frame_feat, pose_feat], dim=1)).chunk(2, dim=1)
+
     def forward(self, frame_feat: torch.Tensor, pose_feat: torch.Tensor,
                 eps: torch.Tensor | None = None):
-        mu, logvar = super().forward(torch.cat([frame_feat, pose_feat], dim=1)).chunk(2, dim=1)
+        mu, logvar = self.gaussian(frame_feat, pose_feat)
         if eps is None:
             eps = torch.randn_like(mu)
         z = mu + torch.exp(0.5 * logvar) * eps  # reparameterization: std = exp(logvar / 2)
@@ -152,6 +157,14 @@ def generator(in_ch: int, activation: str, out_ch: int = 3) -> nn.Sequential:
 
 
 PARTS = ("frame_encoder", "pose_encoder", "posterior", "decoder_fusion", "generator")
+
+
+def relative_to_prior(mu, logvar, prior_mu, prior_logvar):
+    """The posterior N(mu, e^logvar) expressed against the prior N(prior_mu, e^prior_logvar):
+    both moved by the same affine map that takes the prior to N(0, I). KL divergence does not
+    change under a shared invertible map, so KL(N(mu', e^logvar') || N(0, I)) of the returned
+    pair is KL(posterior || prior): the loss's KL term needs no second form. All [*,N,H,W]."""
+    return (mu - prior_mu) * torch.exp(-0.5 * prior_logvar), logvar - prior_logvar
 # A pose pixel brighter than this in any channel is part of the skeleton (drawn on black).
 POSE_ON = 0.05
 
@@ -234,10 +247,14 @@ class CVAE(nn.Module):
         self.mask_init_logit = cfg.blend_mask_init
         self.region_radius = cfg.pose_region
         self.frame_encoder = frame_encoder(F)
-        self.pose_encoder = pose_encoder(L)
+        self.prev_pose = cfg.prev_pose
+        self.pose_encoder = pose_encoder(L, 6 if cfg.prev_pose else 3)
         self.posterior = Posterior(F + L, N)
         self.decoder_fusion = DecoderFusion(F + L + N, D)
         self.generator = generator(D, cfg.output_activation, 4 if cfg.blend_mask else 3)
+        # model.prior=learned: p(z_t | frame t-1, pose t), the posterior's architecture fed the
+        # previous frame's features instead of the current one's. None: z ~ N(0, I).
+        self.prior = Posterior(F + L, N) if cfg.prior == "learned" else None
         # Frames per chunk of the teacher-forced batched pass (0: the whole clip at once). A
         # speed setting, not architecture: `cvae.training.build_model` sets it from the config.
         self.chunk_frames = 0
@@ -272,6 +289,13 @@ class CVAE(nn.Module):
         """The prediction from the previous frame (and its features), pose features and z."""
         return self._step(prev, prev_feat, pose_feat, z, change, base)[0]
 
+    def step_poses(self, poses: torch.Tensor) -> torch.Tensor:
+        """The pose encoder's input for steps 1..T-1: poses [B,T,3,H,W] -> [B,T-1,3,H,W], pose t
+        (with model.prev_pose [B,T-1,6,H,W]: pose t, then pose t-1)."""
+        if not self.prev_pose:
+            return poses[:, 1:]
+        return torch.cat([poses[:, 1:], poses[:, :-1]], dim=2)
+
     def composite(self, first: torch.Tensor, poses: torch.Tensor) -> Composite | None:
         """first [B,3,H,W], poses [B,T,3,H,W] -> the pose_region plan (None when off)."""
         return Composite.plan(first, poses, self.region_radius) if self.region_radius else None
@@ -283,7 +307,9 @@ class CVAE(nn.Module):
 
         frames, poses: [B,T,3,H,W] in [0,1]; noise: eps [B,T-1,N,H,W] (drawn if None).
         Returns pred [B,T-1,3,H,W], mu and logvar [B,T-1,N,H,W]; with `return_mask` (blend_mask
-        models) also the masks [B,T-1,1,H,W].
+        models) also the masks [B,T-1,1,H,W]. mu and logvar are the posterior's; with a learned
+        prior they are expressed against it (relative_to_prior), so that the KL of (mu, logvar)
+        to N(0, I) is the KL to the prior either way.
 
         Teacher-forced clips run as one batched pass (time folded into the batch): every input
         is ground truth, so each frame is encoded once. Free-running clips batch everything that
@@ -298,7 +324,7 @@ class CVAE(nn.Module):
         comp = self.composite(frames[:, 0], poses)
         # The pose encoder's BatchNorm sees all S*B poses of the clip as one batch on both
         # paths, which is what makes them equal.
-        pose_feat = self.pose_encoder(poses[:, 1:].flatten(0, 1))  # [B*S,L,H,W]
+        pose_feat = self.pose_encoder(self.step_poses(poses).flatten(0, 1))  # [B*S,L,H,W]
         if teacher_forced and not stepwise:
             feat = in_chunks(self.frame_encoder, k, frames.flatten(0, 1))
             feat = feat.unflatten(0, (B, T))  # [B,T,F,H,W]
@@ -317,21 +343,31 @@ class CVAE(nn.Module):
             out = in_chunks(step, k, prev, prev_feat, pose_feat, z, *extra)
             out = tuple(x.unflatten(0, (B, S)) for x in out) if return_mask \
                 else out.unflatten(0, (B, S))
+            prior = None if self.prior is None else tuple(
+                x.unflatten(0, (B, S)) for x in in_chunks(self.prior.gaussian, k, prev_feat,
+                                                         pose_feat))
         else:
-            out = self._free_run(step, frames, pose_feat.unflatten(0, (B, S)),
-                                 z.unflatten(0, (B, S)), comp, teacher_forced, return_mask)
+            out, prior = self._free_run(step, frames, pose_feat.unflatten(0, (B, S)),
+                                        z.unflatten(0, (B, S)), comp, teacher_forced,
+                                        return_mask)
+        if prior is not None:
+            mu, logvar = relative_to_prior(mu, logvar, *prior)
         return (out[0], mu, logvar, out[1]) if return_mask else (out, mu, logvar)
 
     def _free_run(self, step, frames, pose_feat, z, comp: Composite | None,
                   teacher_forced: bool, return_mask: bool):
         """The per-frame loop: each step from the true previous frame (teacher_forced) or from
-        the last prediction. pose_feat [B,S,L,H,W], z [B,S,N,H,W] -> pred [B,S,3,H,W] (and the
-        masks [B,S,1,H,W] with return_mask)."""
-        preds, masks = [], []
+        the last prediction. pose_feat [B,S,L,H,W], z [B,S,N,H,W] -> (pred [B,S,3,H,W], or with
+        return_mask (pred, masks [B,S,1,H,W]); the learned prior's (mu, logvar) [B,S,N,H,W] at
+        each step, from the frame the step was given, or None without one)."""
+        preds, masks, prior = [], [], []
         prev = frames[:, 0]
         for t in range(pose_feat.shape[1]):
             extra = composite_args(comp, t, prev)
-            out = step(prev, self.frame_encoder(prev), pose_feat[:, t], z[:, t], *extra)
+            prev_feat = self.frame_encoder(prev)
+            if self.prior is not None:
+                prior.append(self.prior.gaussian(prev_feat, pose_feat[:, t]))
+            out = step(prev, prev_feat, pose_feat[:, t], z[:, t], *extra)
             pred_t = out[0] if return_mask else out
             if return_mask:
                 masks.append(out[1])
@@ -339,14 +375,14 @@ class CVAE(nn.Module):
             # Fed back as a rollout feeds it (generate): clamped to the image range, so a
             # prediction that overshoots cannot compound (with predict_change it would).
             prev = frames[:, t + 1] if teacher_forced else pred_t.clamp(0.0, 1.0)
-        if return_mask:
-            return torch.stack(preds, 1), torch.stack(masks, 1)
-        return torch.stack(preds, 1)
+        prior = tuple(torch.stack(p, 1) for p in zip(*prior, strict=True)) if prior else None
+        pred = torch.stack(preds, 1)
+        return ((pred, torch.stack(masks, 1)) if return_mask else pred), prior
 
     @torch.no_grad()
     def generate(self, first_frame: torch.Tensor, poses: torch.Tensor,
                  rng: torch.Generator | None = None, progress=None) -> torch.Tensor:
-        """Autoregressive rollout with z ~ N(0, I).
+        """Autoregressive rollout with z drawn from the prior (N(0, I), or the learned one).
 
         first_frame [B,3,H,W], poses [B,T,3,H,W] -> frames [B,T,3,H,W] (frame 0 = first_frame).
         Predictions are clamped to [0,1] before being fed back: they are images, and a long
@@ -357,11 +393,15 @@ class CVAE(nn.Module):
         frames = [first_frame]
         prev = first_frame
         for t in range(1, T):
-            pose_feat = self.pose_encoder(poses[:, t])
+            pose_feat = self.pose_encoder(self.step_poses(poses[:, t - 1:t + 1])[:, 0])
+            prev_feat = self.frame_encoder(prev)
             z = torch.randn(B, self.latent_channels, H, W, generator=rng,
                             device="cpu" if rng is None else rng.device).to(first_frame)
+            if self.prior is not None:
+                mu, logvar = self.prior.gaussian(prev_feat, pose_feat)
+                z = mu + torch.exp(0.5 * logvar) * z
             extra = composite_args(comp, t - 1, prev)
-            prev = self._fuse_and_generate(prev, self.frame_encoder(prev), pose_feat, z, *extra)
+            prev = self._fuse_and_generate(prev, prev_feat, pose_feat, z, *extra)
             prev = prev.clamp(0.0, 1.0)
             frames.append(prev)
             if progress is not None:
@@ -372,15 +412,16 @@ class CVAE(nn.Module):
 def init_copy_last(model: CVAE) -> None:
     """Start the model as the copy-the-last-frame predictor, with the posterior at the prior.
 
-    The last layer of every residual branch and the posterior's head start at zero, so each
-    block is its skip path and mu = logvar = 0 (KL 0). The skip path itself (the 1x1 adaptors and
-    the frame encoder's, decoder fusion's and generator's last convolutions) starts as the
-    identity on the channels it keeps (dirac), and the channels that carry the previous frame
-    come first at every narrowing: the untrained model predicts the previous frame exactly.
-    Training then learns the change from the pose, from a stable rollout on. With PyTorch's
-    default init (`model.init=torch`) the chained adaptors damp the previous frame ~1e6x on
-    its way to the prediction, which starts constant and stays there for hundreds of steps. Branch
-    internals keep PyTorch's defaults; architecture and parameter count are unchanged. With
+    The last layer of every residual branch and the posterior's head (and the learned prior's)
+    start at zero, so each block is its skip path and mu = logvar = 0 (KL 0). The skip path
+    itself (the 1x1 adaptors and the frame encoder's, decoder fusion's and generator's last
+    convolutions) starts as the identity on the channels it keeps (dirac), and the channels
+    that carry the previous frame come first at every narrowing: the untrained model predicts
+    the previous frame exactly. Training then learns the change from the pose, from a stable
+    rollout on. With PyTorch's default init (`model.init=torch`) the chained adaptors damp the
+    previous frame ~1e6x on its way to the prediction, which starts constant and stays there
+    for hundreds of steps. Branch internals keep PyTorch's defaults; architecture and parameter
+    count are unchanged. With
     `predict_change` the generator's last convolution starts at zero instead: no change. With
     `blend_mask` the mask channel's weights start at zero and its bias at `blend_mask_init`
     (e.g. -4: the mask starts almost closed, sigmoid(-4) = 0.018, everywhere).
@@ -388,7 +429,7 @@ def init_copy_last(model: CVAE) -> None:
     head = model.generator[-1] if isinstance(model.generator[-1], nn.Conv2d) \
         else model.generator[-2]
     skip_path = [model.frame_encoder[-1], model.decoder_fusion[-1]]
-    zero = [model.posterior[-1]]
+    zero = [model.posterior[-1]] + ([] if model.prior is None else [model.prior[-1]])
     (zero if model.predict_change else skip_path).append(head)
     for module in model.modules():
         if isinstance(module, (ResidualBlock, DepthConv)):
@@ -410,8 +451,9 @@ def init_copy_last(model: CVAE) -> None:
 
 
 def parameter_table(model: CVAE) -> list[tuple[str, int]]:
-    """(part, parameter count) for the five parts, then ("total", n)."""
-    rows = [(name, sum(p.numel() for p in getattr(model, name).parameters())) for name in PARTS]
+    """(part, parameter count) for the five parts (and the learned prior), then ("total", n)."""
+    parts = PARTS + (() if model.prior is None else ("prior",))
+    rows = [(name, sum(p.numel() for p in getattr(model, name).parameters())) for name in parts]
     rows.append(("total", sum(p.numel() for p in model.parameters())))
     return rows
 

@@ -614,3 +614,140 @@ def test_pose_region_adds_no_parameters_and_bad_radii_are_refused():
     for bad in ("-1", "65"):
         with pytest.raises(ConfigError, match="model.pose_region"):
             load_config(None, overrides=[f"model.pose_region={bad}"])
+
+
+# ------------------------------------------------------------ model.prior=learned (SVG-LP)
+
+
+def test_kl_against_the_learned_prior_is_the_gaussian_kl():
+    """relative_to_prior + the loss's KL to N(0, I) = KL(posterior || prior), computed here by
+    torch.distributions."""
+    from torch.distributions import Normal
+    from torch.distributions import kl_divergence as torch_kl
+
+    from cvae.losses import kl_divergence
+    from cvae.model import relative_to_prior
+
+    g = torch.Generator().manual_seed(3)
+    mu, logvar, prior_mu, prior_logvar = (
+        torch.randn(2, 3, N, 4, 5, generator=g, dtype=torch.float64) for _ in range(4))
+    expected = torch_kl(Normal(mu, (0.5 * logvar).exp()),
+                        Normal(prior_mu, (0.5 * prior_logvar).exp())).sum() / 2
+    got = kl_divergence(*relative_to_prior(mu, logvar, prior_mu, prior_logvar), batch_size=2)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    same = relative_to_prior(mu, logvar, mu, logvar)
+    assert same[0].abs().max() == 0 and same[1].abs().max() == 0  # posterior = prior: KL 0
+
+
+@pytest.mark.parametrize("options", [{"prior": "learned"}, {"prior": "learned", "prev_pose": True}],
+                         ids=["prior", "prior+prev_pose"])
+@pytest.mark.parametrize("teacher_forced", [True, False], ids=["teacher-forced", "free-running"])
+def test_learned_prior_batched_equals_per_frame_and_every_part_learns(teacher_forced, options):
+    torch.manual_seed(0)
+    model = CVAE(tiny_model_config(**options)).to(torch.float64).train()
+    model.chunk_frames = 2
+    frames, poses = (x.to(torch.float64) for x in clip())
+    noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(2),
+                        dtype=torch.float64)
+    results = []
+    for stepwise in (False, True):
+        model.zero_grad(set_to_none=True)
+        pred, mu, logvar = model(frames, poses, teacher_forced, noise=noise, stepwise=stepwise)
+        loss, _, kl = clip_loss(pred, frames[:, 1:], mu, logvar, beta=1.0)
+        loss.backward()
+        results.append((pred.detach(), kl.detach(),
+                        {n: p.grad.clone() for n, p in model.named_parameters()}))
+    (pred_b, kl_b, grads_b), (pred_s, kl_s, grads_s) = results
+    torch.testing.assert_close(pred_b, pred_s, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(kl_b, kl_s, rtol=1e-10, atol=1e-10)
+    assert kl_b > 0
+    prior_grads = [grads_b[n] for n in grads_b if n.startswith("prior.")]
+    assert prior_grads and all(g.abs().sum() > 0 for g in prior_grads)  # the KL trains it
+
+
+def _prior_fixed_at(model: CVAE, mean: float) -> CVAE:
+    """The learned prior made to predict N(mean, ~0) everywhere, whatever its inputs."""
+    head = model.prior[-1]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias[:N].fill_(mean)
+        head.bias[N:].fill_(-60.0)  # std e^-30
+    return model.eval()
+
+
+def test_rollout_draws_z_from_the_learned_prior():
+    frames, poses = clip()
+    outs = {}
+    for mean in (0.7, -0.7):
+        model = _prior_fixed_at(make_tiny_model(prior="learned"), mean)
+        rollout = model.generate(frames[:, 0], poses, rng=torch.Generator().manual_seed(0))
+        prev, expected = frames[:, 0], [frames[:, 0]]
+        with torch.no_grad():
+            for t in range(1, T):
+                z = torch.full((B, N, H, W), mean)
+                prev = model._fuse_and_generate(prev, model.frame_encoder(prev),
+                                                model.pose_encoder(poses[:, t]), z).clamp(0, 1)
+                expected.append(prev)
+        torch.testing.assert_close(rollout, torch.stack(expected, 1), rtol=0, atol=1e-6)
+        outs[mean] = rollout
+    assert not torch.allclose(outs[0.7], outs[-0.7])  # z reaches the frames: a real check
+
+
+def test_learned_prior_adds_a_posterior_sized_part_and_starts_at_kl_zero():
+    fixed, learned = dict(parameter_table(tiny())), dict(parameter_table(tiny(prior="learned")))
+    assert list(learned) == [*PARTS, "prior", "total"]
+    assert learned["prior"] == learned["posterior"]
+    assert learned["total"] == fixed["total"] + learned["prior"]
+    torch.manual_seed(0)
+    # the small preset: the tiny widths are too narrow to carry RGB through the copy_last init
+    model = CVAE(load_config(None, preset="small", overrides=["model.prior=learned"]).model)
+    init_copy_last(model)
+    frames, poses = clip(h=32, w=64)
+    for teacher_forced in (True, False):
+        pred, mu, logvar = model(frames, poses, teacher_forced)
+        assert mu.abs().max() == 0 and logvar.abs().max() == 0
+    rollout = model.eval().generate(frames[:, 0], poses)
+    torch.testing.assert_close(rollout, frames[:, :1].expand_as(rollout), rtol=0, atol=1e-6)
+
+
+def test_unknown_prior_is_refused_naming_the_key():
+    from cvae.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.prior"):
+        load_config(None, overrides=["model.prior=lstm"])
+
+
+# ------------------------------------------------------------------------- model.prev_pose
+
+
+def test_prev_pose_widens_only_the_first_pose_convolution():
+    plain, both = dict(parameter_table(tiny())), dict(parameter_table(tiny(prev_pose=True)))
+    half_l = TINY_MODEL["label_channels"] // 2
+    assert both["pose_encoder"] == plain["pose_encoder"] + 3 * 7 * 7 * half_l
+    assert {k: v for k, v in both.items() if k not in ("pose_encoder", "total")} == \
+        {k: v for k, v in plain.items() if k not in ("pose_encoder", "total")}
+
+
+def test_rollout_with_prev_pose_feeds_pose_t_and_pose_t_minus_1():
+    model = make_tiny_model(prev_pose=True).eval()
+    frames, poses = clip()
+    noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        rollout = model.generate(frames[:, 0], poses, rng=torch.Generator().manual_seed(0))
+        rng, prev, expected = torch.Generator().manual_seed(0), frames[:, 0], [frames[:, 0]]
+        for t in range(1, T):
+            z = torch.randn(B, N, H, W, generator=rng)
+            pose_feat = model.pose_encoder(torch.cat([poses[:, t], poses[:, t - 1]], dim=1))
+            prev = model._fuse_and_generate(prev, model.frame_encoder(prev), pose_feat,
+                                            z).clamp(0, 1)
+            expected.append(prev)
+        torch.testing.assert_close(rollout, torch.stack(expected, 1), rtol=0, atol=1e-6)
+        # the same input through the training path: step 1 from frame 0 sees poses 1 and 0
+        moved = poses.clone()
+        moved[:, 0] = torch.rand(B, 3, H, W, generator=torch.Generator().manual_seed(5))
+        first = model(frames, poses, True, noise=noise)[0][:, 0]
+        assert not torch.allclose(first, model(frames, moved, True, noise=noise)[0][:, 0])
+        # while without prev_pose pose 0 is never an input
+        plain = make_tiny_model().eval()
+        torch.testing.assert_close(plain(frames, poses, True, noise=noise)[0][:, 0],
+                                   plain(frames, moved, True, noise=noise)[0][:, 0])

@@ -417,15 +417,20 @@ def test_tester_without_checkpoint(cli, capsys, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_a_blend_mask_checkpoint_reloads_and_tests(tiny_train_argv, tiny_data, tmp_path, cli):
-    """A run trained with model.blend_mask: its checkpoint rebuilds the mask channel and
-    cvae-test writes the submission."""
+@pytest.mark.parametrize("sets, rebuilt", [
+    (("model.blend_mask=true", "model.predict_change=true"),
+     lambda model: model.generator[-1].out_channels == 4),
+    (("model.prior=learned",), lambda model: model.prior is not None),
+], ids=["blend_mask", "learned_prior"])
+def test_a_checkpoint_with_model_options_reloads_and_tests(sets, rebuilt, tiny_train_argv,
+                                                           tiny_data, tmp_path, cli):
+    """A run trained with a model option: its checkpoint rebuilds the option's parts (the mask
+    channel, the learned prior) and cvae-test writes the submission."""
     from cvae.train_cli import main as cvae_train
 
-    run = tmp_path / "blend"
-    assert cli(cvae_train, tiny_train_argv(run, "--epochs", "1", sets=(
-        "model.blend_mask=true", "model.predict_change=true"))) == 0
+    run = tmp_path / "run"
+    assert cli(cvae_train, tiny_train_argv(run, "--epochs", "1", sets=sets)) == 0
     model, cfg = load_model(run / "checkpoints" / "best.pt", torch.device("cpu"))
-    assert cfg.model.blend_mask and model.generator[-1].out_channels == 4
+    assert rebuilt(model)
     assert cli(cvae_test, argv_for(run, tiny_data, tmp_path / "out")) == 0
     assert (tmp_path / "out" / "submission.csv").is_file()
