@@ -8,14 +8,17 @@ DATA ?= data/dance
 OUT ?= runs/quickstart
 EPOCHS ?= 12
 WORKERS ?= 2
+PRESET ?= small
 # The quickstart recipe for the small preset on a 2-core CPU (see README, "Model quality"):
 # 2 workers x 1 clip = the lab's batch of 2; the model predicts the change from the previous
 # frame, only near the pose skeleton (model.pose_region=1: the rest is frame 0, so the static
 # background cannot drift); teacher forcing for 3 epochs, then the lab's decay to free-running
 # (tfr -0.1 per epoch); beta = 1 (KL None: the posterior stays at the prior validation samples
 # from); lr 5e-4 divided by 10 after epochs 9 and 11; 40 steps per worker per epoch (half of the
-# 16 training videos' clips, drawn anew each epoch).
-TRAIN_SETTINGS ?= --set model.predict_change=true --set model.pose_region=1 --set train.batch_size=1 \
+# 16 training videos' clips, drawn anew each epoch); the pose encoder sees pose t-1 beside pose t
+# (model.prev_pose: where the two agree the dancer stood still).
+TRAIN_SETTINGS ?= --set model.predict_change=true --set model.pose_region=1 \
+	--set model.prev_pose=true --set train.batch_size=1 \
 	--set train.kl_anneal_type=None --set train.lr=5e-4 --set train.lr_milestones=[9,11] \
 	--set train.tfr_sde=3 --set train.tfr_d_step=0.1 --set train.max_steps_per_epoch=40
 
@@ -27,10 +30,14 @@ LONG_OUT ?= runs/long
 LONG_EPOCHS ?= 20
 LONG_SETTINGS ?= --set train.init_from=$(OUT)/train --set data.clip_len=80 \
 	--set validation.short_len=15 --set train.augment=true --set train.tfr=0 \
-	--set model.predict_change=true --set model.pose_region=1 --set train.batch_size=1 \
-	--set train.kl_anneal_type=None \
+	--set model.predict_change=true --set model.pose_region=1 --set model.prev_pose=true \
+	--set train.batch_size=1 --set train.kl_anneal_type=None \
 	--set train.lr=2e-4 --set train.lr_milestones=[9] --set train.max_steps_per_epoch=8 \
 	--set validation.best_by=epoch
+
+# More settings for an experiment, added after the recipe's in `make train`/`run` and `make long`
+# (later settings win), e.g. make run OUT=runs/seed2 EXTRA="--set run.seed=2"
+EXTRA ?=
 
 .PHONY: setup run data train test-model long test lint sweep bench clean clean-run
 
@@ -50,8 +57,8 @@ data: setup
 # No target deletes a finished run: a rerun into an existing folder is refused (clean-run).
 train: data
 	@if [ -e $(OUT)/train ]; then echo "$(OUT)/train exists: make clean-run OUT=$(OUT) removes it, or choose another OUT=..."; exit 1; fi
-	RAY_AUTH_MODE=token $(BIN)/python -m ray_jobs.train --preset small --data $(DATA).pack \
-		--out $(OUT)/train --epochs $(EPOCHS) --num-workers $(WORKERS) $(TRAIN_SETTINGS)
+	RAY_AUTH_MODE=token $(BIN)/python -m ray_jobs.train --preset $(PRESET) --data $(DATA).pack \
+		--out $(OUT)/train --epochs $(EPOCHS) --num-workers $(WORKERS) $(TRAIN_SETTINGS) $(EXTRA)
 
 test-model: setup
 	$(BIN)/cvae-test --checkpoint $(OUT)/train --data $(DATA) --out $(OUT)/test
@@ -63,8 +70,8 @@ run: train test-model
 
 long: data
 	@if [ -e $(LONG_OUT)/train ]; then echo "$(LONG_OUT)/train exists: make clean-run OUT=$(LONG_OUT) removes it, or choose another LONG_OUT=..."; exit 1; fi
-	RAY_AUTH_MODE=token $(BIN)/python -m ray_jobs.train --preset small --data $(DATA) \
-		--out $(LONG_OUT)/train --epochs $(LONG_EPOCHS) --num-workers $(WORKERS) $(LONG_SETTINGS)
+	RAY_AUTH_MODE=token $(BIN)/python -m ray_jobs.train --preset $(PRESET) --data $(DATA) \
+		--out $(LONG_OUT)/train --epochs $(LONG_EPOCHS) --num-workers $(WORKERS) $(LONG_SETTINGS) $(EXTRA)
 	$(BIN)/cvae-test --checkpoint $(LONG_OUT)/train --data $(DATA) --out $(LONG_OUT)/test
 
 lint: setup
