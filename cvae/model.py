@@ -121,6 +121,14 @@ class Posterior(nn.Sequential):
         return z, mu, logvar
 
 
+def relative_to_prior(mu, logvar, prior_mu, prior_logvar):
+    """The posterior N(mu, e^logvar) expressed against the prior N(prior_mu, e^prior_logvar):
+    both moved by the same affine map that takes the prior to N(0, I). KL divergence does not
+    change under a shared invertible map, so KL(N(mu', e^logvar') || N(0, I)) of the returned
+    pair is KL(posterior || prior): the loss's KL term needs no second form. All [*,N,H,W]."""
+    return (mu - prior_mu) * torch.exp(-0.5 * prior_logvar), logvar - prior_logvar
+
+
 class DecoderFusion(nn.Sequential):
     """(prev frame features, pose features, z) [*,F+L+N,H,W] -> [*,D,H,W]."""
 
@@ -157,14 +165,6 @@ def generator(in_ch: int, activation: str, out_ch: int = 3) -> nn.Sequential:
 
 
 PARTS = ("frame_encoder", "pose_encoder", "posterior", "decoder_fusion", "generator")
-
-
-def relative_to_prior(mu, logvar, prior_mu, prior_logvar):
-    """The posterior N(mu, e^logvar) expressed against the prior N(prior_mu, e^prior_logvar):
-    both moved by the same affine map that takes the prior to N(0, I). KL divergence does not
-    change under a shared invertible map, so KL(N(mu', e^logvar') || N(0, I)) of the returned
-    pair is KL(posterior || prior): the loss's KL term needs no second form. All [*,N,H,W]."""
-    return (mu - prior_mu) * torch.exp(-0.5 * prior_logvar), logvar - prior_logvar
 # A pose pixel brighter than this in any channel is part of the skeleton (drawn on black).
 POSE_ON = 0.05
 
@@ -398,8 +398,7 @@ class CVAE(nn.Module):
             z = torch.randn(B, self.latent_channels, H, W, generator=rng,
                             device="cpu" if rng is None else rng.device).to(first_frame)
             if self.prior is not None:
-                mu, logvar = self.prior.gaussian(prev_feat, pose_feat)
-                z = mu + torch.exp(0.5 * logvar) * z
+                z = self.prior(prev_feat, pose_feat, eps=z)[0]  # mu + std * eps
             extra = composite_args(comp, t - 1, prev)
             prev = self._fuse_and_generate(prev, prev_feat, pose_feat, z, *extra)
             prev = prev.clamp(0.0, 1.0)
@@ -421,10 +420,10 @@ def init_copy_last(model: CVAE) -> None:
     rollout on. With PyTorch's default init (`model.init=torch`) the chained adaptors damp the
     previous frame ~1e6x on its way to the prediction, which starts constant and stays there
     for hundreds of steps. Branch internals keep PyTorch's defaults; architecture and parameter
-    count are unchanged. With
-    `predict_change` the generator's last convolution starts at zero instead: no change. With
-    `blend_mask` the mask channel's weights start at zero and its bias at `blend_mask_init`
-    (e.g. -4: the mask starts almost closed, sigmoid(-4) = 0.018, everywhere).
+    count are unchanged. With `predict_change` the generator's last convolution starts at zero
+    instead: no change. With `blend_mask` the mask channel's weights start at zero and its bias
+    at `blend_mask_init` (e.g. -4: the mask starts almost closed, sigmoid(-4) = 0.018,
+    everywhere).
     """
     head = model.generator[-1] if isinstance(model.generator[-1], nn.Conv2d) \
         else model.generator[-2]
