@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -38,21 +39,40 @@ def lab_summary(root: str | Path) -> dict:
     return out
 
 
+def _stochastic_level(text: str) -> float:
+    """The --stochastic value as a number in [0, 1], or one error line naming the flag."""
+    try:
+        level = float(text)
+    except ValueError:
+        level = math.nan
+    if not 0.0 <= level <= 1.0:  # NaN fails too
+        raise CvaeError(f"--stochastic {text!r}: must be a number from 0 to 1 "
+                        f"(0, the default: no events)")
+    return level
+
+
 def _cmd_synth(args: argparse.Namespace) -> None:
+    opts = _given(args, ["seed", "train_videos", "frames_per_video", "val_frames",
+                         "test_sequences", "test_frames", "height", "width"])
+    if args.stochastic is not None:
+        opts["stochastic"] = _stochastic_level(args.stochastic)
     try:
         from cvae.synth import generate
     except ImportError as err:
         raise CvaeError(f"synthetic data generator not available ({err})") from None
     t0 = time.perf_counter()
-    opts = _given(args, ["seed", "train_videos", "frames_per_video", "val_frames",
-                         "test_sequences", "test_frames", "height", "width"])
-    generate(args.out, progress=not args.quiet, **opts)
+    made = generate(args.out, progress=not args.quiet, **opts)
     s = lab_summary(args.out)
     tr, va = s.get("train", {}), s.get("val", {})
     print(f"wrote {args.out}: {tr.get('frames', 0)} train frames in {tr.get('videos', 0)} "
           f"videos, {va.get('frames', 0)} val frames, "
           f"{s.get('test', {}).get('sequences', 0)} test sequences, "
           f"{tr.get('size', '?')} (WxH) in {time.perf_counter() - t0:.1f} s")
+    if opts.get("stochastic") and isinstance(made, dict) and "events" in made:
+        n = made["events"]
+        print(f"stochastic {opts['stochastic']:g}: {n['shirt']} shirt colour changes, "
+              f"{n['flicker']} light flickers, {n['object']} objects; each video's events "
+              f"are in <split>/manifest.json")
 
 
 def _cmd_pack(args: argparse.Namespace) -> None:
@@ -122,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--test-frames", type=int)
     s.add_argument("--height", type=int, help="source frame height (generator default)")
     s.add_argument("--width", type=int, help="source frame width (generator default)")
+    s.add_argument("--stochastic", metavar="LEVEL",
+                   help="0 to 1 (default 0: none): add per video events the pose cannot "
+                        "foretell; expected per 100 frames: 2 x LEVEL shirt colour changes "
+                        "(held 8-40 frames), 4 x LEVEL light flickers (1-4 frames), 1 x LEVEL "
+                        "objects that appear and stay; listed in <split>/manifest.json")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_synth)
 

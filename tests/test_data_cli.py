@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import types
+from pathlib import Path
 
 import pytest
 
@@ -75,3 +77,70 @@ def test_cli_synth_and_preview_call_their_modules(make_lab, tmp_path, capsys, mo
     code, out, _ = run_cli(["preview", str(root), "--out", str(tmp_path / "s.png"),
                             "--frames", "3"], capsys)
     assert code == 0 and calls["contact_sheet"] == {"frames": 3}
+
+
+def _stub_generate(monkeypatch, make_lab) -> dict:
+    """A stand-in cvae.synth whose generate records its options; returns that record."""
+    calls = {}
+
+    def generate(out, **kw):
+        calls["generate"] = kw
+        make_lab(out, train=(4, 4))
+
+    monkeypatch.setitem(sys.modules, "cvae.synth", types.SimpleNamespace(generate=generate))
+    return calls
+
+
+def test_cli_synth_passes_the_stochastic_level(make_lab, tmp_path, capsys, monkeypatch):
+    calls = _stub_generate(monkeypatch, make_lab)
+    code, _, _ = run_cli(["synth", "--out", str(tmp_path / "syn"), "--stochastic", "0.25",
+                          "--quiet"], capsys)  # fmt: skip
+    assert code == 0 and calls["generate"] == {"stochastic": 0.25, "progress": False}
+
+
+@pytest.mark.parametrize("level", ["1.5", "-0.1", "abc", "nan", ""])
+def test_cli_synth_refuses_a_bad_level_in_one_line(make_lab, tmp_path, capsys, monkeypatch,
+                                                   level):  # fmt: skip
+    calls = _stub_generate(monkeypatch, make_lab)
+    code, out, err = run_cli(["synth", "--out", str(tmp_path / "syn"), "--stochastic", level],
+                             capsys)  # fmt: skip
+    assert code == 2 and out == "" and not calls
+    assert err.startswith(f"error: --stochastic {level!r}: must be a number from 0 to 1")
+    assert err.count("\n") == 1
+    assert not (tmp_path / "syn").exists()
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def test_cli_synth_level_zero_writes_the_default_bytes(tmp_path, capsys):
+    tiny = ["--train-videos", "2", "--frames-per-video", "6", "--val-frames", "6",
+            "--test-sequences", "1", "--test-frames", "4", "--height", "32", "--width", "64",
+            "--seed", "5", "--quiet"]  # fmt: skip
+    for name, extra in (("plain", []), ("zero", ["--stochastic", "0"])):
+        code, out, _ = run_cli(["synth", "--out", str(tmp_path / name), *tiny, *extra], capsys)
+        assert code == 0 and "stochastic" not in out
+    plain, zero = _digests(tmp_path / "plain"), _digests(tmp_path / "zero")
+    assert len(plain) == 2 * 6 * 2 + 6 * 2 + 1 + 4 + 4 + 3
+    assert zero == plain
+    code, out, _ = run_cli(["synth", "--out", str(tmp_path / "one"), *tiny, "--stochastic", "1"],
+                           capsys)  # fmt: skip
+    assert code == 0 and "stochastic 1: " in out and "manifest.json" in out
+    labels = [k for k in plain if "_label" in k]
+    assert all(_digests(tmp_path / "one")[k] == plain[k] for k in labels)
+
+
+def test_stochastic_rates_are_in_the_help_and_the_readme(capsys):
+    from cvae.synth_events import RATES
+
+    code, out, _ = run_cli(["synth", "--help"], capsys)
+    assert code == 0
+    help_text = " ".join(out.split())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    data = readme.split("\n## Data\n", 1)[1].split("\n## ", 1)[0]
+    data = " ".join(data.split())
+    assert "--stochastic" in help_text and "--stochastic LEVEL" in data
+    for rate in RATES.values():
+        assert f"{rate:g} x LEVEL" in help_text and f"{rate:g} x LEVEL" in data

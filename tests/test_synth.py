@@ -258,3 +258,174 @@ def test_contact_sheet_without_manifest(data, tmp_path):
 def test_contact_sheet_missing_folder(tmp_path):
     with pytest.raises(DataError, match="train_img"):
         contact_sheet(tmp_path / "nowhere", tmp_path / "sheet.png")
+
+
+# --------------------------------------------------------------- stochastic events (level)
+
+EVENTFUL = {"frames_per_video": 40, "val_frames": 80, "test_frames": 30}
+
+
+def _read_manifest(root: Path, split: str) -> dict:
+    return json.loads((root / split / "manifest.json").read_text())
+
+
+def _rgb_folders(root: Path) -> list[tuple[Path, dict]]:
+    """[(folder of every RGB frame of the video, its manifest entry)] for train, val, test."""
+    out = []
+    for split, folder in (("train", "train/train_img"), ("val", "val/val_img")):
+        out += [(root / folder, v) for v in _read_manifest(root, split)["videos"]]
+    for v in _read_manifest(root, "test")["videos"]:
+        out.append((root / "test" / "test_truth" / v["subdir"], v))
+    return out
+
+
+@pytest.fixture(scope="module")
+def calm(tmp_path_factory) -> Path:
+    """The eventful sizes at level 0."""
+    return _make(tmp_path_factory.mktemp("calm"), seed=3, **EVENTFUL)
+
+
+@pytest.fixture(scope="module")
+def eventful(tmp_path_factory) -> Path:
+    """The same videos at the highest level."""
+    return _make(tmp_path_factory.mktemp("eventful"), seed=3, stochastic=1.0, **EVENTFUL)
+
+
+def test_level_zero_is_the_default_byte_for_byte(data, tmp_path):
+    for i, level in enumerate((0, 0.0, -0.0)):
+        zero = _make(tmp_path / str(i), seed=3, stochastic=level)
+        assert _digests(zero) == _digests(data)
+    for split in ("train", "val", "test"):
+        text = (data / split / "manifest.json").read_text()
+        assert "stochastic" not in text and "events" not in text
+
+
+def test_events_are_deterministic_for_a_seed(eventful, tmp_path):
+    again = _make(tmp_path / "again", seed=3, stochastic=1.0, **EVENTFUL)
+    assert _digests(again) == _digests(eventful)
+    other = _make(tmp_path / "other", seed=4, stochastic=1.0, **EVENTFUL)
+    mine = [v["events"] for _, v in _rgb_folders(eventful)]
+    assert [v["events"] for _, v in _rgb_folders(other)] != mine
+
+
+def test_events_leave_the_poses_unchanged(calm, eventful):
+    calm_d, eventful_d = _digests(calm), _digests(eventful)
+    assert calm_d.keys() == eventful_d.keys()
+    labels = [k for k in calm_d if "_label" in k]
+    assert len(labels) == 2 * 40 + 80 + 2 * 30
+    assert all(calm_d[k] == eventful_d[k] for k in labels)
+    for k in ("0", "1"):  # the Tester's given frame: no event starts at a video's frame 0
+        rel = f"test/test_img/{k}/frame0.png"
+        assert calm_d[rel] == eventful_d[rel]
+
+
+def test_manifests_list_the_level_the_rates_and_each_videos_events(eventful):
+    kinds = set()
+    for split in ("train", "val", "test"):
+        m = _read_manifest(eventful, split)
+        assert m["format"] == "cvae-synth/1" and m["stochastic"] == 1.0
+        assert m["events_per_100_frames"] == {"shirt": 2.0, "flicker": 4.0, "object": 1.0}
+        for v in m["videos"]:
+            last = v["first_frame"] + v["num_frames"]
+            for e in v["events"]:
+                kinds.add(e["kind"])
+                assert v["first_frame"] < e["frame"] < last
+                assert 1 <= e["frames"] and e["frame"] + e["frames"] <= last
+                if e["kind"] == "object":
+                    assert e["frame"] + e["frames"] == last  # it stays
+                    assert e["shape"] in ("ball", "box") and len(e["box"]) == 4
+    assert kinds == {"shirt", "flicker", "object"}
+
+
+def test_frames_change_exactly_from_the_first_event_on(calm, eventful):
+    videos = _rgb_folders(eventful)
+    assert sum(bool(v["events"]) for _, v in videos) >= 4
+    for folder, v in videos:
+        calm_folder = calm / folder.relative_to(eventful)
+        first = min((e["frame"] for e in v["events"]), default=v["first_frame"] + v["num_frames"])
+        for n in range(v["first_frame"], first):
+            assert (folder / f"frame{n}.png").read_bytes() == (calm_folder / f"frame{n}.png"
+                                                                ).read_bytes()  # fmt: skip
+        if v["events"]:
+            assert not np.array_equal(_array(folder / f"frame{first}.png"),
+                                      _array(calm_folder / f"frame{first}.png"))  # fmt: skip
+
+
+def _events(eventful: Path, calm: Path, kind: str) -> list[tuple[Path, Path, dict]]:
+    """[(its video's RGB folder, the same folder at level 0, event)] for every event of kind."""
+    return [(folder, calm / folder.relative_to(eventful), e)
+            for folder, v in _rgb_folders(eventful) for e in v["events"]
+            if e["kind"] == kind]  # fmt: skip
+
+
+def test_a_flicker_scales_the_brightness_of_its_frames(calm, eventful):
+    checked = 0
+    for folder, v in _rgb_folders(eventful):
+        light = {}  # frame -> brightness of the newest flicker on it (events are in start order)
+        for e in (e for e in v["events"] if e["kind"] == "flicker"):
+            light.update(dict.fromkeys(range(e["frame"], e["frame"] + e["frames"]),
+                                       e["brightness"]))  # fmt: skip
+        calm_folder = calm / folder.relative_to(eventful)
+        for n, factor in light.items():
+            lit = _array(folder / f"frame{n}.png").astype(float).mean()
+            plain = _array(calm_folder / f"frame{n}.png").astype(float).mean()
+            assert (lit - plain) * (factor - 1.0) > 0 and abs(lit - plain) > 0.1 * plain
+            checked += 1
+    assert checked >= 5
+
+
+def test_an_object_appears_and_stays(calm, eventful):
+    objects = _events(eventful, calm, "object")
+    assert objects
+    for folder, calm_folder, e in objects:
+        x0, y0, x1, y1 = e["box"]
+        for n in range(e["frame"], e["frame"] + e["frames"]):
+            box = _array(folder / f"frame{n}.png")[y0:y1, x0:x1].astype(int)
+            plain = _array(calm_folder / f"frame{n}.png")[y0:y1, x0:x1].astype(int)
+            assert (np.abs(box - plain).max(axis=-1) > 0).mean() > 0.3
+
+
+def test_a_shirt_colour_change_shows_the_new_colour(eventful):
+    checked = 0
+    for folder, v in _rgb_folders(eventful):
+        lit = {n for e in v["events"] if e["kind"] == "flicker"
+               for n in range(e["frame"], e["frame"] + e["frames"])}  # fmt: skip
+        shirts = [e for e in v["events"] if e["kind"] == "shirt"]
+        for j, e in enumerate(shirts):  # the frames where e is the newest shirt event
+            end = min([e["frame"] + e["frames"], *(f["frame"] for f in shirts[j + 1 :])])
+            unlit = [n for n in range(e["frame"], end) if n not in lit]
+            for n in unlit[:3]:  # (a flicker scales the colour as well)
+                pixels = _array(folder / f"frame{n}.png").reshape(-1, 3).astype(int)
+                near = np.abs(pixels - np.array(e["colour"])).max(axis=-1) <= 2
+                assert near.sum() >= 3, (folder, n)
+                checked += 1
+    assert checked >= 3
+
+
+def test_readers_accept_the_eventful_manifests(eventful, tmp_path):
+    from cvae.lab_folder import split_videos
+
+    _, _, videos = split_videos(eventful, "train")
+    assert [len(v.names) for v in videos] == [40, 40]
+    assert contact_sheet(eventful, tmp_path / "sheet.png", frames=3, scale=1).is_file()
+
+
+def test_rates_per_100_frames_and_higher_levels_keep_lower_ones():
+    from cvae.synth_events import RATES, sample_events
+
+    video = synth.plan_video(np.random.default_rng(0), 6000, 32, 64)
+    low = sample_events(np.random.default_rng(7), video, 0.3)
+    high = sample_events(np.random.default_rng(7), video, 0.8)
+    assert set(low) <= set(high)
+    for kind, rate in RATES.items():
+        expected = rate * 0.8 * 5999 / 100
+        count = sum(e.kind == kind for e in high)
+        assert abs(count - expected) < 4 * np.sqrt(expected), kind
+    assert sample_events(np.random.default_rng(7), video, 0.0) == ()
+
+
+@pytest.mark.parametrize("level", [1.5, -0.1, float("nan"), "0.5", True, None])
+def test_bad_level_is_refused(tmp_path, level):
+    with pytest.raises(DataError, match=r"^stochastic=.*: must be a number from 0 to 1"):
+        synth.generate(tmp_path / "data", **TINY, stochastic=level)
+    assert not (tmp_path / "data").exists()
