@@ -8,6 +8,12 @@ Two pairs of figures, each comparing the model with copying the last frame it wa
   previous frame; the copy-last baseline copies that true previous frame
   (baseline_psnr_one_step).
 SSIM (val_ssim, val_ssim_short; baseline_ssim, baseline_ssim_short) scores the same rollouts.
+
+Whole-frame PSNR rewards blur (a grey average of where the dancer might be costs less squared
+error than a sharp dancer in the wrong place), so the rollout is also scored inside the dancer's
+box, found from its pose image (`dancer_box`): SSIM there (val_box_ssim, baseline_box_ssim) and
+how sharp the prediction is there against the truth (val_sharpness, baseline_sharpness; 1 = as
+sharp as the truth, a smear far below 1). See `box_scores`.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from dataclasses import dataclass
 import torch
 
 from cvae.losses import psnr
-from cvae.model import CVAE
+from cvae.model import CVAE, POSE_ON
 
 
 @dataclass
@@ -32,6 +38,11 @@ class Validation:
     one_step_baseline: list[float] | None = None  # copying the true last frame, same frames
     ssim: list[float] | None = None  # SSIM of the model's rollout, frames 1..T-1
     baseline_ssim: list[float] | None = None  # SSIM of frame 0 repeated, frames 1..T-1
+    # Inside the dancer's box of each frame 1..T-1 (box_scores; nan where its pose is empty):
+    box_ssim: list[float] | None = None  # SSIM of the rollout
+    baseline_box_ssim: list[float] | None = None  # SSIM of frame 0 repeated
+    sharpness: list[float] | None = None  # gradient energy of the rollout over the truth's
+    baseline_sharpness: list[float] | None = None  # the same for frame 0 repeated
 
     @staticmethod
     def _mean(values: list[float]) -> float:
@@ -45,7 +56,15 @@ class Validation:
                if self.one_step_baseline else {}),
             **(self._means("ssim", self.ssim, self.baseline_ssim)
                if self.ssim and self.baseline_ssim else {}),
+            **self._box_means(),
         }
+
+    def _box_means(self) -> dict[str, float]:
+        """val_box_ssim, baseline_box_ssim, val_sharpness, baseline_sharpness: means over the
+        frames that have a score. One without any (no pose has a skeleton pixel) is left out:
+        an empty cell in metrics.csv, never a nan that would read as a diverged run."""
+        means = {key: nanmean(getattr(self, name) or []) for name, key in BOX_METRICS.items()}
+        return {key: value for key, value in means.items() if math.isfinite(value)}
 
     def _means(self, score: str, model: list[float], baseline: list[float]) -> dict[str, float]:
         """val_<score>, val_<score>_short, baseline_<score>, baseline_<score>_short."""
@@ -54,19 +73,38 @@ class Validation:
                 f"baseline_{score}": self._mean(baseline),
                 f"baseline_{score}_short": self._mean(baseline[:n])}
 
+    def per_frame(self) -> dict[str, list[float]]:
+        """Every score per frame 1..T-1, named as in PER_FRAME_COLUMNS (nan where not scored)."""
+        n = len(self.psnr)
+        return {"psnr": self.psnr, "baseline_psnr": self.baseline,
+                **{name: getattr(self, name) or [math.nan] * n
+                   for name in ("ssim", "baseline_ssim", *BOX_SCORES)}}
+
+    def figure_scores(self) -> dict[str, list[float]]:
+        """The keyword arguments of plots.psnr_per_frame beside PSNR: SSIM and the box scores."""
+        return {name: getattr(self, name) or []
+                for name in ("ssim", "baseline_ssim", *BOX_SCORES)}
+
     def per_frame_csv(self) -> str:
         """The text of psnr_per_frame.csv: one row per frame 1..T-1 (PER_FRAME_COLUMNS)."""
-        n = len(self.psnr)
-        ssim = self.ssim or [math.nan] * n
-        baseline_ssim = self.baseline_ssim or [math.nan] * n
-        rows = zip(self.psnr, self.baseline, ssim, baseline_ssim, strict=True)
+        scores = self.per_frame()
+        rows = zip(*(scores[name] for name in PER_FRAME_COLUMNS[1:]), strict=True)
         lines = [",".join(PER_FRAME_COLUMNS)] + [
-            f"{t},{p:.4f},{b:.4f},{s:.4f},{bs:.4f}" for t, (p, b, s, bs) in enumerate(rows, 1)
+            f"{t}," + ",".join(f"{v:.4f}" for v in values) for t, values in enumerate(rows, 1)
         ]
         return "\n".join(lines) + "\n"
 
 
-PER_FRAME_COLUMNS = ("frame", "psnr", "baseline_psnr", "ssim", "baseline_ssim")
+BOX_SCORES = ("box_ssim", "baseline_box_ssim", "sharpness", "baseline_sharpness")
+BOX_METRICS = {"box_ssim": "val_box_ssim", "baseline_box_ssim": "baseline_box_ssim",
+               "sharpness": "val_sharpness", "baseline_sharpness": "baseline_sharpness"}
+PER_FRAME_COLUMNS = ("frame", "psnr", "baseline_psnr", "ssim", "baseline_ssim", *BOX_SCORES)
+
+
+def nanmean(values: list[float]) -> float:
+    """The mean of the values that are not nan; nan when none is (and no warning)."""
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -129,6 +167,7 @@ def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, short_le
         one_step_baseline=copy_previous_baseline(frames[:short_len + 1].float()),
         ssim=ssim(pred[1:], frames[1:]).tolist(),
         baseline_ssim=copy_last_ssim(frames.float()),
+        **box_scores(pred[1:], frames[1:].float(), frames[0].float(), poses[1:].float()),
     )
 
 
@@ -171,3 +210,85 @@ def _masked_mean(err: torch.Tensor, mask: torch.Tensor) -> float:
     """Mean of err [T,3,H,W] over the pixels where mask [T,1,H,W] is 1 (nan where none is)."""
     pixels = float(mask.sum()) * err.shape[1]
     return float((err * mask).sum()) / pixels if pixels else math.nan
+
+
+# ------------------------------------------------- the dancer's box: a score that sees blur
+
+# The box is the bounding box of the pose's skeleton pixels, padded: the body drawn over a
+# skeleton (torso and limb widths, hair, loose clothes, the feet's shadow) reaches past the
+# skeleton's lines. On the synthetic 32x64 frames the lines are 2 pixels wide and the widest
+# parts (the torso, ~3 pixels; the head with its hair) stand out of them by 1-2 pixels, so the
+# pad is 2 pixels there; on taller frames it grows with the height (1/16 of it), as the body does.
+BOX_PAD_MIN = 2
+BOX_PAD_FRACTION = 1 / 16
+
+
+def box_pad(height: int) -> int:
+    """Pixels added on each side of the skeleton's bounding box in frames `height` rows tall:
+    max(2, round(height / 16)), so 2 on the 32-row frames."""
+    return max(BOX_PAD_MIN, round(height * BOX_PAD_FRACTION))
+
+
+def dancer_box(pose: torch.Tensor, pad: int) -> tuple[int, int, int, int] | None:
+    """(top, bottom, left, right), bottom and right exclusive: the bounding box of the pose's
+    skeleton pixels (any channel above POSE_ON), `pad` pixels wider on each side and clamped to
+    the frame. None when the pose has no skeleton pixel. pose: [3,H,W] in [0,1]."""
+    on = pose.amax(0) > POSE_ON  # [H,W]
+    rows, cols = on.any(1).nonzero()[:, 0], on.any(0).nonzero()[:, 0]
+    if not len(rows):
+        return None
+    height, width = on.shape
+    return (max(0, int(rows[0]) - pad), min(height, int(rows[-1]) + 1 + pad),
+            max(0, int(cols[0]) - pad), min(width, int(cols[-1]) + 1 + pad))
+
+
+def gradient_energy(images: torch.Tensor) -> torch.Tensor:
+    """images [...,C,h,w] -> [...]: the squared differences of horizontally adjacent pixels
+    plus those of vertically adjacent pixels, summed over channels and positions, divided by
+    the h*w pixels. Flat = 0; edges and texture raise it; blur lowers it."""
+    dx = images[..., :, 1:] - images[..., :, :-1]  # [...,C,h,w-1]
+    dy = images[..., 1:, :] - images[..., :-1, :]  # [...,C,h-1,w]
+    pixels = images.shape[-1] * images.shape[-2]
+    return (dx.square().sum((-3, -2, -1)) + dy.square().sum((-3, -2, -1))) / pixels
+
+
+def sharpness_ratio(guesses: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """gradient_energy(guess) / gradient_energy(truth) for each guess [N,C,h,w] of the same
+    crop truth [C,h,w] -> [N]. 1: as sharp as the truth; a smear is far below 1; noise or
+    extra edges can exceed 1. nan for every guess when the truth is flat (energy 0)."""
+    energy = gradient_energy(torch.cat([guesses, truth[None]]).float())  # [N+1], one reduction
+    if energy[-1] == 0:
+        return torch.full((guesses.shape[0],), math.nan)
+    return energy[:-1] / energy[-1]
+
+
+def box_scores(pred: torch.Tensor, target: torch.Tensor, first: torch.Tensor,
+               poses: torch.Tensor, pad: int | None = None) -> dict[str, list[float]]:
+    """The dancer-box scores of each frame t (BOX_SCORES): inside the box of poses[t]
+    (`dancer_box`, padded by `box_pad` of the frame height unless `pad` is given), the SSIM
+    (`ssim`, its window narrowed to the crop) and the sharpness ratio of pred[t] against
+    target[t], and the same for `first`, the copy-frame-0 baseline's every frame.
+
+    pred, target, poses: [T,3,H,W] in [0,1]; first: [3,H,W]. A frame whose pose has no
+    skeleton pixel scores nan in all four.
+    """
+    pad = box_pad(target.shape[-2]) if pad is None else pad
+    scores: dict[str, list[float]] = {name: [] for name in BOX_SCORES}
+    for t in range(target.shape[0]):
+        values = _box_frame(pred[t], target[t], first, dancer_box(poses[t], pad))
+        for name, value in zip(BOX_SCORES, values, strict=True):
+            scores[name].append(value)
+    return scores
+
+
+def _box_frame(pred: torch.Tensor, truth: torch.Tensor, first: torch.Tensor,
+               box: tuple[int, int, int, int] | None) -> tuple[float, ...]:
+    """(box_ssim, baseline_box_ssim, sharpness, baseline_sharpness) of one frame [3,H,W]."""
+    if box is None:
+        return (math.nan,) * len(BOX_SCORES)
+    rows, cols = slice(box[0], box[1]), slice(box[2], box[3])
+    guesses = torch.stack([pred[:, rows, cols], first[:, rows, cols]]).float()  # [2,3,h,w]
+    crop = truth[:, rows, cols].float()  # [3,h,w]
+    model_ssim, baseline_ssim = ssim(guesses, crop.expand_as(guesses)).tolist()
+    model_sharp, baseline_sharp = sharpness_ratio(guesses, crop).tolist()
+    return model_ssim, baseline_ssim, model_sharp, baseline_sharp

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -44,19 +45,35 @@ def training_curve(rows: Sequence[dict], path: str | Path) -> Path:
 
 def psnr_per_frame(psnr: Sequence[float], path: str | Path, *, baseline: Sequence[float] = (),
                    title: str = "PSNR per frame", ssim: Sequence[float] = (),
-                   baseline_ssim: Sequence[float] = ()) -> Path:
+                   baseline_ssim: Sequence[float] = (), box_ssim: Sequence[float] = (),
+                   baseline_box_ssim: Sequence[float] = (), sharpness: Sequence[float] = (),
+                   baseline_sharpness: Sequence[float] = ()) -> Path:
     """PSNR of each predicted frame (1..T-1), with the copy-last baseline's (frame 0 repeated);
-    given SSIM per frame too, a second panel below shows it the same way."""
-    panels = 2 if len(ssim) else 1
-    fig, axes = plt.subplots(panels, 1, figsize=(8, 3.5 * panels), sharex=True, squeeze=False)
-    _per_frame_panel(axes[0, 0], psnr, baseline, unit="dB", fmt=".2f")
-    axes[0, 0].set_ylabel("PSNR (dB)")
+    below it one panel, the same way, for each other score given per frame: SSIM, SSIM inside
+    the dancer's box, the sharpness ratio inside it (with a line at 1, as sharp as the truth).
+    nan values (frames not scored) leave gaps and are left out of the means."""
+    panels = [(psnr, baseline, "PSNR (dB)", "dB", ".2f", None)] + [
+        (model, base, label, "", fmt, level)
+        for model, base, label, fmt, level in (
+            (ssim, baseline_ssim, "SSIM", ".3f", None),
+            (box_ssim, baseline_box_ssim, "SSIM in the dancer's box", ".3f", None),
+            (sharpness, baseline_sharpness, "sharpness in the box\n(model / truth)", ".2f", 1.0))
+        if len(model)]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(8, 3.5 * len(panels)), sharex=True,
+                             squeeze=False)
+    for ax, (model, base, label, unit, fmt, level) in zip(axes[:, 0], panels, strict=True):
+        _per_frame_panel(ax, model, base, unit=unit, fmt=fmt)
+        ax.set_ylabel(label)
+        if level is not None:
+            ax.axhline(level, color="grey", lw=0.8, ls="--")
     axes[0, 0].set_title(title)
-    if panels == 2:
-        _per_frame_panel(axes[1, 0], ssim, baseline_ssim, unit="", fmt=".3f")
-        axes[1, 0].set_ylabel("SSIM")
     axes[-1, 0].set_xlabel("frame")
     return _save(fig, path)
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    kept = [v for v in values if not math.isnan(v)]
+    return sum(kept) / len(kept) if kept else math.nan
 
 
 def _per_frame_panel(ax, model: Sequence[float], baseline: Sequence[float], *, unit: str,
@@ -64,12 +81,11 @@ def _per_frame_panel(ax, model: Sequence[float], baseline: Sequence[float], *, u
     """One score per frame 1..T-1: the model's line and, if given, the baseline's."""
     frames = range(1, len(model) + 1)
     suffix = f" {unit}" if unit else ""
-    mean = sum(model) / max(len(model), 1)
-    ax.plot(frames, model, lw=1, label=f"model (mean {mean:{fmt}}{suffix})")
+    ax.plot(frames, model, lw=1, label=f"model (mean {_nanmean(model):{fmt}}{suffix})")
     if len(baseline):
-        mean = sum(baseline) / len(baseline)
         ax.plot(frames, baseline, lw=1, alpha=0.7,
-                label=f"copy-last baseline: frame 0 repeated (mean {mean:{fmt}}{suffix})")
+                label=f"copy-last baseline: frame 0 repeated (mean "
+                      f"{_nanmean(baseline):{fmt}}{suffix})")
     ax.legend(fontsize=8)
 
 

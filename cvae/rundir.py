@@ -3,7 +3,8 @@
     <out>/config.yaml           the resolved config the run trained with
     <out>/metrics.csv           one row per epoch (METRIC_COLUMNS)
     <out>/training.png          loss, beta, teacher forcing and PSNR per epoch
-    <out>/psnr_per_frame.csv    the best epoch's validation rollout, frame by frame (+ .png)
+    <out>/psnr_per_frame.csv    the best epoch's validation rollout, frame by frame (+ .png;
+                                PER_FRAME_COLUMNS of cvae.evaluate)
     <out>/tb/                   TensorBoard events
     <out>/checkpoints/          last.pt, best.pt, epoch_<n>.pt (cvae.checkpoint)
 
@@ -24,9 +25,10 @@ from cvae.config import Config, to_yaml
 from cvae.evaluate import Validation
 
 METRIC_COLUMNS = (
-    "epoch", "loss", "mse", "kl", "beta", "tfr", "lr", "val_psnr", "val_psnr_short",
+    "epoch", "loss", "mse", "kl", "beta", "tfr", "lr", "workers", "val_psnr", "val_psnr_short",
     "val_psnr_avg3", "baseline_psnr", "baseline_psnr_short", "val_ssim", "val_ssim_short",
-    "baseline_ssim", "baseline_ssim_short", "seconds",
+    "baseline_ssim", "baseline_ssim_short", "val_box_ssim", "baseline_box_ssim", "val_sharpness",
+    "baseline_sharpness", "seconds",
 )
 METRICS_FILE = "metrics.csv"
 CHECKPOINTS = "checkpoints"
@@ -34,6 +36,7 @@ CHECKPOINTS = "checkpoints"
 
 def read_metrics(run: str | Path) -> list[dict[str, Any]]:
     """metrics.csv as one dict per epoch: floats (None where a cell is empty), epoch an int.
+    Every METRIC_COLUMNS key is there: a file written before a column existed reads None in it.
     A run without metrics.csv has no rows."""
     file = Path(run) / METRICS_FILE
     if not file.is_file():
@@ -42,7 +45,7 @@ def read_metrics(run: str | Path) -> list[dict[str, Any]]:
         rows = list(csv.DictReader(fh))
     out = []
     for row in rows:
-        values = {k: _float(v) for k, v in row.items() if k}
+        values = dict.fromkeys(METRIC_COLUMNS) | {k: _float(v) for k, v in row.items() if k}
         if values.get("epoch") is None:
             continue
         values["epoch"] = int(values["epoch"])
@@ -105,7 +108,7 @@ class RunDir:
         for key in METRIC_COLUMNS[1:]:
             value = metrics.get(key)
             if value is not None:
-                group = "val" if "psnr" in key or "ssim" in key else "train"
+                group = "val" if key.startswith(("val_", "baseline_")) else "train"
                 self.tb.add_scalar(f"{group}/{key}", value, epoch)
         if validation is not None:
             self.tb.add_image("val/predicted_over_true", _pred_vs_true(validation), epoch)
@@ -117,7 +120,7 @@ class RunDir:
         plots.psnr_per_frame(
             validation.psnr, self.path / "psnr_per_frame.png", baseline=validation.baseline,
             title=f"Validation PSNR per frame (best epoch {epoch}: {m['val_psnr']:.2f} dB)",
-            ssim=validation.ssim or (), baseline_ssim=validation.baseline_ssim or (),
+            **validation.figure_scores(),
         )
 
     def close(self) -> None:
@@ -126,8 +129,8 @@ class RunDir:
 
 
 def write_psnr_csv(path: str | Path, validation: Validation) -> None:
-    """psnr_per_frame.csv: the rollout's and the copy-last baseline's PSNR and SSIM of every
-    frame."""
+    """psnr_per_frame.csv: the rollout's and the copy-last baseline's PSNR, SSIM, SSIM in the
+    dancer's box and sharpness ratio in it, of every frame."""
     storage.write_text(path, validation.per_frame_csv())
 
 

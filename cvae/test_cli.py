@@ -6,6 +6,7 @@ import argparse
 
 from cvae import cli
 from cvae.errors import ConfigError, cli_entry
+from cvae.heldout import summary_lines
 from cvae.lock import lock_folder
 from cvae.tester import check_out, run_tester
 from cvae.training import resolve_device
@@ -43,10 +44,7 @@ def print_result(result: dict) -> None:
           f"{result['frames']} frames)")
     print(f"GIFs: {', '.join(result['gifs'])}; side by side: {', '.join(result['compare_gifs'])}")
     if "test_psnr" in result:
-        print(f"held-out test sequences: PSNR {result['test_psnr']:.2f} dB (copy-frame-0 baseline "
-              f"{result['test_baseline_psnr']:.2f}), SSIM {result['test_ssim']:.3f} (baseline "
-              f"{result['test_baseline_ssim']:.3f}); per frame {result['scores_csv']}, figure "
-              f"{result['scores_png']}")
+        print("\n".join(summary_lines(result)))
     if "val_psnr" in result:
         print(f"validation video: val_psnr {result['val_psnr']:.2f} dB (copy-last baseline "
               f"{result['baseline_psnr']:.2f}), val_psnr_short {result['val_psnr_short']:.2f} dB "

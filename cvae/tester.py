@@ -2,7 +2,8 @@
 
 Beside it, per sequence: pred_seq<k>.gif (the rollout), compare_seq<k>.gif and strip_seq<k>.png
 (truth | prediction | copy-frame-0 baseline where the data set keeps the true test frames, else
-prediction | poses). With the true frames, the held-out score too (cvae.heldout).
+prediction | poses). With the true frames, the held-out score too (cvae.heldout: PSNR, SSIM,
+and SSIM and sharpness inside the dancer's box, over all frames and over the last 130).
 
 submission.csv: header `id,0,1,...,3*H*W-1`; one row per generated frame,
 sequences stacked in order (id = k * T + t); values = frame in C,H,W order x 255, rounded to ints;
@@ -118,7 +119,7 @@ def run_tester(cfg: Config, checkpoint: str | Path, device: torch.device) -> dic
               "gifs": [str(out / f"pred_seq{s.index}.gif") for s in sequences],
               **write_views(sequences, generated, truth, out, cfg.test.gif_fps)}
     if truth is not None:
-        scores = [score_sequence(s.index, frames, s.first_frame, true)
+        scores = [score_sequence(s.index, frames, s.first_frame, true, s.poses[:length])
                   for s, frames, true in zip(sequences, generated, truth, strict=True)]
         result.update(write_scores(scores, out))
     if val is not None:
@@ -153,7 +154,7 @@ def write_validation(validation: Validation, out: Path) -> dict:
     m = validation.metrics()
     plots.psnr_per_frame(validation.psnr, out / "psnr_per_frame.png", baseline=validation.baseline,
                          title=f"Validation video: mean PSNR {m['val_psnr']:.2f} dB",
-                         ssim=validation.ssim or (), baseline_ssim=validation.baseline_ssim or ())
+                         **validation.figure_scores())
     return {**m, "psnr_csv": str(out / "psnr_per_frame.csv"),
             "psnr_png": str(out / "psnr_per_frame.png"),
             "regions_csv": str(out / "rollout_regions.csv")}

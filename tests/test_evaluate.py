@@ -1,4 +1,5 @@
-"""Validation (cvae.evaluate): the rollout, the copy-last baseline, one-step PSNR, regions."""
+"""Validation (cvae.evaluate): the rollout, the copy-last baseline, one-step PSNR, regions, and
+the dancer-box scores (SSIM and sharpness inside the box found from the pose)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,14 @@ def test_validation_reports_the_rollout_the_baseline_and_one_step():
     torch.testing.assert_close(torch.tensor(v.ssim), torch.tensor(v.baseline_ssim))
     assert m["val_ssim_short"] == pytest.approx(m["baseline_ssim_short"])
     assert all(-1 <= s < 1 for s in v.baseline_ssim)  # random frames: not alike
+    # Random poses light (nearly) every pixel: the dancer's box is the whole frame, so the box
+    # SSIM is the whole frame's; model and baseline are the same rollout.
+    assert v.box_ssim == pytest.approx(v.ssim, abs=1e-6)
+    assert v.baseline_box_ssim == pytest.approx(v.baseline_ssim, abs=1e-6)
+    assert v.sharpness == pytest.approx(v.baseline_sharpness)
+    assert len(v.sharpness) == 19 and all(0.5 < r < 2 for r in v.sharpness)
+    assert m["val_box_ssim"] == pytest.approx(m["baseline_box_ssim"])
+    assert m["val_sharpness"] == pytest.approx(m["baseline_sharpness"])
     # One step: the baseline copies the true previous frame -- as this model does.
     torch.testing.assert_close(torch.tensor(v.one_step), torch.tensor(v.one_step_baseline))
     assert m["val_psnr_one_step"] == pytest.approx(m["baseline_psnr_one_step"])
@@ -67,3 +76,160 @@ def test_validation_reports_the_rollout_the_baseline_and_one_step():
     assert v.one_step_baseline[4] == pytest.approx(
         float(10 * torch.log10(1 / ((truth[4] - truth[5]) ** 2).mean())), abs=1e-4)
     assert model.training  # validate restores the mode it found
+
+
+# ------------------------------------------------- the dancer's box: a score that sees blur
+
+
+def _pose_with_box(t: int, h: int, w: int, box: tuple[int, int, int, int]) -> torch.Tensor:
+    """Poses [t,3,h,w]: black, with a skeleton outline (one colour per channel) whose skeleton
+    pixels span exactly rows box[0]..box[1]-1 and columns box[2]..box[3]-1."""
+    top, bottom, left, right = box
+    poses = torch.zeros(t, 3, h, w)
+    poses[:, 0, top, left:right] = 0.8  # a red line along the top
+    poses[:, 2, top:bottom, left] = 0.06  # a dim blue one down the left: still skeleton
+    poses[:, 1, bottom - 1, right - 1] = 1.0  # a green dot in the far corner
+    return poses
+
+
+def _textured(t: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """Frames [t,3,h,w]: a smooth grey room with a sharp random-noise dancer at rows 8..23,
+    columns 20..35."""
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.linspace(0.3, 0.5, w).expand(t, 3, h, w).clone()
+    frames[:, :, 8:24, 20:36] = torch.rand(t, 3, 16, 16, generator=g)
+    return frames
+
+
+def test_dancer_box_is_the_padded_bounding_box_of_the_skeleton_pixels():
+    from cvae.evaluate import dancer_box
+
+    pose = _pose_with_box(1, 20, 30, (5, 12, 8, 21))[0]
+    pose[1, 0, 0] = 0.04  # dimmer than POSE_ON: black, not skeleton
+    pose[:, 18, 2] = 0.05  # at POSE_ON exactly: not above it
+    assert dancer_box(pose, 0) == (5, 12, 8, 21)
+    assert dancer_box(pose, 2) == (3, 14, 6, 23)
+    assert dancer_box(pose, 6) == (0, 18, 2, 27)  # clamped at the top, not elsewhere
+    assert dancer_box(pose, 40) == (0, 20, 0, 30)  # clamped to the frame
+    corner = torch.zeros(3, 20, 30)
+    corner[0, 19, 29] = 1.0
+    assert dancer_box(corner, 3) == (16, 20, 26, 30)
+    assert dancer_box(torch.zeros(3, 20, 30), 2) is None  # no skeleton pixel
+
+
+def test_box_pad_is_two_pixels_on_small_frames_and_grows_with_the_height():
+    from cvae.evaluate import box_pad
+
+    assert [box_pad(h) for h in (4, 32, 64, 256)] == [2, 2, 4, 16]
+
+
+def test_box_scores_of_a_perfect_prediction():
+    from cvae.evaluate import box_scores
+
+    truth = _textured(3, 32, 64)
+    poses = _pose_with_box(3, 32, 64, (10, 22, 22, 34))
+    scores = box_scores(truth.clone(), truth, truth[0], poses)
+    assert scores["box_ssim"] == pytest.approx([1.0] * 3, abs=1e-6)
+    assert scores["sharpness"] == [1.0, 1.0, 1.0]  # exactly: the same pixels
+    # the baseline repeats frame 0: itself at t = 0, other noise (no structure in common) after
+    assert scores["baseline_box_ssim"][0] == pytest.approx(1.0, abs=1e-6)
+    assert all(s < 0.1 for s in scores["baseline_box_ssim"][1:])
+    assert scores["baseline_sharpness"][1:] == pytest.approx([1.0, 1.0], abs=0.2)  # as sharp
+
+
+def test_a_blur_wins_on_psnr_and_loses_on_sharpness():
+    """The reason for the box scores: a smeared dancer costs less squared error than a sharp one
+    a few pixels off, yet the sharpness ratio and the box SSIM see the smear."""
+    import torch.nn.functional as F
+
+    from cvae.evaluate import box_scores
+    from cvae.losses import psnr
+
+    truth = _textured(2, 32, 64)
+    blurred = F.avg_pool2d(truth, 5, stride=1, padding=2, count_include_pad=False)
+    shifted = torch.roll(truth, shifts=3, dims=-1)  # sharp, but 3 pixels to the right
+    poses = _pose_with_box(2, 32, 64, (10, 22, 22, 34))
+    assert psnr(blurred, truth).min() > psnr(shifted, truth).max()  # PSNR prefers the smear
+    blur = box_scores(blurred, truth, truth[0], poses)
+    sharp = box_scores(shifted, truth, truth[0], poses)
+    assert max(blur["sharpness"]) < 0.2  # far below 1
+    assert min(sharp["sharpness"]) > 0.8  # about as sharp as the truth
+    assert max(blur["box_ssim"]) < 0.5
+
+
+def test_sharp_noise_can_exceed_one_and_a_flat_truth_has_no_ratio():
+    from cvae.evaluate import box_scores, sharpness_ratio
+
+    g = torch.Generator().manual_seed(1)
+    smooth = torch.linspace(0, 1, 64).expand(2, 3, 32, 64).clone()  # gentle gradient
+    noisy = (smooth + 0.2 * torch.randn(2, 3, 32, 64, generator=g)).clamp(0, 1)
+    poses = _pose_with_box(2, 32, 64, (4, 28, 10, 50))
+    scores = box_scores(noisy, smooth, smooth[0], poses)
+    assert min(scores["sharpness"]) > 10  # noise: far more edges than the truth
+    flat = torch.full((3, 6, 6), 0.5)
+    ratio = sharpness_ratio(torch.rand(2, 3, 6, 6, generator=g), flat)
+    assert ratio.shape == (2,) and torch.isnan(ratio).all()
+    flat_scores = box_scores(flat.expand(2, 3, 6, 6), flat.expand(2, 3, 6, 6), flat,
+                             _pose_with_box(2, 6, 6, (1, 4, 1, 4)))
+    assert all(math.isnan(v) for v in flat_scores["sharpness"])
+    assert flat_scores["box_ssim"] == pytest.approx([1.0, 1.0], abs=1e-3)  # still scored
+
+
+def test_gradient_energy_formula():
+    from cvae.evaluate import gradient_energy
+
+    image = torch.zeros(3, 2, 3)
+    image[0, 0, 1] = 1.0  # one bright pixel in one channel: 2 horizontal + 1 vertical steps
+    image[2, 1, :] = 0.5  # a bright bottom row in another: 3 vertical steps of 0.5
+    expected = (2 * 1.0 + 1 * 1.0 + 3 * 0.25) / 6
+    assert float(gradient_energy(image)) == pytest.approx(expected)
+    assert gradient_energy(torch.stack([image, 2 * image])).tolist() == pytest.approx(
+        [expected, 4 * expected])
+
+
+def test_a_frame_without_a_skeleton_pixel_scores_nan():
+    from cvae.evaluate import box_scores
+
+    truth = _textured(3, 32, 64)
+    poses = _pose_with_box(3, 32, 64, (10, 22, 22, 34))
+    poses[1] = 0.0  # the pose of frame 1 is empty
+    scores = box_scores(truth.clone(), truth, truth[0], poses)
+    for name, values in scores.items():
+        assert math.isnan(values[1]), name
+        assert not math.isnan(values[0]) and not math.isnan(values[2]), name
+
+
+def _validation(**box) -> object:
+    from cvae.evaluate import Validation
+
+    frames = torch.zeros(4, 3, 8, 8)
+    return Validation(psnr=[20.0, 21.0, 22.0], baseline=[19.0] * 3, short_len=2, pred=frames,
+                      target=frames, ssim=[0.5] * 3, baseline_ssim=[0.4] * 3, **box)
+
+
+def test_validation_box_means_skip_nan_and_leave_out_what_has_no_score():
+    nan = math.nan
+    v = _validation(box_ssim=[0.9, nan, 0.7], baseline_box_ssim=[0.5, nan, 0.3],
+                    sharpness=[1.0, nan, 0.5], baseline_sharpness=[nan, nan, nan])
+    m = v.metrics()
+    assert m["val_box_ssim"] == pytest.approx(0.8)
+    assert m["baseline_box_ssim"] == pytest.approx(0.4)
+    assert m["val_sharpness"] == pytest.approx(0.75)
+    # no frame scored: no figure rather than a nan (a nan metric reads as a diverged run)
+    assert "baseline_sharpness" not in m
+    assert all(math.isfinite(value) for value in m.values())
+    assert not {"val_box_ssim", "val_sharpness"} & set(_validation().metrics())
+
+
+def test_per_frame_csv_has_the_box_columns():
+    from cvae.evaluate import PER_FRAME_COLUMNS
+
+    nan = math.nan
+    v = _validation(box_ssim=[0.9, nan, 0.7], baseline_box_ssim=[0.5, nan, 0.3],
+                    sharpness=[1.0, nan, 0.5], baseline_sharpness=[0.25, nan, 2.0])
+    lines = v.per_frame_csv().splitlines()
+    assert lines[0] == ("frame,psnr,baseline_psnr,ssim,baseline_ssim,box_ssim,baseline_box_ssim,"
+                        "sharpness,baseline_sharpness") == ",".join(PER_FRAME_COLUMNS)
+    assert lines[1] == "1,20.0000,19.0000,0.5000,0.4000,0.9000,0.5000,1.0000,0.2500"
+    assert lines[2].split(",")[5:] == ["nan"] * 4
+    assert _validation().per_frame_csv().splitlines()[1].endswith(",nan,nan,nan,nan")

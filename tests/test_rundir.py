@@ -14,9 +14,10 @@ from PIL import Image
 from cvae.config import Config, load_config
 from cvae.rundir import METRIC_COLUMNS, RunDir, read_metrics
 
-HEADER = ("epoch,loss,mse,kl,beta,tfr,lr,val_psnr,val_psnr_short,val_psnr_avg3,baseline_psnr,"
+HEADER = ("epoch,loss,mse,kl,beta,tfr,lr,workers,val_psnr,val_psnr_short,val_psnr_avg3,baseline_psnr,"
           "baseline_psnr_short,val_ssim,val_ssim_short,baseline_ssim,baseline_ssim_short,"
-          "seconds")
+          "val_box_ssim,baseline_box_ssim,val_sharpness,baseline_sharpness,seconds")
+BOX_COLUMNS = ("val_box_ssim", "baseline_box_ssim", "val_sharpness", "baseline_sharpness")
 
 
 def load(path: Path) -> dict:
@@ -42,17 +43,38 @@ def test_read_metrics_gives_typed_rows(tmp_path):
     assert read_metrics(tmp_path) == []  # no metrics.csv: no rows
     (tmp_path / "metrics.csv").write_text(
         HEADER + "\n"
-        "1,0.5,0.25,2,0,1,0.001,,,,,,,,,,3.5\n"
-        ",,,,,,,,,,,,,,,,\n"  # a row without an epoch is skipped
-        "2,0.4,0.2,2,0.1,1,0.001,20.5,21,20.5,19,19.5,0.8,0.9,0.7,0.75,not-a-number\n")
+        "1,0.5,0.25,2,0,1,0.001,1,,,,,,,,,,,,,,3.5\n"
+        ",,,,,,,,,,,,,,,,,,,,,\n"  # a row without an epoch is skipped
+        "2,0.4,0.2,2,0.1,1,0.001,2,20.5,21,20.5,19,19.5,0.8,0.9,0.7,0.75,0.6,0.5,0.85,1.1,"
+        "not-a-number\n")
     rows = read_metrics(tmp_path)
     assert [r["epoch"] for r in rows] == [1, 2]
     assert all(type(r["epoch"]) is int for r in rows)
     assert rows[0]["loss"] == 0.5 and rows[0]["lr"] == 0.001 and rows[0]["seconds"] == 3.5
+    assert (rows[0]["workers"], rows[1]["workers"]) == (1, 2)
     assert rows[0]["val_psnr"] is None and rows[0]["baseline_psnr_short"] is None
     assert rows[1]["val_psnr"] == 20.5 and rows[1]["seconds"] is None
     assert rows[1]["val_ssim"] == 0.8 and rows[0]["val_ssim"] is None
+    assert [rows[1][k] for k in BOX_COLUMNS] == [0.6, 0.5, 0.85, 1.1]
+    assert all(rows[0][k] is None for k in BOX_COLUMNS)
     assert set(rows[0]) == set(METRIC_COLUMNS)
+
+
+def test_a_metrics_csv_from_before_the_box_columns_still_reads(tmp_path):
+    """Runs written before val_box_ssim .. baseline_sharpness and workers existed: those read
+    None, and a run resumed from one rewrites its rows under the new header, the new cells
+    empty."""
+    old = [c for c in METRIC_COLUMNS if c not in (*BOX_COLUMNS, "workers")]
+    (tmp_path / "metrics.csv").write_text(
+        ",".join(old) + "\n" + "1,0.5,0.25,2,0,1,0.001,20,21,20,19,19.5,0.8,0.9,0.7,0.75,3.5\n")
+    rows = read_metrics(tmp_path)
+    assert len(rows) == 1 and set(rows[0]) == set(METRIC_COLUMNS)
+    assert rows[0]["val_psnr"] == 20.0 and rows[0]["seconds"] == 3.5
+    assert all(rows[0][k] is None for k in (*BOX_COLUMNS, "workers"))
+    RunDir(tmp_path, Config(), resume_epoch=1)
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0] == HEADER
+    assert lines[1] == "1,0.5,0.25,2,0,1,0.001,,20,21,20,19,19.5,0.8,0.9,0.7,0.75,,,,,3.5"
 
 
 def test_read_metrics_reads_back_what_the_run_wrote(tiny_run):
@@ -91,8 +113,10 @@ def test_metrics_csv(tiny_run):
         assert mse > 0 and kl >= 0 and float(r["seconds"]) >= 0
         for k in ("val_psnr", "val_psnr_short", "baseline_psnr", "baseline_psnr_short"):
             assert 0 < float(r[k]) < 100
-        for k in ("val_ssim", "val_ssim_short", "baseline_ssim", "baseline_ssim_short"):
+        for k in ("val_ssim", "val_ssim_short", "baseline_ssim", "baseline_ssim_short",
+                  "val_box_ssim", "baseline_box_ssim"):
             assert -1 <= float(r[k]) <= 1
+        assert float(r["val_sharpness"]) > 0 and float(r["baseline_sharpness"]) > 0
     # the smoothed PSNR: the mean of the last min(3, n) epochs' val_psnr
     psnr = [float(r["val_psnr"]) for r in rows]
     assert [float(r["val_psnr_avg3"]) for r in rows] == pytest.approx(
@@ -100,11 +124,14 @@ def test_metrics_csv(tiny_run):
     # the copy-last baseline depends on the data only
     assert len({r["baseline_psnr"] for r in rows}) == 1
     assert len({r["baseline_ssim"] for r in rows}) == 1
+    assert len({r["baseline_box_ssim"] for r in rows}) == 1
+    assert len({r["baseline_sharpness"] for r in rows}) == 1
 
 
 def test_psnr_per_frame_csv_is_the_best_epoch(tiny_run):
     lines = (tiny_run / "psnr_per_frame.csv").read_text().splitlines()
-    assert lines[0] == "frame,psnr,baseline_psnr,ssim,baseline_ssim"
+    assert lines[0] == ("frame,psnr,baseline_psnr,ssim,baseline_ssim,box_ssim,baseline_box_ssim,"
+                        "sharpness,baseline_sharpness")
     body = [line.split(",") for line in lines[1:]]
     assert [int(r[0]) for r in body] == [1, 2, 3, 4, 5]  # validation.val_len = 6
     rows = metrics(tiny_run)
@@ -115,6 +142,11 @@ def test_psnr_per_frame_csv_is_the_best_epoch(tiny_run):
     assert baseline == pytest.approx(float(best["baseline_psnr"]), abs=1e-3)
     ssim = sum(float(r[3]) for r in body) / len(body)
     assert ssim == pytest.approx(float(best["val_ssim"]), abs=1e-3)
+    # every synthetic pose has a skeleton: every frame has the box scores, their means in the row
+    for column, key in ((5, "val_box_ssim"), (6, "baseline_box_ssim"), (7, "val_sharpness"),
+                        (8, "baseline_sharpness")):
+        mean = sum(float(r[column]) for r in body) / len(body)
+        assert mean == pytest.approx(float(best[key]), abs=1e-3), key
 
 
 def _tb_tags(folder: Path) -> set[str]:
@@ -139,7 +171,9 @@ def test_tensorboard_events(tiny_run):
     tags = _tb_tags(tiny_run / "tb")
     assert {"train/loss", "train/mse", "train/kl", "train/beta", "train/tfr", "train/lr",
             "val/val_psnr", "val/baseline_psnr", "val/val_ssim", "val/baseline_ssim",
-            "val/predicted_over_true"} <= tags
+            "val/val_box_ssim", "val/baseline_box_ssim", "val/val_sharpness",
+            "val/baseline_sharpness", "val/predicted_over_true"} <= tags
+    assert "train/val_sharpness" not in tags
 
 
 def test_config_yaml_is_the_resolved_config(tiny_run):

@@ -103,11 +103,14 @@ def test_gif_first_frame_matches_the_submission(tested):
 
 def test_psnr_per_frame(tested):
     lines = (tested / "psnr_per_frame.csv").read_text().splitlines()
-    assert lines[0] == "frame,psnr,baseline_psnr,ssim,baseline_ssim"
+    assert lines[0] == ("frame,psnr,baseline_psnr,ssim,baseline_ssim,box_ssim,baseline_box_ssim,"
+                        "sharpness,baseline_sharpness")
     body = [line.split(",") for line in lines[1:]]
     assert [int(r[0]) for r in body] == list(range(1, T))  # the val video capped at seq_len
     assert all(0 < float(r[1]) < 100 and 0 < float(r[2]) < 100 for r in body)
     assert all(-1 <= float(r[3]) <= 1 and -1 <= float(r[4]) <= 1 for r in body)
+    assert all(-1 <= float(r[5]) <= 1 and -1 <= float(r[6]) <= 1 for r in body)
+    assert all(float(r[7]) > 0 and float(r[8]) > 0 for r in body)  # every pose has a skeleton
     with Image.open(tested / "psnr_per_frame.png") as im:
         assert im.format == "PNG"
 
@@ -143,7 +146,8 @@ def _numpy_psnr(a: np.ndarray, b: np.ndarray) -> float:
 def test_heldout_scores_baseline_rows_are_frame0_repeated(tested, tiny_data):
     rows = _read_csv(tested / "test_scores.csv")
     assert list(rows[0]) == ["sequence", "frame", "psnr", "baseline_psnr", "ssim",
-                             "baseline_ssim"]
+                             "baseline_ssim", "box_ssim", "baseline_box_ssim", "sharpness",
+                             "baseline_sharpness"]
     assert [(int(r["sequence"]), int(r["frame"])) for r in rows] == [
         (k, t) for k in range(K) for t in range(1, T)]
     for r in rows:
@@ -152,6 +156,8 @@ def test_heldout_scores_baseline_rows_are_frame0_repeated(tested, tiny_data):
         true = _png_array(tiny_data / "test" / "test_truth" / k / f"frame{t}.png")
         assert float(r["baseline_psnr"]) == pytest.approx(_numpy_psnr(given, true), abs=1e-3)
         assert -1 <= float(r["ssim"]) <= 1 and -1 <= float(r["baseline_ssim"]) < 1
+        assert -1 <= float(r["box_ssim"]) <= 1 and -1 <= float(r["baseline_box_ssim"]) < 1
+        assert float(r["sharpness"]) > 0 and float(r["baseline_sharpness"]) > 0
 
 
 def test_heldout_scores_model_rows_score_the_submission(tested, tiny_data):
@@ -166,13 +172,18 @@ def test_heldout_scores_model_rows_score_the_submission(tested, tiny_data):
 def test_heldout_summary_is_the_mean_of_the_rows(tested, capsys):
     rows = _read_csv(tested / "test_scores.csv")
     summary = {r["sequence"]: r for r in _read_csv(tested / "test_scores_summary.csv")}
-    assert list(summary) == ["0", "1", "all"]
+    assert list(summary) == ["0", "1", "all", "late"]
     assert int(summary["all"]["frames"]) == K * (T - 1)
-    for name in ("psnr", "baseline_psnr", "ssim", "baseline_ssim"):
+    # the late window is the last 130 predicted frames: all 5 of them here
+    assert [summary["late"][k] for k in ("first_frame", "last_frame", "frames")] == [
+        "1", str(T - 1), str(K * (T - 1))]
+    for name in ("psnr", "baseline_psnr", "ssim", "baseline_ssim", "box_ssim",
+                 "baseline_box_ssim", "sharpness", "baseline_sharpness"):
         mean = np.mean([float(r[name]) for r in rows])
-        assert float(summary["all"][name]) == pytest.approx(mean, abs=1e-3)
+        assert float(summary["all"][name]) == pytest.approx(mean, abs=1e-3), name
+        assert float(summary["late"][name]) == pytest.approx(mean, abs=1e-3), name
         mean0 = np.mean([float(r[name]) for r in rows if r["sequence"] == "0"])
-        assert float(summary["0"][name]) == pytest.approx(mean0, abs=1e-3)
+        assert float(summary["0"][name]) == pytest.approx(mean0, abs=1e-3), name
     with Image.open(tested / "test_psnr_per_frame.png") as im:
         assert im.format == "PNG" and im.size[0] > 100
 
@@ -417,6 +428,7 @@ def test_tester_without_checkpoint(cli, capsys, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow  # cvae-train and cvae-test end to end, per model option
 @pytest.mark.parametrize("sets, rebuilt", [
     (("model.blend_mask=true", "model.predict_change=true"),
      lambda model: model.generator[-1].out_channels == 4),
@@ -434,3 +446,25 @@ def test_a_checkpoint_with_model_options_reloads_and_tests(sets, rebuilt, tiny_t
     assert rebuilt(model)
     assert cli(cvae_test, argv_for(run, tiny_data, tmp_path / "out")) == 0
     assert (tmp_path / "out" / "submission.csv").is_file()
+
+
+def test_run_tester_result_carries_the_box_scores(tiny_run, tiny_data, tmp_path):
+    """What cvae-test returns (and prints through heldout.summary_lines): the dancer-box SSIM
+    and sharpness, model and baseline, over all frames and the late window, and the validation
+    video's."""
+    from cvae.config import load_config
+    from cvae.heldout import summary_lines
+    from cvae.tester import run_tester
+
+    cfg = load_config(None, [f"data.root={tiny_data}", f"run.out={tmp_path / 'out'}",
+                             *TEST_SETS])
+    result = run_tester(cfg, tiny_run / "checkpoints" / "best.pt", torch.device("cpu"))
+    for name in ("box_ssim", "baseline_box_ssim", "sharpness", "baseline_sharpness"):
+        assert np.isfinite(result[f"test_{name}"]) and np.isfinite(result[f"test_late_{name}"])
+    assert (result["late_first_frame"], result["late_last_frame"]) == (1, T - 1)
+    assert isinstance(result["late_goal_met"], bool)
+    assert {"val_box_ssim", "baseline_box_ssim", "val_sharpness", "baseline_sharpness"} <= set(
+        result)
+    lines = summary_lines(result)
+    assert f"box SSIM {result['test_late_box_ssim']:.3f}" in lines[2]
+    assert f"sharpness {result['test_sharpness']:.2f}" in lines[1]
