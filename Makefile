@@ -39,7 +39,7 @@ LONG_SETTINGS ?= --set train.init_from=$(OUT)/train --set data.clip_len=80 \
 # (later settings win), e.g. make run OUT=runs/seed2 EXTRA="--set run.seed=2"
 EXTRA ?=
 
-.PHONY: setup run data train test-model long test lint sweep bench clean clean-run
+.PHONY: setup run data train test-model long test test-fast lint sweep bench clean clean-run
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +79,10 @@ lint: setup
 
 test: lint
 	$(BIN)/python -m pytest
+
+# Daily work: lint and every test but those that start Ray or a cluster or run a CLI end to end.
+test-fast: lint
+	$(BIN)/python -m pytest -m "not ray and not multinode and not slow"
 
 sweep: data
 	@if [ -e runs/sweep/sweep.json ]; then echo "runs/sweep holds a sweep: resume it (python -m ray_jobs.tune --out runs/sweep --resume), or make clean-run OUT=runs/sweep"; exit 1; fi

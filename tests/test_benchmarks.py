@@ -45,6 +45,7 @@ def cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("bench-cache")
 
 
+@pytest.mark.slow  # the benchmark's command in a subprocess, end to end (~20 s)
 def test_train_step_prints_its_figures(cache, tmp_path):
     figures_file = tmp_path / "train_step.json"
     out = run("benchmarks.train_step", "--tiny", "--explore", "layout,chunk", "--chunks", "1",
@@ -61,6 +62,7 @@ def test_train_step_prints_its_figures(cache, tmp_path):
     assert {"step_gflop", "achieved_gflops", "matmul_gflops"} <= set(figures)
 
 
+@pytest.mark.slow  # benchmarks.ddp_fit and cvae-train, each end to end
 def test_ddp_fit_on_one_rank_trains_as_cvae_train_does(cli, tiny_train_argv, tmp_path):
     """benchmarks.ddp_fit (DDP without Ray; gloo here, nccl on a GPU): one rank = cvae-train."""
     import csv
@@ -101,6 +103,7 @@ def test_lab_loop_trains_the_model():
         torch.set_num_threads(threads)
 
 
+@pytest.mark.slow  # the benchmark's command in a subprocess, end to end
 def test_tester_prints_its_figures(cache, tmp_path):
     figures_file = tmp_path / "tester.json"
     out = run("benchmarks.tester", "--tiny", "--json-out", str(figures_file), cache=cache)
@@ -110,6 +113,7 @@ def test_tester_prints_its_figures(cache, tmp_path):
     assert {"fps", "frames"} <= set(figures["lab"]) and "fps" in figures["small"]
 
 
+@pytest.mark.slow  # the benchmark's command in a subprocess, end to end
 def test_run_all_summarises(cache, tmp_path):
     results = tmp_path / "results.json"
     out = run("benchmarks.run_all", "--tiny", "--in-process", "--only", "tester", "--out",
