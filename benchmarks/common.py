@@ -148,6 +148,8 @@ def interleave(variants: dict[str, Callable[[], Any]], *, rounds: int, warmup: i
         for name, fn in variants.items():
             if before is not None:
                 before(name)
+            if log is not None and r < warmup:  # a first run may stall (cold caches, tuning)
+                log(f"  {'warm-up':>13}  {name:<28} ...")
             sample = measure(fn)
             if r >= warmup:
                 out[name].samples.append(sample)

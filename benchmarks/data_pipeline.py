@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import time
@@ -69,6 +68,7 @@ def stall(pack: Path, cfg_argv: list[str], *, workers: int, epochs: int, max_ste
     from cvae.config import load_config
     from cvae.packs import check_pack
     from ray_jobs import common as ray_common
+    from ray_jobs.cluster import ClusterConfig, worker_cpus
     from ray_jobs.runs import RunStorage
 
     name = "stall_primed" if prime else "stall_unprimed"
@@ -79,10 +79,9 @@ def stall(pack: Path, cfg_argv: list[str], *, workers: int, epochs: int, max_ste
         f"data.root={pack}"])
     meta = check_pack(pack, height=cfg.data.height, width=cfg.data.width,
                       clip_len=cfg.data.clip_len)["splits"]["train"]
-    ns = argparse.Namespace(num_workers=workers, cpus_per_worker=None, use_gpu=False,
-                            max_failures=0, storage_path=str(tmp / "ray"))
-    cpus = ray_common.worker_cpus(ns, ray.cluster_resources().get("CPU", 0))
-    trainer = ray_common.build_trainer(cfg, ns, run=RunStorage(str(tmp / "ray"), name),
+    settings = ClusterConfig(workers, workers, max_failures=0, storage_path=str(tmp / "ray"))
+    cpus = worker_cpus(settings, ray.cluster_resources().get("CPU", 0))
+    trainer = ray_common.build_trainer(cfg, settings, run=RunStorage(str(tmp / "ray"), name),
                                        pack=str(pack), num_clips=meta["num_clips"],
                                        cpus_per_worker=cpus, out=str(tmp / name),
                                        wrap_batches=timed)

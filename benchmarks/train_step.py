@@ -241,10 +241,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         # cuDNN autotuning (cvae-train's setting) stays off: every variant's shapes would be
         # tuned anew, and the one GPU run with it on printed nothing in 120 s (BENCHMARKS.md 7)
     repeat = args.repeat or (10 if device.type == "cuda" else 1)
+    t0 = time.perf_counter()
     bench = Bench(preset, batch, clip_len, device=device, repeat=repeat)
-
+    common.stderr(f"  model, data and one warm-up step ready in {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
     step_flops = bench.step_flops("ours", True)
     lab_flops = bench.step_flops("lab", True)
+    common.stderr(f"  FLOPs counted in {time.perf_counter() - t0:.1f} s")
     matmul_n = common.size(args, 8192 if device.type == "cuda" else 2048, 2048, 256)
     matmul_a = torch.randn(matmul_n, matmul_n, device=device)
 

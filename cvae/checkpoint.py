@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -72,20 +73,39 @@ def _run_best(run_file: Path) -> str:
 
 def _best_in_storage(location: str) -> str:
     """The Ray checkpoint under a run's storage location with the best validation.best_by
-    figure (val_psnr unless its config says otherwise)."""
+    figure (val_psnr unless its config says otherwise), among the validated checkpoints Ray
+    registered (its snapshot names them: a folder a lost node left half-written is not among
+    them) that load; each one skipped is named on stderr."""
+    scored = []
+    for name in _registered_checkpoints(location):
+        path = storage.join(location, name, CHECKPOINT_FILE)
+        try:
+            state = load_checkpoint(path)
+        except CvaeError as err:
+            print(f"warning: skipping {name}: {err}", file=sys.stderr)
+            continue
+        metrics = state.get("metrics", {})
+        by = state["config"].get("validation", {}).get("best_by", "val_psnr")
+        if "val_psnr" in metrics:  # a validated epoch
+            scored.append((float(metrics.get(by, float("-inf"))), path))
+    if not scored:
+        raise CvaeError(f"{location}: no validated checkpoint there")
+    return max(scored)[1]
+
+
+RAY_SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"  # Ray Train's list of its checkpoints
+
+
+def _registered_checkpoints(location: str) -> list[str]:
+    """The checkpoint folders Ray Train registered in a run's storage (all checkpoint_*
+    folders where it left no readable snapshot, e.g. a run from before it wrote one)."""
     names = [n for n in storage.list_names(location) if n.startswith(RAY_CHECKPOINT_PREFIX)]
-    found = [storage.join(location, n, CHECKPOINT_FILE) for n in names
-             if storage.exists(storage.join(location, n, CHECKPOINT_FILE))]
-    if not found:
-        raise CvaeError(f"{location}: no checkpoint there")
-    return max(found, key=_selection_score)
-
-
-def _selection_score(path: str) -> float:
-    """A checkpoint's figure for validation.best_by (-inf when it has none)."""
-    state = load_checkpoint(path)
-    by = state["config"].get("validation", {}).get("best_by", "val_psnr")
-    return float(state.get("metrics", {}).get(by, float("-inf")))
+    try:
+        snapshot = storage.read_json(storage.join(location, RAY_SNAPSHOT_FILE), "snapshot")
+        kept = {r["checkpoint_dir_name"] for r in snapshot["checkpoint_results"]}
+    except (CvaeError, KeyError, TypeError):
+        return names
+    return [n for n in names if n in kept]
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -93,6 +113,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     CvaeError naming the file."""
     path = resolve_checkpoint_path(path)
     source = io.BytesIO(storage.read_location(path)) if storage.is_uri(path) else path
+    return parse_checkpoint(source, path, map_location)
+
+
+def parse_checkpoint(source: str | Path | io.BytesIO, path: str | Path,
+                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """A checkpoint from a local file or bytes read into memory (`path`: its name in errors),
+    sanity-checked; any problem is one CvaeError naming it."""
     try:
         state = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - torch raises many types for a bad file

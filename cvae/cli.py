@@ -69,8 +69,7 @@ def config_from_args(args: argparse.Namespace, layers: tuple = ()) -> Config:
 def configure_torch(cfg: Config) -> None:
     """Process-wide numerics switches (flush denormals: CPU speed; threads; cuDNN autotune)."""
     if cfg.run.device != "cpu" and torch.cuda.is_available():
-        # Training shapes repeat every step: let cuDNN time its convolution algorithms once.
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = cfg.run.cudnn_benchmark  # see run.cudnn_benchmark
     if cfg.run.flush_denormal:
         # Small activations in free-running rollouts turn into denormals, which are ~10x
         # slower on x86 CPUs; flushing them to zero changes nothing a PSNR can see.

@@ -1,4 +1,6 @@
-"""One typed config for every command: dataclasses, YAML loading, presets and `--set` overrides.
+"""One typed config for every command: the dataclasses (the single home of the defaults), the
+presets and the checks of impossible values. Loading it from YAML with `--set` overrides is
+`cvae.config_load` (its functions are named here too).
 
 Resolution order (later wins): dataclass defaults (the reference recipe's values) -> the
 preset's values -> the YAML file -> layers a launcher adds (a sweep space's constants) ->
@@ -9,15 +11,9 @@ Every problem fails at load time with one line naming the key and the value (Con
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
-import typing
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-import yaml
 
 from cvae.errors import ConfigError
 
@@ -27,6 +23,7 @@ INITS = ("copy_last", "torch")
 DEVICES = ("auto", "cpu", "cuda")
 BEST_BY = ("val_psnr", "val_psnr_avg3", "epoch")  # validation.best_by
 PRIORS = ("fixed", "learned")  # model.prior
+PRECISIONS = ("auto", "bf16", "fp32")  # train.precision
 
 
 @dataclass
@@ -45,6 +42,11 @@ class DataConfig:
     shuffle: bool = True  # shuffle clips each epoch (reseeded per epoch)
     shuffle_buffer: int = 256  # Ray Data local shuffle buffer, in clips
     prime_next_epoch: bool = True  # fetch the next epoch's first batch while validating
+    # A Ray Train worker keeps the decoded training clips (uint8 frames and poses) of a pack up
+    # to this size on its device (GPU memory, or RAM on a CPU worker): read once per run, each
+    # epoch gathered by index. A larger pack streams from storage every epoch, each worker
+    # reading only the Parquet files dealt to it. 0: always stream. (cvae.shares)
+    resident_mb: int = 4096
 
 
 @dataclass
@@ -76,7 +78,7 @@ class ModelConfig:
     # uncovered there is in no given frame). Everywhere else the prediction is frame 0 (the
     # static background) or, inside frame 0's dancer, the previous frame; so the background
     # cannot drift over any rollout. With blend_mask the learned mask acts inside those pixels
-    # only. 0: off. No parameters added (cvae.model.Composite).
+    # only. 0: off. No parameters added (cvae.regions.Composite).
     pose_region: int = 0
     # What z is drawn from when no true frame is given (validation, the Tester) and what the
     # KL term pulls the posterior towards: "fixed" (N(0, I), the reference) or "learned" (a
@@ -108,7 +110,13 @@ class TrainConfig:
     kl_anneal_ratio: float = 1.0
     per_save: int = 3  # also keep checkpoints/epoch_<n>.pt every n epochs (0: never)
     max_steps_per_epoch: int = 0  # 0: the whole epoch; >0 caps it (smoke tests, benchmarks)
-    bf16: bool = False  # bf16 autocast (GPU path)
+    # Autocast: "auto" is bf16 on a GPU (its tensor cores; weights and the loss stay fp32) and
+    # fp32 on a CPU (no faster there); "bf16" or "fp32" everywhere.
+    precision: str = "auto"
+    # The loss is checked for NaN/inf every this many steps (and at the end of each epoch), on
+    # values kept on the device: a GPU's step loop never waits for the host in between. The
+    # step it names is the first non-finite one either way.
+    check_every: int = 20
     # channels_last memory format: faster convolutions on CPUs (oneDNN) and on GPUs
     channels_last: bool = True
     # Frames per chunk of the teacher-forced batched pass: -1 auto (4 on a CPU, where chunks
@@ -168,6 +176,11 @@ class RunConfig:
     threads: int = 0  # torch intra-op threads; 0: torch's default
     progress: bool = True  # tqdm bars
     flush_denormal: bool = True  # CPU speed: denormals are ~10x slower and invisible in PSNR
+    # cuDNN times every convolution algorithm for each new input shape, once per process. Off:
+    # a run here meets ~170-210 convolution shapes (teacher-forced, free-running, the batch-1
+    # validation rollout), each timed at first sight: the suspected cause of GPU runs whose
+    # first steps stalled for minutes (benchmarks/gpu_check.sh measures it cold and warm).
+    cudnn_benchmark: bool = False
 
 
 @dataclass
@@ -185,8 +198,10 @@ class Config:
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> Config:
         """Build and validate a config from a nested dict (e.g. one stored in a checkpoint)."""
+        from cvae.config_load import apply_nested
+
         cfg = cls()
-        _apply_nested(cfg, values, source)
+        apply_nested(cfg, values, source)
         validate(cfg)
         return cfg
 
@@ -217,7 +232,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _sections(cfg: Config) -> dict[str, Any]:
+def sections(cfg: Config) -> dict[str, Any]:
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
 
 
@@ -226,100 +241,9 @@ def all_keys() -> list[str]:
     cfg = Config()
     return [
         f"{name}.{f.name}"
-        for name, section in _sections(cfg).items()
+        for name, section in sections(cfg).items()
         for f in dataclasses.fields(section)
     ]
-
-
-def _unknown(key: str, source: str) -> ConfigError:
-    hint = difflib.get_close_matches(key, all_keys(), n=1)
-    more = f" (did you mean '{hint[0]}'?)" if hint else ""
-    return ConfigError(f"{source}: unknown key '{key}'{more}")
-
-
-def _coerce(key: str, value: Any, annotation: Any, source: str) -> Any:
-    """Check `value` against a field's type; ints are accepted for floats, nothing else is."""
-    bad = ConfigError(f"{source}: {key} = {value!r}: expected {_type_name(annotation)}")
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise bad
-        return value
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad
-        return value
-    if annotation is float:
-        if isinstance(value, str):
-            # YAML 1.1 reads 3e-4 (no dot) as a string; it is a number to any user.
-            try:
-                return float(value)
-            except ValueError:
-                raise bad from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad
-        return float(value)
-    if annotation is str:
-        if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-            raise bad
-        return str(value)
-    if typing.get_origin(annotation) is list:
-        (item_type,) = typing.get_args(annotation)
-        if not isinstance(value, (list, tuple)):
-            raise bad
-        return [_coerce(key, v, item_type, source) for v in value]
-    raise bad  # pragma: no cover - every field type is handled above
-
-
-def _type_name(annotation: Any) -> str:
-    if typing.get_origin(annotation) is list:
-        return f"a list of {typing.get_args(annotation)[0].__name__}"
-    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
-        annotation, str(annotation)
-    )
-
-
-def _field_types(section: Any) -> dict[str, Any]:
-    hints = typing.get_type_hints(type(section))
-    return {f.name: hints[f.name] for f in dataclasses.fields(section)}
-
-
-def set_key(cfg: Config, key: str, value: Any, source: str = "--set") -> None:
-    """Set `section.key` to `value` after checking that the key exists and the type fits."""
-    section_name, _, name = key.partition(".")
-    sections = _sections(cfg)
-    if section_name not in sections or not name:
-        raise _unknown(key, source)
-    section = sections[section_name]
-    types_ = _field_types(section)
-    if name not in types_:
-        raise _unknown(key, source)
-    setattr(section, name, _coerce(key, value, types_[name], source))
-
-
-def _apply_nested(cfg: Config, values: Any, source: str) -> None:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{source}: expected a mapping of sections, got {type(values).__name__}")
-    for section_name, section_values in values.items():
-        if section_name not in _sections(cfg):
-            raise _unknown(str(section_name), source)
-        if section_values is None:
-            continue
-        if not isinstance(section_values, dict):
-            raise ConfigError(f"{source}: section '{section_name}' must be a mapping")
-        for name, value in section_values.items():
-            set_key(cfg, f"{section_name}.{name}", value, source)
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """Parse `section.key=value`; the value is read as YAML (so 3, 0.5, true, [2, 5] work)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {text!r}: expected section.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
 
 
 def _check(ok: bool, key: str, value: Any, why: str) -> None:
@@ -340,7 +264,7 @@ def validate(cfg: Config) -> None:
 
 def _check_finite(cfg: Config) -> None:
     """No float key may be inf or nan (an infinite lr trains to NaN weights)."""
-    for name, section in _sections(cfg).items():
+    for name, section in sections(cfg).items():
         for key, value in vars(section).items():
             if isinstance(value, float):
                 _check(math.isfinite(value), f"{name}.{key}", value, "must be a finite number")
@@ -356,6 +280,7 @@ def _validate_data(d: DataConfig) -> None:
     _check(d.fast_train_epochs >= 0, "data.fast_train_epochs", d.fast_train_epochs, "must be >= 0")
     _check(d.loader_workers >= 0, "data.loader_workers", d.loader_workers, "must be >= 0")
     _check(d.shuffle_buffer >= 1, "data.shuffle_buffer", d.shuffle_buffer, "must be >= 1")
+    _check(d.resident_mb >= 0, "data.resident_mb", d.resident_mb, "must be >= 0 (0: stream)")
 
 
 def _validate_model(m: ModelConfig) -> None:
@@ -414,6 +339,9 @@ def _validate_train(t: TrainConfig) -> None:
     _check(t.mask_penalty >= 0, "train.mask_penalty", t.mask_penalty, "must be >= 0")
     _check(t.max_steps_per_epoch >= 0, "train.max_steps_per_epoch", t.max_steps_per_epoch,
            "must be >= 0")
+    _check(t.precision in PRECISIONS, "train.precision", t.precision,
+           f"must be one of {list(PRECISIONS)}")
+    _check(t.check_every >= 1, "train.check_every", t.check_every, "must be >= 1")
 
 
 def _validate_run(v: ValidationConfig, te: TestConfig, r: RunConfig) -> None:
@@ -429,74 +357,17 @@ def _validate_run(v: ValidationConfig, te: TestConfig, r: RunConfig) -> None:
     _check(bool(r.out), "run.out", r.out, "must not be empty")
 
 
-def read_yaml_file(path: Path, what: str, loader: type = yaml.SafeLoader) -> Any:
-    """A YAML file's contents (safe loading only); a missing, non-UTF-8 or malformed file is
-    one ConfigError naming it (`what`: "config", "search space")."""
-    if not path.is_file():
-        raise ConfigError(f"{path}: {what} file not found")
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=loader)  # noqa: S506
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text (a {what} is a YAML file)") from None
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from None
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    return read_yaml_file(path, "config") or {}
-
-
-def load_config(
-    path: str | Path | None = None,
-    overrides: list[str] | tuple[str, ...] = (),
-    preset: str | None = None,
-    shortcuts: dict[str, Any] | None = None,
-    layers: Sequence[tuple[str, dict[str, Any]]] = (),
-) -> Config:
-    """Load a config: defaults -> preset -> YAML -> `layers` (each a source name and its dotted
-    keys, e.g. a sweep space's constants) -> shortcuts -> overrides, then validate."""
-    file_values: Any = _read_yaml(Path(path)) if path else {}
-    source = str(path) if path else "config"
-    if not isinstance(file_values, dict):
-        raise ConfigError(f"{source}: expected a mapping of sections, "
-                          f"got {type(file_values).__name__}")
-    parsed = [parse_override(text) for text in overrides]
-    # The preset is chosen first (flag > last --set > file) because it supplies defaults the
-    # file and the flags may override.
-    set_presets = [value for key, value in parsed if key == "model.preset"]
-    chosen = preset if preset is not None else (set_presets[-1] if set_presets else None)
-    if chosen is None and isinstance(file_values.get("model"), dict):
-        chosen = file_values["model"].get("preset")
-    cfg = Config()
-    if chosen is not None:
-        if not isinstance(chosen, str) or chosen not in PRESETS:
-            raise ConfigError(f"model.preset = {chosen!r}: must be one of {sorted(PRESETS)}")
-        for key, value in PRESETS[chosen].items():
-            set_key(cfg, key, value, "preset")
-    _apply_nested(cfg, file_values, source)
-    if chosen is not None:
-        cfg.model.preset = chosen
-    for layer_source, values in layers:
-        for key, value in values.items():
-            set_key(cfg, key, value, layer_source)
-    for key, value in (shortcuts or {}).items():
-        if value is not None:
-            set_key(cfg, key, value, "command line")
-    for key, value in parsed:
-        if key != "model.preset":
-            set_key(cfg, key, value, "--set")
-    validate(cfg)
-    return cfg
-
-
-def to_yaml(cfg: Config) -> str:
-    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-
+# The loading side (YAML, --set, types), kept in its own module and named here too.
+from cvae.config_load import (  # noqa: E402
+    load_config,
+    parse_override,
+    read_yaml_file,
+    set_key,
+    to_yaml,
+)
 
 __all__ = [
     "Config", "DataConfig", "ModelConfig", "TrainConfig", "ValidationConfig", "TestConfig",
     "RunConfig", "PRESETS", "load_config", "set_key", "validate", "parse_override",
-    "all_keys", "to_yaml",
+    "all_keys", "to_yaml", "read_yaml_file",
 ]

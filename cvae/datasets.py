@@ -6,19 +6,16 @@ video, and each epoch's shuffled batches for a single process.
 from __future__ import annotations
 
 import math
-import random
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-import numpy as np
 import torch
 
 from cvae import packs, storage
+from cvae.batches import EpochData, epoch_seed
 from cvae.config import Config
 from cvae.errors import DataError
 from cvae.lab_folder import ClipDataset, load_video
-from cvae.training import EpochData, epoch_seed
 
 T = TypeVar("T")
 
@@ -102,40 +99,3 @@ def _shard_ranges(dataset) -> list[range] | None:
         return [range(r.start, min(r.stop, n)) for r in dataset.dataset.shard_ranges()
                 if r.start < n]
     return None
-
-
-# ---- one worker's share of an epoch (DDP): which clips, in which order ----
-
-def rank_clips(num_clips: int, world: int, rank: int, seed: int | None) -> np.ndarray:
-    """The clip ids (0..num_clips-1) rank `rank` of `world` trains on in one epoch: a seeded
-    permutation dealt round-robin (pass a new seed each epoch, so every epoch deals the clips
-    anew), or the clips in order without a seed. Every rank gets num_clips // world clips (DDP
-    needs the same step count on every rank); the few left over sit this epoch out."""
-    order = np.arange(num_clips) if seed is None else \
-        np.random.default_rng(seed).permutation(num_clips)
-    return order[rank::world][: num_clips // world]
-
-
-def buffer_shuffle(items: Iterable[T], size: int, rng: random.Random) -> Iterator[T]:
-    """Shuffle a stream through a buffer of `size` items (memory stays bounded)."""
-    buffer: list[T] = []
-    for item in items:
-        buffer.append(item)
-        if len(buffer) >= size:
-            i = rng.randrange(len(buffer))
-            buffer[i], buffer[-1] = buffer[-1], buffer[i]
-            yield buffer.pop()
-    rng.shuffle(buffer)
-    yield from buffer
-
-
-def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of `size` items (the last may be shorter)."""
-    batch: list[T] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import torch
 
 from cvae.losses import psnr
-from cvae.model import CVAE, POSE_ON
+from cvae.model import CVAE
+from cvae.regions import POSE_ON
 
 
 @dataclass
@@ -140,21 +141,31 @@ def copy_previous_baseline(frames: torch.Tensor) -> list[float]:
 @torch.no_grad()
 def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, short_len: int,
              device: torch.device, seed: int = 0, progress=None) -> Validation:
-    """frames, poses: float [T,3,H,W] in [0,1]. The model is put in eval mode and restored."""
+    """frames, poses: float [T,3,H,W] in [0,1]. The model is put in eval mode and restored.
+
+    The noise is drawn on the CPU from a generator seeded with `seed`, so the figures do not
+    depend on the device: first the rollout's, all T-1 frames at once ([1,T-1,N,H,W], moved
+    to the device in one copy), then the one-step pass's. These are the same values as T-1
+    draws of one frame each whenever one frame's noise (N*H*W values) is a multiple of 16, as
+    at every preset (32x64 frames): PyTorch's CPU sampler fills 16 values at a time and
+    redraws a ragged tail. Other sizes draw other (still seeded, deterministic) values.
+    """
     short_len = max(1, min(short_len, frames.shape[0] - 1))
     was_training = model.training
     model.eval()
     try:
         rng = torch.Generator(device="cpu").manual_seed(seed)
-        pred = model.generate(frames[:1].to(device), poses[None].to(device), rng=rng,
-                              progress=progress)[0].float().cpu()
+        latent = (model.latent_channels, *frames.shape[-2:])  # N,H,W
+        noise = torch.randn(1, frames.shape[0] - 1, *latent, generator=rng)  # [1,T-1,N,H,W]
+        pred = model.generate(frames[:1].to(device), poses[None].to(device),
+                              noise=noise.to(device), progress=progress)[0].float().cpu()
         # One step from the true previous frame over the short horizon: what the model learned
         # per step, apart from how its rollout drifts.
         n = short_len + 1
-        noise = torch.randn(1, n - 1, model.latent_channels, *frames.shape[-2:], generator=rng)
-        one_step, _, _ = model(frames[None, :n].to(device), poses[None, :n].to(device), True,
-                               noise=noise.to(device))
-        one_step = psnr(one_step[0].float().cpu(), frames[1:n].float()).tolist()
+        noise = torch.randn(1, n - 1, *latent, generator=rng)
+        out = model(frames[None, :n].to(device), poses[None, :n].to(device), True,
+                    noise=noise.to(device))
+        one_step = psnr(out.pred[0].float().cpu(), frames[1:n].float()).tolist()
     finally:
         model.train(was_training)
     return Validation(

@@ -8,13 +8,13 @@ H x W frame size. Every block keeps H x W.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F_nn
 from torch import nn
 
 from cvae.config import ModelConfig
+from cvae.regions import Composite, composite_args
 
 
 class ResidualBlock(nn.Module):
@@ -117,8 +117,12 @@ class Posterior(nn.Sequential):
         mu, logvar = self.gaussian(frame_feat, pose_feat)
         if eps is None:
             eps = torch.randn_like(mu)
-        z = mu + torch.exp(0.5 * logvar) * eps  # reparameterization: std = exp(logvar / 2)
-        return z, mu, logvar
+        return reparameterize(mu, logvar, eps), mu, logvar
+
+
+def reparameterize(mu, logvar, eps):
+    """z = mu + std * eps, std = exp(logvar / 2): a draw of N(mu, e^logvar). All [*,N,H,W]."""
+    return mu + torch.exp(0.5 * logvar) * eps
 
 
 def relative_to_prior(mu, logvar, prior_mu, prior_logvar):
@@ -165,61 +169,6 @@ def generator(in_ch: int, activation: str, out_ch: int = 3) -> nn.Sequential:
 
 
 PARTS = ("frame_encoder", "pose_encoder", "posterior", "decoder_fusion", "generator")
-# A pose pixel brighter than this in any channel is part of the skeleton (drawn on black).
-POSE_ON = 0.05
-
-
-def skeleton_area(pose: torch.Tensor, radius: int) -> torch.Tensor:
-    """1 within `radius` pixels (a square neighbourhood) of the pose's skeleton, else 0.
-
-    pose: [*,3,H,W] in [0,1], a skeleton drawn on black -> [*,1,H,W] of 0.0 / 1.0.
-    """
-    on = pose.amax(-3, keepdim=True) > POSE_ON
-    lead = on.shape[:-3]
-    on = on.reshape(-1, *on.shape[-3:]).to(pose.dtype)  # [M,1,H,W]
-    area = F_nn.max_pool2d(on, 2 * radius + 1, stride=1, padding=radius)
-    return area.reshape(*lead, *area.shape[-3:])
-
-
-@dataclass
-class Composite:
-    """model.pose_region: what a step may change and what it keeps, from the poses alone.
-
-    `hidden` [B,1,H,W] is the dancer's area in frame 0 (the only place where frame 0 does not
-    show the static background); `change` [B,S,1,H,W] is, for each predicted step, the dancer's
-    area now plus, inside `hidden`, its area one frame before (background the dancer uncovers
-    there is not in frame 0). A step keeps frame 0 outside `hidden` and the previous frame
-    inside it, and replaces that with the generated frame where `change` is 1.
-    """
-
-    first: torch.Tensor  # frame 0 [B,3,H,W]
-    hidden: torch.Tensor
-    change: torch.Tensor
-
-    @classmethod
-    def plan(cls, first: torch.Tensor, poses: torch.Tensor, radius: int) -> Composite:
-        """first [B,3,H,W], poses [B,T,3,H,W] (pose 0 is frame 0's)."""
-        area = skeleton_area(poses, radius)  # [B,T,1,H,W]
-        hidden = area[:, 0]
-        return cls(first, hidden, torch.maximum(area[:, 1:], area[:, :-1] * hidden[:, None]))
-
-    def base(self, prev: torch.Tensor) -> torch.Tensor:
-        """What a step keeps: frame 0 outside `hidden`, prev inside. prev [B,3,H,W] or
-        [B,S,3,H,W]."""
-        first, hidden = (self.first, self.hidden) if prev.dim() == 4 else \
-            (self.first[:, None], self.hidden[:, None])
-        return first + hidden * (prev - first)
-
-    def step_args(self, t: int | slice, prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(change, base) for step t (a slice: several steps, prev [B,S,3,H,W]) from prev."""
-        return self.change[:, t], self.base(prev)
-
-
-def composite_args(comp: Composite | None, t: int | slice, prev: torch.Tensor) -> tuple:
-    """The extra arguments of CVAE._step for step t: none when model.pose_region is off."""
-    return () if comp is None else comp.step_args(t, prev)
-
-
 def in_chunks(fn, chunk: int, *tensors: torch.Tensor):
     """fn(*tensors) computed `chunk` items (dim 0) at a time and concatenated; 0: one call.
 
@@ -229,9 +178,38 @@ def in_chunks(fn, chunk: int, *tensors: torch.Tensor):
     if chunk <= 0 or tensors[0].shape[0] <= chunk:
         return fn(*tensors)
     outs = [fn(*parts) for parts in zip(*(t.split(chunk) for t in tensors), strict=True)]
-    if isinstance(outs[0], tuple):
-        return tuple(torch.cat(group) for group in zip(*outs, strict=True))
+    if isinstance(outs[0], tuple):  # an output that is None (no mask) stays None
+        return tuple(None if group[0] is None else torch.cat(group)
+                     for group in zip(*outs, strict=True))
     return torch.cat(outs)
+
+
+def stack_steps(values: list, dim: int = 1):
+    """Per-step outputs stacked along `dim`: tensors, tuples of tensors (each stacked), or
+    None (every step's None: None)."""
+    if values[0] is None:
+        return None
+    if isinstance(values[0], tuple):
+        return tuple(torch.stack(group, dim) for group in zip(*values, strict=True))
+    return torch.stack(values, dim)
+
+
+class Prediction(NamedTuple):
+    """What CVAE.forward returns for a clip of T frames (S = T-1 predicted steps).
+
+    pred: [B,S,3,H,W] the predictions of frames 1..T-1.
+    mu, logvar: [B,S,N,H,W] the posterior's Gaussian; with a learned prior, expressed against
+        it (relative_to_prior), so that the KL of (mu, logvar) to N(0, I) is the KL to the
+        prior either way.
+    mask: [B,S,1,H,W] in [0,1], where each step replaced its base by the generated frame: the
+        learned mask (model.blend_mask), limited to the change area with model.pose_region (the
+        change area alone without blend_mask); None when the model has neither.
+    """
+
+    pred: torch.Tensor
+    mu: torch.Tensor
+    logvar: torch.Tensor
+    mask: torch.Tensor | None = None
 
 
 class CVAE(nn.Module):
@@ -285,10 +263,6 @@ class CVAE(nn.Module):
         base = prev if base is None else base
         return base + mask * (generated - base), mask
 
-    def _fuse_and_generate(self, prev, prev_feat, pose_feat, z, change=None, base=None):
-        """The prediction from the previous frame (and its features), pose features and z."""
-        return self._step(prev, prev_feat, pose_feat, z, change, base)[0]
-
     def step_poses(self, poses: torch.Tensor) -> torch.Tensor:
         """The pose encoder's input for steps 1..T-1: poses [B,T,3,H,W] -> [B,T-1,3,H,W], pose t
         (with model.prev_pose [B,T-1,6,H,W]: pose t, then pose t-1)."""
@@ -301,15 +275,12 @@ class CVAE(nn.Module):
         return Composite.plan(first, poses, self.region_radius) if self.region_radius else None
 
     def forward(self, frames: torch.Tensor, poses: torch.Tensor, teacher_forced: bool,
-                noise: torch.Tensor | None = None, stepwise: bool = False,
-                return_mask: bool = False):
+                noise: torch.Tensor | None = None, stepwise: bool = False) -> Prediction:
         """Predict frames 1..T-1 of a clip.
 
         frames, poses: [B,T,3,H,W] in [0,1]; noise: eps [B,T-1,N,H,W] (drawn if None).
-        Returns pred [B,T-1,3,H,W], mu and logvar [B,T-1,N,H,W]; with `return_mask` (blend_mask
-        models) also the masks [B,T-1,1,H,W]. mu and logvar are the posterior's; with a learned
-        prior they are expressed against it (relative_to_prior), so that the KL of (mu, logvar)
-        to N(0, I) is the KL to the prior either way.
+        Returns a Prediction: pred [B,T-1,3,H,W], the posterior's mu and logvar
+        [B,T-1,N,H,W] and the masks [B,T-1,1,H,W] (or None); see Prediction.
 
         Teacher-forced clips run as one batched pass (time folded into the batch): every input
         is ground truth, so each frame is encoded once. Free-running clips batch everything that
@@ -320,12 +291,12 @@ class CVAE(nn.Module):
         B, T = frames.shape[:2]
         S = T - 1  # predicted steps
         k = self.chunk_frames
-        step = self._step if return_mask else self._fuse_and_generate
+        batched = teacher_forced and not stepwise
         comp = self.composite(frames[:, 0], poses)
         # The pose encoder's BatchNorm sees all S*B poses of the clip as one batch on both
         # paths, which is what makes them equal.
         pose_feat = self.pose_encoder(self.step_poses(poses).flatten(0, 1))  # [B*S,L,H,W]
-        if teacher_forced and not stepwise:
+        if batched:
             feat = in_chunks(self.frame_encoder, k, frames.flatten(0, 1))
             feat = feat.unflatten(0, (B, T))  # [B,T,F,H,W]
             prev_feat, true_feat = feat[:, :-1].flatten(0, 1), feat[:, 1:].flatten(0, 1)
@@ -337,71 +308,94 @@ class CVAE(nn.Module):
                                 device=frames.device, dtype=true_feat.dtype)
         z, mu, logvar = in_chunks(self.posterior, k, true_feat, pose_feat, noise.flatten(0, 1))
         mu, logvar = mu.unflatten(0, (B, S)), logvar.unflatten(0, (B, S))
-        if teacher_forced and not stepwise:
-            prev = frames[:, :-1].flatten(0, 1)  # [B*S,3,H,W]
-            extra = [x.flatten(0, 1) for x in composite_args(comp, slice(None), frames[:, :-1])]
-            out = in_chunks(step, k, prev, prev_feat, pose_feat, z, *extra)
-            out = tuple(x.unflatten(0, (B, S)) for x in out) if return_mask \
-                else out.unflatten(0, (B, S))
-            prior = None if self.prior is None else tuple(
-                x.unflatten(0, (B, S)) for x in in_chunks(self.prior.gaussian, k, prev_feat,
-                                                         pose_feat))
+        if batched:
+            pred, mask, prior = self._teacher_forced(frames, prev_feat, pose_feat, z, comp)
         else:
-            out, prior = self._free_run(step, frames, pose_feat.unflatten(0, (B, S)),
-                                        z.unflatten(0, (B, S)), comp, teacher_forced,
-                                        return_mask)
+            pred, mask, prior = self._free_run(frames, pose_feat.unflatten(0, (B, S)),
+                                               z.unflatten(0, (B, S)), comp, teacher_forced)
         if prior is not None:
             mu, logvar = relative_to_prior(mu, logvar, *prior)
-        return (out[0], mu, logvar, out[1]) if return_mask else (out, mu, logvar)
+        return Prediction(pred, mu, logvar, mask)
 
-    def _free_run(self, step, frames, pose_feat, z, comp: Composite | None,
-                  teacher_forced: bool, return_mask: bool):
+    def _teacher_forced(self, frames, prev_feat, pose_feat, z, comp: Composite | None):
+        """Every step at once from the true previous frame, time folded into the batch.
+
+        frames [B,T,3,H,W]; prev_feat [B*S,F,H,W], pose_feat [B*S,L,H,W], z [B*S,N,H,W] ->
+        (pred [B,S,3,H,W], mask [B,S,1,H,W] or None, the learned prior's (mu, logvar)
+        [B,S,N,H,W] or None).
+        """
+        B, S, k = frames.shape[0], frames.shape[1] - 1, self.chunk_frames
+        prev = frames[:, :-1].flatten(0, 1)  # [B*S,3,H,W]
+        extra = [x.flatten(0, 1) for x in composite_args(comp, slice(None), frames[:, :-1])]
+        pred, mask = in_chunks(self._step, k, prev, prev_feat, pose_feat, z, *extra)
+        prior = None if self.prior is None else \
+            in_chunks(self.prior.gaussian, k, prev_feat, pose_feat)
+        fold = lambda x: None if x is None else x.unflatten(0, (B, S))
+        return fold(pred), fold(mask), None if prior is None else tuple(map(fold, prior))
+
+    def _free_run(self, frames, pose_feat, z, comp: Composite | None, teacher_forced: bool):
         """The per-frame loop: each step from the true previous frame (teacher_forced) or from
-        the last prediction. pose_feat [B,S,L,H,W], z [B,S,N,H,W] -> (pred [B,S,3,H,W], or with
-        return_mask (pred, masks [B,S,1,H,W]); the learned prior's (mu, logvar) [B,S,N,H,W] at
-        each step, from the frame the step was given, or None without one)."""
-        preds, masks, prior = [], [], []
+        the last prediction. frames [B,T,3,H,W], pose_feat [B,S,L,H,W], z [B,S,N,H,W] ->
+        (pred [B,S,3,H,W], mask [B,S,1,H,W] or None, the learned prior's (mu, logvar)
+        [B,S,N,H,W] at each step, from the frame the step was given, or None without one)."""
+        steps = []
         prev = frames[:, 0]
         for t in range(pose_feat.shape[1]):
-            extra = composite_args(comp, t, prev)
-            prev_feat = self.frame_encoder(prev)
-            if self.prior is not None:
-                prior.append(self.prior.gaussian(prev_feat, pose_feat[:, t]))
-            out = step(prev, prev_feat, pose_feat[:, t], z[:, t], *extra)
-            pred_t = out[0] if return_mask else out
-            if return_mask:
-                masks.append(out[1])
-            preds.append(pred_t)
+            pred, mask, prior = self._next_frame(prev, pose_feat[:, t], comp, t, z=z[:, t])
+            steps.append((pred, mask, prior))
             # Fed back as a rollout feeds it (generate): clamped to the image range, so a
             # prediction that overshoots cannot compound (with predict_change it would).
-            prev = frames[:, t + 1] if teacher_forced else pred_t.clamp(0.0, 1.0)
-        prior = tuple(torch.stack(p, 1) for p in zip(*prior, strict=True)) if prior else None
-        pred = torch.stack(preds, 1)
-        return ((pred, torch.stack(masks, 1)) if return_mask else pred), prior
+            prev = frames[:, t + 1] if teacher_forced else pred.clamp(0.0, 1.0)
+        preds, masks, priors = zip(*steps, strict=True)
+        return stack_steps(preds), stack_steps(masks), stack_steps(priors)
+
+    def _next_frame(self, prev, pose_feat, comp: Composite | None, t: int, *,
+                    z: torch.Tensor | None = None, eps: torch.Tensor | None = None):
+        """One step of the per-frame loop (training's free run, and the rollout): predict the
+        frame after `prev`.
+
+        prev [B,3,H,W] the frame the step is given; pose_feat [B,L,H,W] the pose features of
+        the frame to predict; comp the pose_region plan, t the step (0: predicting frame 1).
+        z [B,N,H,W] (the posterior's draw, in training) or eps [B,N,H,W] (a rollout's draw of
+        N(0, I), then z = eps, or z = mu + std * eps from the learned prior).
+        Returns (pred [B,3,H,W], not clamped; mask [B,1,H,W] or None; the learned prior's
+        (mu, logvar) [B,N,H,W] given prev, or None without one).
+        """
+        prev_feat = self.frame_encoder(prev)  # [B,F,H,W]
+        prior = None if self.prior is None else self.prior.gaussian(prev_feat, pose_feat)
+        if z is None:
+            z = eps if prior is None else reparameterize(*prior, eps)
+        pred, mask = self._step(prev, prev_feat, pose_feat, z, *composite_args(comp, t, prev))
+        return pred, mask, prior
 
     @torch.no_grad()
     def generate(self, first_frame: torch.Tensor, poses: torch.Tensor,
-                 rng: torch.Generator | None = None, progress=None) -> torch.Tensor:
+                 rng: torch.Generator | None = None, progress=None,
+                 noise: torch.Tensor | None = None) -> torch.Tensor:
         """Autoregressive rollout with z drawn from the prior (N(0, I), or the learned one).
 
         first_frame [B,3,H,W], poses [B,T,3,H,W] -> frames [B,T,3,H,W] (frame 0 = first_frame).
         Predictions are clamped to [0,1] before being fed back: they are images, and a long
         rollout otherwise drifts out of range.
+
+        noise: eps [B,T-1,N,H,W], all the rollout's draws of N(0, I), moved to first_frame's
+        device and dtype at once. Without it, eps is drawn frame by frame ([B,N,H,W] each) from
+        `rng` (on rng's device; the global CPU generator if None) and copied over per frame.
         """
         B, T, _, H, W = poses.shape
+        if noise is not None and rng is not None:
+            raise ValueError("generate: pass the noise or an rng to draw it from, not both")
+        noise = None if noise is None else noise.to(first_frame)  # one copy
         comp = self.composite(first_frame, poses)
         frames = [first_frame]
         prev = first_frame
         for t in range(1, T):
+            # [B,L,H,W]
             pose_feat = self.pose_encoder(self.step_poses(poses[:, t - 1:t + 1])[:, 0])
-            prev_feat = self.frame_encoder(prev)
-            z = torch.randn(B, self.latent_channels, H, W, generator=rng,
-                            device="cpu" if rng is None else rng.device).to(first_frame)
-            if self.prior is not None:
-                z = self.prior(prev_feat, pose_feat, eps=z)[0]  # mu + std * eps
-            extra = composite_args(comp, t - 1, prev)
-            prev = self._fuse_and_generate(prev, prev_feat, pose_feat, z, *extra)
-            prev = prev.clamp(0.0, 1.0)
+            eps = noise[:, t - 1] if noise is not None else torch.randn(
+                B, self.latent_channels, H, W, generator=rng,
+                device="cpu" if rng is None else rng.device).to(first_frame)
+            prev = self._next_frame(prev, pose_feat, comp, t - 1, eps=eps)[0].clamp(0.0, 1.0)
             frames.append(prev)
             if progress is not None:
                 progress.update(B)

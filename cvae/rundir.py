@@ -28,7 +28,7 @@ METRIC_COLUMNS = (
     "epoch", "loss", "mse", "kl", "beta", "tfr", "lr", "workers", "val_psnr", "val_psnr_short",
     "val_psnr_avg3", "baseline_psnr", "baseline_psnr_short", "val_ssim", "val_ssim_short",
     "baseline_ssim", "baseline_ssim_short", "val_box_ssim", "baseline_box_ssim", "val_sharpness",
-    "baseline_sharpness", "seconds",
+    "baseline_sharpness", "seconds", "val_seconds",
 )
 METRICS_FILE = "metrics.csv"
 CHECKPOINTS = "checkpoints"

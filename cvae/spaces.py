@@ -33,15 +33,8 @@ from typing import Any
 
 import yaml
 
-from cvae.config import (
-    Config,
-    _field_types,
-    _sections,
-    all_keys,
-    read_yaml_file,
-    set_key,
-    validate,
-)
+from cvae.config import Config, all_keys, read_yaml_file, sections, set_key, validate
+from cvae.config_load import field_types
 from cvae.errors import ConfigError
 
 DISTRIBUTIONS = ("choice", "grid", "uniform", "loguniform", "randint", "quniform")
@@ -190,7 +183,7 @@ class Space:
 
 def _type_of(key: str) -> Any:
     section, _, name = key.partition(".")
-    return _field_types(_sections(Config())[section])[name]
+    return field_types(sections(Config())[section])[name]
 
 
 def _is_number(value: Any) -> bool:

@@ -160,13 +160,19 @@ def is_dir(location: str | Path) -> bool:
 
 
 def read_location(location: str | Path) -> bytes:
-    fs, path = open_location(location)
+    return read_file(*open_location(location), location)
+
+
+def read_file(fs, path: str, location: str | Path | None = None) -> bytes:
+    """A whole file read into memory from a pyarrow filesystem (`location`: its name in
+    errors). The reader's own copy: nothing on disk that another process could rewrite while
+    it reads."""
 
     def read() -> bytes:
         with fs.open_input_stream(path) as stream:
             return stream.read()
 
-    return _io(location, read)
+    return _io(path if location is None else location, read)
 
 
 def read_json(location: str | Path, what: str) -> Any:
@@ -191,6 +197,16 @@ def write_location(location: str | Path, data: bytes) -> None:
             stream.write(data)
 
     _io(location, write)
+
+
+def delete_location(location: str | Path) -> None:
+    """Delete the file at a location, if there is one."""
+    if not is_uri(location):
+        remove(Path(location))
+        return
+    if exists(location):
+        fs, path = open_location(location)
+        _io(location, lambda: fs.delete_file(path))
 
 
 def list_names(location: str | Path) -> list[str]:

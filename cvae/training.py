@@ -13,7 +13,7 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from cvae.augment import augment
+from cvae.batches import Batch, EpochData, epoch_seed
 from cvae.checkpoint import load_weights, save_checkpoint
 from cvae.config import Config
 from cvae.errors import CvaeError
@@ -32,9 +33,6 @@ from cvae.prefetch import Primed
 from cvae.rundir import RunDir
 from cvae.schedules import KLAnnealing, TeacherForcing
 from cvae.smoothing import SMOOTHED, smoothed_psnr
-
-# (frames uint8 [B,T,3,H,W], poses uint8 [B,T,3,H,W], clip ids int64 [B])
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class TrainingDiverged(CvaeError):
@@ -48,11 +46,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise CvaeError("run.device = 'cuda' but no CUDA device is available")
     return torch.device(name)
-
-
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    """Every epoch (and worker) gets its own seed, so a resumed run replays the same draws."""
-    return (seed * 1_000_003 + epoch * 7919 + rank * 104_729) % (2**31 - 1)
 
 
 CPU_CHUNK_FRAMES = 4  # measured best on a CPU (BENCHMARKS.md, section 1)
@@ -97,11 +90,10 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames:
     device_type = frames.device.type
     with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16,
                         enabled=autocast_dtype is not None):
-        out = model(frames, poses, teacher_forced, return_mask=mask_penalty > 0)
-    pred, mu, logvar = out[:3]
-    loss, mse, kl = clip_loss(pred, frames[:, 1:], mu, logvar, beta)
+        out = model(frames, poses, teacher_forced)  # a cvae.model.Prediction
+    loss, mse, kl = clip_loss(out.pred, frames[:, 1:], out.mu, out.logvar, beta)
     if mask_penalty > 0:
-        mask = out[3]  # [B,S,1,H,W] in [0,1]
+        mask = out.mask  # [B,S,1,H,W] in [0,1]
         loss = loss + mask_penalty * mask.float().mean() * mask.shape[1]
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -118,7 +110,8 @@ class StepOptions:
     device: torch.device
     grad_clip: float = 1.0
     channels_last: bool = False
-    autocast_dtype: torch.dtype | None = None  # bf16 autocast on a GPU
+    autocast_dtype: torch.dtype | None = None  # bf16 autocast (train.precision)
+    check_every: int = 20  # train.check_every
     progress: bool = True  # a progress bar per epoch
     mask_penalty: float = 0.0  # train.mask_penalty
     # Makes the bar: tqdm's signature (total=, desc=); a Ray worker passes one that renders on
@@ -155,8 +148,8 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batche
     draw); with `augment_rng`, clips are augmented (cvae.augment)."""
     model.train()
     start = time.perf_counter()
-    totals = torch.zeros(3, dtype=torch.float64)
-    steps = clips = 0
+    tally = LossTally(options.device, options.check_every, plan.epoch)
+    clips = 0
     bar = _progress_bar(plan, options)
     try:
         # islice: stop before fetching a batch that will not be trained on
@@ -165,26 +158,55 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batche
                 frames_u8, poses_u8 = augment(frames_u8, poses_u8, augment_rng)
             frames = to_device(frames_u8, options.device, options.channels_last)
             poses = to_device(poses_u8, options.device, options.channels_last)
-            values = torch.stack(train_step(
+            tally.add(torch.stack(train_step(
                 model, optimizer, frames, poses, beta=plan.beta,
                 teacher_forced=tf_rng.random() < plan.tfr, grad_clip=options.grad_clip,
                 autocast_dtype=options.autocast_dtype, mask_penalty=options.mask_penalty,
-            )).double().cpu()  # one device sync per step
-            if not torch.isfinite(values[0]):
-                cause = f" (step {steps} may have left NaN weights)" if steps else ""
-                raise TrainingDiverged(
-                    f"loss is {values[0].item()} at epoch {plan.epoch + 1}, step {steps + 1}"
-                    + cause)
-            totals += values
-            steps += 1
+            )))
             clips += frames.shape[0]
             bar.update(1)
     finally:
         bar.close()
-    if steps == 0:
+    if tally.steps == 0:
         raise CvaeError(f"epoch {plan.epoch + 1}: the training data gave no batch")
-    mean = (totals / steps).tolist()
-    return EpochStats(mean[0], mean[1], mean[2], steps, clips, time.perf_counter() - start)
+    mean = tally.means()
+    return EpochStats(mean[0], mean[1], mean[2], tally.steps, clips,
+                      time.perf_counter() - start)
+
+
+class LossTally:
+    """Each step's (loss, mse, kl) summed where they were computed, and the first step whose
+    loss is not finite: the host reads them every `every` steps and at the end of the epoch,
+    so a GPU's step loop does not wait for the device at each step."""
+
+    def __init__(self, device: torch.device, every: int, epoch: int):
+        self.every, self.epoch, self.steps = every, epoch, 0
+        self.sums = torch.zeros(3, dtype=torch.float64, device=device)
+        self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+        self.bad_loss = torch.zeros((), dtype=torch.float64, device=device)
+
+    def add(self, values: torch.Tensor) -> None:
+        """values: (loss, mse, kl) of one step, detached, on the device."""
+        values = values.double()
+        new = ~torch.isfinite(values[0]) & (self.first_bad < 0)
+        self.first_bad = torch.where(new, self.steps, self.first_bad)
+        self.bad_loss = torch.where(new, values[0], self.bad_loss)
+        self.sums += values
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self.check()
+
+    def check(self) -> None:
+        """Raise TrainingDiverged naming the first step with a NaN or infinite loss."""
+        bad = int(self.first_bad)  # the host waits for the device here
+        if bad >= 0:
+            cause = f" (step {bad} may have left NaN weights)" if bad else ""
+            raise TrainingDiverged(f"loss is {float(self.bad_loss)} at epoch {self.epoch + 1}, "
+                                   f"step {bad + 1}" + cause)
+
+    def means(self) -> list[float]:
+        self.check()
+        return (self.sums / self.steps).tolist()
 
 
 class _NoBar:
@@ -206,20 +228,6 @@ def _progress_bar(plan: EpochPlan, options: StepOptions):
 
 
 @dataclass
-class EpochData:
-    """What a worker trains on: `batches(epoch)` gives that epoch's batches (already sharded and
-    shuffled), `steps_per_epoch` how many it yields (for progress bars and step caps)."""
-
-    batches: Callable[[int], Iterator[Batch]]
-    steps_per_epoch: int
-
-    def wrapped(self, wrap: Callable[[Iterator[Batch], int], Iterator[Batch]]) -> EpochData:
-        """The same data with each epoch's iterator passed through `wrap(batches, epoch)`:
-        the seam where tests and benchmarks watch, time or interrupt what a worker trains on."""
-        return EpochData(lambda epoch: wrap(self.batches(epoch), epoch), self.steps_per_epoch)
-
-
-@dataclass
 class TrainingState:
     """What fit() steps and a checkpoint holds: the model, its optimizer, the schedules."""
 
@@ -233,6 +241,7 @@ class TrainingState:
     best_psnr: float = -math.inf  # val_psnr of best_epoch
     best_epoch: int = 0
     best_score: float = -math.inf  # best_epoch's validation.best_by figure
+    lr_scale: float = 1.0  # the lr is this times train.lr's schedule (see rescale_lr)
 
     def plan(self, cfg: Config, epoch: int, steps_per_epoch: int) -> EpochPlan:
         d, t = cfg.data, cfg.train
@@ -257,7 +266,7 @@ class TrainingState:
             "kl_annealing": self.kl_annealing.state_dict(),
             "teacher_forcing": self.teacher_forcing.state_dict(),
             "best_val_psnr": self.best_psnr, "best_epoch": self.best_epoch,
-            "best_score": self.best_score,
+            "best_score": self.best_score, "lr_scale": self.lr_scale,
             "metrics": {k: v for k, v in metrics.items() if v is not None},
         }
 
@@ -274,15 +283,36 @@ class TrainingState:
         self.best_epoch = int(state.get("best_epoch", 0))
         # checkpoints from before validation.best_by chose on val_psnr
         self.best_score = float(state.get("best_score", self.best_psnr))
+        self.lr_scale = float(state.get("lr_scale", 1.0))
+
+    def rescale_lr(self, scale: float) -> None:
+        """Make the lr `scale` times train.lr's schedule (the optimizer's current lr and the
+        scheduler's base, from whatever scale they had): a DDP run with fewer workers than its
+        full size trains on a smaller global batch (see cvae.training.lr_scale_for)."""
+        change = scale / self.lr_scale
+        if change != 1.0:
+            for group in self.optimizer.param_groups:
+                group["lr"] *= change
+            self.scheduler.base_lrs = [lr * change for lr in self.scheduler.base_lrs]
+        self.lr_scale = scale
+
+
+def lr_scale_for(world: int, full_world: int) -> float:
+    """The lr factor of a DDP run on `world` of its `full_world` workers: train.lr is the lr of
+    the full global batch (full_world x train.batch_size clips); a smaller batch takes
+    sqrt(world / full_world) of it, the square-root rule that keeps Adam's updates as noisy per
+    clip seen as at full size (a linear rule overshoots for adaptive optimizers)."""
+    return math.sqrt(world / full_world) if 0 < world < full_world else 1.0
 
 
 def setup(cfg: Config, device: torch.device,
           prepare_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
           resume_state: dict[str, Any] | None = None,
-          init_weights: dict[str, Any] | None = None) -> TrainingState:
+          init_weights: dict[str, Any] | None = None, lr_scale: float = 1.0) -> TrainingState:
     """The model (same initial weights on every worker and every run), Adam, the lr, KL and
     teacher-forcing schedules; restored from `resume_state`, else started from `init_weights`
-    (a state_dict the launcher read from `train.init_from`, so no worker reads that path)."""
+    (a state_dict the launcher read from `train.init_from`, so no worker reads that path); the
+    lr at `lr_scale` times its schedule (lr_scale_for)."""
     t = cfg.train
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg, device)
@@ -297,15 +327,24 @@ def setup(cfg: Config, device: torch.device,
         state.load(resume_state)
     elif init_weights is not None:
         load_weights(model, init_weights, f"train.init_from: {t.init_from}")
+    state.rescale_lr(lr_scale)
     if prepare_model is not None:
         state.wrapped = prepare_model(model)
     return state
 
 
+def autocast_dtype_for(cfg: Config, device: torch.device) -> torch.dtype | None:
+    """train.precision on this device: bf16 autocast, or None (fp32)."""
+    bf16 = cfg.train.precision == "bf16" or (cfg.train.precision == "auto"
+                                             and device.type == "cuda")
+    return torch.bfloat16 if bf16 else None
+
+
 def step_options(cfg: Config, device: torch.device, progress: bool) -> StepOptions:
     return StepOptions(device, grad_clip=cfg.train.grad_clip,
                        channels_last=cfg.train.channels_last,
-                       autocast_dtype=torch.bfloat16 if cfg.train.bf16 else None,
+                       autocast_dtype=autocast_dtype_for(cfg, device),
+                       check_every=cfg.train.check_every,
                        progress=progress, mask_penalty=cfg.train.mask_penalty)
 
 
@@ -356,9 +395,11 @@ def end_epoch(state: TrainingState, cfg: Config, metrics: dict[str, Any], run: R
     check_finite(state.model, metrics)
     validation = None
     if val is not None and (epoch % cfg.validation.every == 0 or epoch == epochs):
+        start = time.perf_counter()
         validation = validate(unwrap(state.wrapped), *val, device=device, seed=cfg.validation.seed,
                               short_len=cfg.validation.short_horizon(cfg.data.clip_len))
         metrics.update(validation.metrics())
+        metrics["val_seconds"] = round(time.perf_counter() - start, 3)  # rollout and scores
         check_finite(state.model, metrics)
         metrics[SMOOTHED] = smoothed_psnr(run.rows, metrics["val_psnr"])
         score = float(metrics[cfg.validation.best_by])
@@ -392,13 +433,16 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
         report: Callable[[dict[str, Any], Path | None], None] | None = None,
         resume_state: dict[str, Any] | None = None,
         init_weights: dict[str, Any] | None = None,
-        progress_bar: Callable[..., Any] | None = None) -> dict[str, Any]:
+        progress_bar: Callable[..., Any] | None = None, world: int = 1,
+        lr_scale: float = 1.0) -> dict[str, Any]:
     """Train `cfg.train.epochs` epochs. Rank 0 validates and writes the run folder.
 
     val_video: (frames, poses) uint8 [T,3,H,W] (rank 0 only); init_weights: the model's
-    state_dict to start from (`train.init_from`, read by the caller). Returns a summary dict.
+    state_dict to start from (`train.init_from`, read by the caller); world: the DDP workers
+    training now (each epoch's row records it); lr_scale: see lr_scale_for. Returns a summary
+    dict.
     """
-    state = setup(cfg, device, prepare_model, resume_state, init_weights)
+    state = setup(cfg, device, prepare_model, resume_state, init_weights, lr_scale)
     run = RunDir(cfg.run.out, cfg, resume_epoch=state.start_epoch) if rank == 0 else None
     val = validation_frames(cfg, val_video) if rank == 0 else None
     options = step_options(cfg, device, progress=cfg.run.progress and rank == 0)
@@ -418,7 +462,8 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
                 upcoming = Primed(data.batches(epoch + 1))
             state.step_schedules()
             metrics = {"epoch": epoch + 1, "loss": stats.loss, "mse": stats.mse, "kl": stats.kl,
-                       "beta": plan.beta, "tfr": plan.tfr, "lr": plan.lr, "seconds": stats.seconds}
+                       "beta": plan.beta, "tfr": plan.tfr, "lr": plan.lr, "workers": world,
+                       "seconds": stats.seconds}
             last = end_epoch(state, cfg, metrics, run, val, device) if run is not None else None
             done = epoch + 1
             if report is not None:
@@ -438,6 +483,8 @@ def epoch_line(m: dict[str, Any], epochs: int) -> str:
     """The one line an epoch prints."""
     line = (f"epoch {m['epoch']}/{epochs}  loss {m['loss']:.4f} (mse {m['mse']:.4f}, "
             f"kl {m['kl']:.2f})  beta {m['beta']:.2f}  tfr {m['tfr']:.2f}  {m['seconds']:.0f}s")
+    if "workers" in m:
+        line += f"  {m['workers']} worker" + ("s" if m["workers"] != 1 else "")
     if "val_psnr" in m:
         line += (f"  val_psnr {m['val_psnr']:.2f} (baseline {m['baseline_psnr']:.2f})"
                  f"  short {m['val_psnr_short']:.2f} (baseline {m['baseline_psnr_short']:.2f})"

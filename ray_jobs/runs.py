@@ -10,7 +10,6 @@ node: `run/` is mirrored into `--out` after every epoch and completely at the en
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -22,6 +21,7 @@ from ray.train import UserCallback
 from cvae import storage
 from cvae.checkpoint import RUN_FILE
 from cvae.errors import CvaeError
+from ray_jobs.cluster import ClusterConfig
 
 RUN_FOLDER = "run"
 PACK_FOLDER = "pack"
@@ -63,11 +63,11 @@ def run_name(out: str, name: str | None = None) -> str:
     return f"{words or 'run'}-{hashlib.sha1(str(path).encode()).hexdigest()[:6]}"
 
 
-def locate(out: str, args: argparse.Namespace) -> RunStorage:
-    storage_path = args.storage_path or str(Path(out) / "ray")
+def locate(out: str, settings: ClusterConfig) -> RunStorage:
+    storage_path = settings.storage_path or str(Path(out) / "ray")
     if not storage.is_uri(storage_path):
         storage_path = str(Path(storage_path).resolve())
-    return RunStorage(storage_path, run_name(out, getattr(args, "name", None)))
+    return RunStorage(storage_path, run_name(out, settings.name))
 
 
 def check_identity(run: RunStorage, resume: bool) -> None:
@@ -81,24 +81,27 @@ def check_identity(run: RunStorage, resume: bool) -> None:
                         "resume; drop --resume to start it)")
 
 
-def check_shared(storage_path: str, data_root: str, args: argparse.Namespace,
-                 nodes: int) -> None:
-    """On a cluster of more than one node, fail before any worker starts when the storage or
+def check_shared(storage_path: str, data_root: str, settings: ClusterConfig,
+                 multi_node: str | None) -> None:
+    """When the run may span several nodes (`multi_node` says why: see
+    ray_jobs.cluster.NodeShapes.multi_node), fail before any worker starts if the storage or
     the data lives on a disk only this machine sees."""
-    if nodes <= 1 or getattr(args, "shared_storage", False):
+    if multi_node is None or settings.shared_storage:
         return
     for flag, location in (("--storage-path", storage_path), ("--data", data_root)):
         if not storage.is_uri(location):
             raise CvaeError(
-                f"{flag} {location}: a local path, but the cluster has {nodes} nodes and the "
-                "workers cannot see this machine's disk; use shared storage (e.g. "
-                "s3://bucket/prefix) or pass --shared-storage if it is a mount every node has")
+                f"{flag} {location}: a local path, but {multi_node} and the workers cannot "
+                "see this machine's disk; use shared storage (e.g. s3://bucket/prefix) or pass "
+                "--shared-storage if it is a mount every node has")
 
 
-def alive_nodes() -> int:
-    import ray
+def forget_failure(run: RunStorage, out: str) -> None:
+    """A resumed run tries again: the record that it diverged (ray_jobs.worker) goes."""
+    from ray_jobs.worker import FAILED_FILE
 
-    return sum(1 for n in ray.nodes() if n.get("Alive"))
+    storage.delete_location(storage.join(run.folder, FAILED_FILE))
+    storage.delete_location(Path(out) / FAILED_FILE)
 
 
 class Mirror:

@@ -20,55 +20,53 @@ from cvae.checkpoint import initial_weights
 from cvae.config import Config
 from cvae.errors import cli_entry
 from cvae.lock import lock_folder
-from ray_jobs import common, runs
+from ray_jobs import cluster, common, runs
 
 
 def build_parser() -> argparse.ArgumentParser:
     """cvae-train's flags plus the cluster's."""
     return argparse.ArgumentParser(
         prog="python -m ray_jobs.train", description=__doc__.split("\n\n")[0],
-        parents=[cli.config_args("config/train.yaml"), cli.run_args(), common.cluster_args()])
+        parents=[cli.config_args("config/train.yaml"), cli.run_args(), cluster.cluster_args()])
 
 
 @cli_entry
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    common.resolve_gpus(args)  # a bad --gpus-per-worker fails before Ray starts
+    settings = cluster.ClusterConfig.from_args(args)  # bad cluster flags fail before Ray starts
     cfg = cli.config_from_args(args)
     common.absolutize(cfg)
     with lock_folder(cfg.run.out):  # the driver holds it for the whole run; workers take none
-        return train(cfg, args)
+        return train(cfg, settings, resume=args.resume)
 
 
-def train(cfg: Config, args: argparse.Namespace) -> int:
+def train(cfg: Config, settings: cluster.ClusterConfig, resume: bool = False) -> int:
     """Run the TorchTrainer, --out mirrored from the run's storage (its writer lock held by this
     driver)."""
-    common.check_max_failures(args.max_failures)
-    run = runs.locate(cfg.run.out, args)
-    runs.check_identity(run, args.resume)
+    run = runs.locate(cfg.run.out, settings)
+    runs.check_identity(run, resume)
     init_weights = initial_weights(cfg)  # a bad train.init_from fails here, before Ray starts
     common.check_data(cfg)  # so does bad data
-    attached = common.connect(args.address)
-    runs.check_shared(run.storage, cfg.data.root, args, runs.alive_nodes())
+    attached = common.connect(settings.address)
+    nodes = cluster.NodeShapes.read(attached)
+    runs.check_shared(run.storage, cfg.data.root, settings, nodes.multi_node(settings))
     pack, meta = common.prepare_data(cfg, run.pack)  # bad data fails here, before any worker
     import ray
-    import ray.train
 
-    cpus = common.worker_cpus(args, ray.cluster_resources().get("CPU", 0))
-    common.check_resources(args, cpus, attached, common.cluster_ceiling(args, attached))
-    trainer = common.build_trainer(cfg, args, run=run, pack=pack, num_clips=meta["num_clips"],
-                                   cpus_per_worker=cpus, out=cfg.run.out,
-                                   init_weights=None if args.resume else init_weights)
-    print(f"run {run.name!r}: storage {run.root}, run folder mirrored into {cfg.run.out}")
+    cpus = cluster.worker_cpus(settings, ray.cluster_resources().get("CPU", 0), nodes=nodes)
+    cluster.check_placement(settings, cpus, nodes)
+    cluster.check_resources(settings, cpus, attached, cluster.cluster_ceiling(settings, attached))
+    trainer = common.build_trainer(cfg, settings, run=run, pack=pack,
+                                   num_clips=meta["num_clips"], cpus_per_worker=cpus,
+                                   out=cfg.run.out, init_weights=None if resume else init_weights)
+    if resume:  # the user changed what made it diverge: try again
+        runs.forget_failure(run, cfg.run.out)
+    print(f"run {run.name!r}: {settings.workers_text} worker(s), storage {run.root}, run folder "
+          f"mirrored into {cfg.run.out}")
     try:
-        result = trainer.fit()
-    except ray.train.TrainingFailedError as err:
-        failure = common.worker_error(err)
-        if failure is err:
-            raise
-        raise failure from None  # e.g. TrainingDiverged: one line, exit 2
+        result = common.run_trainer(trainer)
     finally:
-        common.release_resources(attached)
+        cluster.release_resources(attached)
         runs.Mirror(run, cfg.run.out).sync()  # complete, whatever happened
     return summarize(result, run, cfg)
 

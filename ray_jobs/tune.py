@@ -19,32 +19,41 @@ cvae-test) and the report (report.md, figures; see cvae-report).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from cvae import cli, report, storage
-from cvae.checkpoint import RUN_FILE, initial_weights
-from cvae.config import Config, parse_override, set_key, to_yaml, validate
+from cvae.checkpoint import initial_weights
+from cvae.config import Config, parse_override, to_yaml
 from cvae.errors import ConfigError, CvaeError, cli_entry
 from cvae.lock import lock_folder
 from cvae.report import DEFAULT_METRIC, RANKING_METRICS
-from cvae.smoothing import fill_smoothed
-from cvae.spaces import MAX_TRIALS, Param, Space, check_values, load_space, parse_space
-from ray_jobs import common, runs
+from cvae.spaces import MAX_TRIALS, Space, check_values, load_space, parse_space
+from ray_jobs import cluster, common, runs
+from ray_jobs.cluster import ClusterConfig
+from ray_jobs.search import (
+    SEARCHERS,
+    describe_search,
+    param_space,
+    search_alg,
+    search_params,
+    total_samples,
+)
+from ray_jobs.trial import (
+    SWEEP_FILE,
+    gather_trials,
+    run_trial,
+    sweep_cluster,
+    trial_dirname,
+    write_json,
+)
 
-SWEEP_FILE = "sweep.json"
 SWEEP_FORMAT = "cvae-sweep/1"
 EXPERIMENT = "tune"
-TRIALS = report.TRIALS_DIR
 TRIAL_CPU = 0.5  # the trial's driver function only waits on its TorchTrainer
-EVENTS_FILE = "sweep_events.log"  # per trial: one line each time its trainer starts
-SEARCHERS = ("random", "optuna")
-OPTUNA_VALUE_TYPES = (str, int, float, bool, type(None))  # what an Optuna categorical holds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,10 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "settings come from <out>/sweep.json; finished trials are not rerun)",
                          dry_run_help="check the space, print the base config and the trials, "
                          "then exit"),
-            common.cluster_args(("--workers-per-trial", "--num-workers"),
-                                "Ray Train workers (DDP ranks) per trial", num_workers=1),
+            cluster.cluster_args(("--workers-per-trial", "--num-workers"),
+                                 "Ray Train workers (DDP ranks) per trial", workers="1"),
         ])
-    # The sweep's own flags (alike in shape to common.cluster_args', which it also takes).
+    # The sweep's own flags (alike in shape to cluster.cluster_args', which it also takes).
     parser.add_argument("--space", help="search space YAML (tune_spaces/*.yaml)")
     parser.add_argument("--search", choices=SEARCHERS, default="random",
                         help="random: every grid combination, other keys drawn at random; "
@@ -100,13 +109,11 @@ def base_config(args: argparse.Namespace, space: Space) -> Config:
     return cfg
 
 
-def check_sweep_args(args: argparse.Namespace, epochs: int) -> None:
-    common.resolve_gpus(args)
-    common.check_max_failures(args.max_failures)
+def check_sweep_args(args: argparse.Namespace, epochs: int) -> ClusterConfig:
+    """The sweep's flags checked; returns the cluster settings every trial runs with."""
+    settings = ClusterConfig.from_args(args, "--workers-per-trial")
     if args.num_samples is not None and args.num_samples < 1:
         raise CvaeError(f"--num-samples {args.num_samples}: must be >= 1")
-    if args.num_workers < 1:
-        raise CvaeError(f"--workers-per-trial {args.num_workers}: must be >= 1")
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise CvaeError(f"--max-concurrent {args.max_concurrent}: must be >= 1")
     if not 1 <= args.grace_period <= epochs:
@@ -114,10 +121,7 @@ def check_sweep_args(args: argparse.Namespace, epochs: int) -> None:
                         f"epochs ({epochs})")
     if args.reduction_factor <= 1:
         raise CvaeError(f"--reduction-factor {args.reduction_factor:g}: must be > 1")
-
-
-def _write_json(path: Path, doc: dict) -> None:
-    storage.write_text(path, json.dumps(doc, indent=1))
+    return settings
 
 
 def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -128,7 +132,7 @@ def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
     space = load_space(_space_path(args.space), check=False)  # keys and distributions
     cfg = base_config(args, space)
     check_values(space, cfg)  # every value the space can give, on this sweep's base config
-    check_sweep_args(args, cfg.train.epochs)
+    trials_cluster = check_sweep_args(args, cfg.train.epochs)
     num_samples = total_samples(args, space)
     # Counted, so a huge grid never fills the memory: random search runs every grid combination
     # num_samples times, Optuna num_samples trials in all.
@@ -145,7 +149,7 @@ def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.dry_run:
         print_dry_run(args, cfg, space, num_samples, notes)
         return None
-    root = sweep_root(args, out)
+    root = sweep_root(trials_cluster, out)
     out.mkdir(parents=True, exist_ok=True)
     # bad data fails here, before Ray starts
     pack_dir, meta = common.prepare_data(cfg, storage.join(root, "pack"))
@@ -162,14 +166,8 @@ def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
         "search": args.search,
         "metric": args.metric,
         "num_samples": num_samples,
-        "num_workers": args.num_workers,
-        "use_gpu": args.use_gpu,
-        "gpus_per_worker": args.gpus_per_worker,
-        "max_cluster_cpus": args.max_cluster_cpus,
-        "max_cluster_gpus": args.max_cluster_gpus,
-        "cpus_per_worker": args.cpus_per_worker,
-        "max_failures": args.max_failures,
-        "storage_path": args.storage_path,
+        # How every trial uses the cluster (its connection, --address, is the command line's).
+        "cluster": trials_cluster.replace(address=None, resource_timeout=None).to_dict(),
         "max_concurrent": args.max_concurrent,
         "grace_period": args.grace_period,
         "reduction_factor": args.reduction_factor,
@@ -177,75 +175,8 @@ def new_sweep(args: argparse.Namespace) -> dict[str, Any] | None:
     }
     for note in notes:
         print(note)
-    _write_json(out / SWEEP_FILE, settings)
+    write_json(out / SWEEP_FILE, settings)
     return settings
-
-
-# ---- the searcher (Ray-free up to the Tune objects themselves) ----
-
-def total_samples(args: argparse.Namespace, space: Space) -> int:
-    """Tune's num_samples: per grid combination for random search, all trials for Optuna."""
-    if args.num_samples is not None:
-        return args.num_samples
-    return space.grid_size if args.search == "optuna" else 1
-
-
-def search_params(space: Space, search: str) -> tuple[dict[str, Param], list[str]]:
-    """The searched keys as the searcher takes them, and one line per grid turned into a choice
-    (a sequential searcher such as Optuna's TPE cannot enumerate a grid)."""
-    if search == "random":
-        return dict(space.searched), []
-    params, notes = {}, []
-    for key, param in space.searched.items():
-        if param.kind in ("grid", "choice"):
-            _check_optuna_values(key, param)
-        if param.kind == "grid":
-            param = Param(key, "choice", param.args)
-            notes.append(f"{key}: grid -> choice ({search} cannot grid; it picks among "
-                         f"{list(param.args)})")
-        params[key] = param
-    return params, notes
-
-
-def _check_optuna_values(key: str, param: Param) -> None:
-    bad = [v for v in param.args if not isinstance(v, OPTUNA_VALUE_TYPES)]
-    if bad:
-        raise CvaeError(f"--search optuna: {key}: {param.kind} value {bad[0]!r} is not a "
-                        "number, string, true/false or null (Optuna cannot choose it); use "
-                        "--search random")
-
-
-def describe_search(search: str, num_samples: int, space: Space, metric: str, seed: int) -> str:
-    if search == "optuna":
-        return (f"searcher: optuna (Optuna's TPE through Ray Tune's OptunaSearch, seed {seed}): "
-                f"{num_samples} trials in all, each chosen from the results so far; ASHA and "
-                f"the ranking use {metric}")
-    trials = space.grid_size * num_samples
-    return (f"searcher: random (seed {seed}): {trials} trials (grid {space.grid_size} x "
-            f"{num_samples} samples); ASHA and the ranking use {metric}; e.g.:")
-
-
-def param_space(params: dict[str, Param]) -> dict[str, Any]:
-    """Tune's param_space: each key's Tune distribution (a grid only for random search)."""
-    from ray import tune
-
-    return {k: _tune_dist(tune, p) for k, p in params.items()}
-
-
-def search_alg(settings: dict[str, Any]):
-    """The searcher, holding at most the resolved number of trials at once."""
-    if settings.get("search", "random") == "optuna":
-        from ray.tune.search import ConcurrencyLimiter
-        from ray.tune.search.optuna import OptunaSearch
-
-        # Tune's max_concurrent_trials would wrap it the same way; explicit is clearer.
-        return ConcurrencyLimiter(OptunaSearch(seed=settings["seed"]),
-                                  max_concurrent=settings["max_concurrent_resolved"])
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    # Tune ignores max_concurrent_trials when given a BasicVariantGenerator.
-    return BasicVariantGenerator(max_concurrent=settings["max_concurrent_resolved"],
-                                 random_state=settings["seed"])
 
 
 def print_dry_run(args: argparse.Namespace, cfg: Config, space: Space, num_samples: int,
@@ -293,131 +224,49 @@ def load_sweep(args: argparse.Namespace) -> dict[str, Any]:
     return settings
 
 
-# ---- the trial (runs inside Ray) ----
-
-def sweep_root(args: argparse.Namespace, out: Path) -> str:
+def sweep_root(settings: ClusterConfig, out: Path) -> str:
     """Where the sweep keeps Tune's state (tune/), its trials' runs (ray/) and the packed data
     (pack/): --out itself, or <storage>/<name> with --storage-path (the name comes from --out or
     --name, and a new sweep refuses one that exists there)."""
-    if not args.storage_path:
+    if not settings.storage_path:
         return str(out)
-    root = runs.locate(str(out), args).root
+    root = runs.locate(str(out), settings).root
     if storage.exists(root):
         raise CvaeError(f"a sweep named {storage.name(root)!r} already exists in "
-                        f"{args.storage_path}: continue it with --resume (the same --out), or "
+                        f"{settings.storage_path}: continue it with --resume (the same --out), or "
                         "choose another --name or --out")
     return root
-
-
-def _train_storage(settings: dict[str, Any]) -> str:
-    return storage.join(settings["root"], "ray")
-
-
-def _tune_storage(settings: dict[str, Any]) -> str:
-    return settings["root"]
-
-
-def trial_config(settings: dict[str, Any], values: dict[str, Any], trial_id: str) -> Config:
-    cfg = Config.from_dict(settings["base_config"], source=SWEEP_FILE)
-    for key in settings["searched"]:
-        set_key(cfg, key, values[key], "search space")
-    cfg.run.out = str(Path(settings["out"]) / TRIALS / trial_id)
-    validate(cfg)
-    return cfg
-
-
-def _finished_rows(out: Path, epochs: int) -> list[dict[str, Any]] | None:
-    """A trial whose run folder already holds every epoch (it finished before the sweep was
-    interrupted, but Tune's last snapshot did not record it): its rows, to report again."""
-    if not (out / "metrics.csv").is_file() or (out / report.ERROR_FILE).exists():
-        return None
-    rows = report.read_metrics(out)
-    if not rows or max(r["epoch"] for r in rows) < epochs:
-        return None
-    return [{k: v for k, v in r.items() if v is not None} for r in fill_smoothed(rows)]
-
-
-def run_trial(config: dict[str, Any], settings: dict[str, Any]) -> None:
-    """One Tune trial: a TorchTrainer on this trial's config; metrics flow to Tune each epoch."""
-    import ray.train
-    import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    trial_id = ray.tune.get_context().get_trial_id()
-    values = {k: config[k] for k in settings["searched"]}
-    cfg = trial_config(settings, values, trial_id)
-    out = Path(cfg.run.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / report.PARAMS_FILE, {"trial_id": trial_id, "params": values})
-    done = _finished_rows(out, cfg.train.epochs)
-    if done is not None:
-        _event(out, "finished before; its metrics are reported again, nothing is retrained")
-        for row in done:
-            if "val_psnr" in row:
-                ray.tune.report(row)
-        return
-    args = argparse.Namespace(num_workers=settings["num_workers"], use_gpu=settings["use_gpu"],
-                              gpus_per_worker=settings.get("gpus_per_worker"),
-                              max_failures=settings["max_failures"])
-    run = _trial_run(settings, trial_id)
-    runs.write_run_file(run, str(out), None)  # where its checkpoints are, even if Tune stops it
-    trainer = common.build_trainer(
-        cfg, args, run=run, pack=settings["pack_dir"], num_clips=settings["num_clips"],
-        cpus_per_worker=settings["cpus_per_worker_resolved"], out=str(out),
-        init_weights=initial_weights(cfg), callbacks=[TuneReportCallback()],
-    )
-    _event(out, "trainer started")
-    try:
-        result = trainer.fit()
-        best = common.best_checkpoint(result, cfg.validation.best_by)
-        runs.write_run_file(run, str(out), run.checkpoint_uri(best[1]) if best else None)
-    except ray.train.TrainingFailedError as err:
-        # Training itself failed. (A trial that Tune stops, ASHA's or the last epoch's, sees
-        # its controller die instead: no error file for that.)
-        err = common.worker_error(err)  # the worker's own one line (e.g. TrainingDiverged)
-        first = (str(err).strip().splitlines() or [""])[0]
-        storage.write_text(out / report.ERROR_FILE, f"{type(err).__name__}: {first}\n")
-        raise
-
-
-def _event(out: Path, text: str) -> None:
-    with open(out / EVENTS_FILE, "a") as fh:
-        fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {text}\n")
-
-
-def _trial_dirname(trial) -> str:
-    return f"trial_{trial.trial_id}"
 
 
 # ---- sizing ----
 
 def size_trials(args: argparse.Namespace, settings: dict[str, Any], attached: bool) -> None:
     """CPUs per worker and trials at once, from what the cluster has; fail fast if one trial
-    cannot fit (the trial's driver, its workers and one CPU for Ray Data's reads)."""
+    cannot fit (the trial's driver, its workers and one CPU for Ray Data's reads) or cannot be
+    placed as --placement-strategy says."""
     import ray
 
+    trials_cluster = sweep_cluster(settings).replace(resource_timeout=args.resource_timeout)
     have = ray.cluster_resources()
-    sizing = argparse.Namespace(
-        num_workers=settings["num_workers"], use_gpu=settings["use_gpu"],
-        gpus_per_worker=settings.get("gpus_per_worker"),
-        max_cluster_cpus=settings.get("max_cluster_cpus"),
-        max_cluster_gpus=settings.get("max_cluster_gpus"),
-        cpus_per_worker=settings["cpus_per_worker"], resource_timeout=args.resource_timeout)
-    ceiling = common.cluster_ceiling(sizing, attached)
-    cpus, gpus = common.reachable(have, ceiling)  # what it can scale up to, not what it has
+    nodes = cluster.NodeShapes.read(attached)
+    ceiling = cluster.cluster_ceiling(trials_cluster, attached)
+    cpus, gpus = cluster.reachable(have, ceiling)  # what it can scale up to, not what it has
     # One CPU per worker at most: a sweep wants many trials at once, not one wide trial.
-    per_worker = common.worker_cpus(sizing, cpus - TRIAL_CPU, cap=1.0)
+    per_worker = cluster.worker_cpus(trials_cluster, cpus - TRIAL_CPU, cap=1.0, nodes=nodes)
+    cluster.check_placement(trials_cluster, per_worker, nodes)
     # A trial's workers + its driver must fit: check as if the driver were one more worker share.
-    common.check_resources(sizing, per_worker + TRIAL_CPU / sizing.num_workers, attached,
-                           ceiling)
+    cluster.check_resources(trials_cluster,
+                            per_worker + TRIAL_CPU / trials_cluster.min_workers, attached,
+                            ceiling)
     settings["cpus_per_worker_resolved"] = per_worker
-    gpu_share = common.gpus_per_worker(sizing)
-    fits = trials_at_once(cpus, gpus, settings["num_workers"], per_worker, gpu_share)
+    gpu_share = trials_cluster.gpus_per_worker
+    workers = trials_cluster.max_workers
+    fits = trials_at_once(cpus, gpus, workers, per_worker, gpu_share)
     settings["max_concurrent_resolved"] = settings["max_concurrent"] or fits
-    print(f"trials: {TRIAL_CPU:g} CPU driver + {settings['num_workers']} worker(s) x "
+    print(f"trials: {TRIAL_CPU:g} CPU driver + {trials_cluster.workers_text} worker(s) x "
           f"{per_worker:g} CPU" + (f" + {gpu_share:g} GPU" if gpu_share else "")
-          + f"; {settings['max_concurrent_resolved']} at once (cluster: "
-          f"{have.get('CPU', 0.0):g} CPU, {have.get('GPU', 0.0):g} GPU now"
+          + f" ({trials_cluster.placement_strategy}); {settings['max_concurrent_resolved']} at "
+          f"once (cluster: {have.get('CPU', 0.0):g} CPU, {have.get('GPU', 0.0):g} GPU now"
           + (f"; up to {cpus:g} CPU, {gpus:g} GPU" if ceiling else "") + ")")
 
 
@@ -450,7 +299,7 @@ def export_best(out: Path, rows: list[dict[str, Any]],
     for name in ("config.yaml", "psnr_per_frame.csv", "psnr_per_frame.png"):
         if (trial / name).is_file():
             shutil.copy2(trial / name, staging / name)
-    _write_json(staging / "trial.json", {"ranked_by": metric, **{k: best[k] for k in (
+    write_json(staging / "trial.json", {"ranked_by": metric, **{k: best[k] for k in (
         "trial_id", "params", "val_psnr", "val_psnr_avg3", "best_epoch", "epochs_run", "epochs",
         "checkpoint")}})
     storage.swap_folder(staging, out / "best")
@@ -470,29 +319,6 @@ def summarize(out: Path, metric: str = DEFAULT_METRIC
     return rows, best
 
 
-def gather_trials(grid, settings: dict[str, Any]) -> None:
-    """Every trial's run folder, complete in <out>/trials/<id>, from the trial's storage: on a
-    multi-node cluster a trial's rank 0 (and the trial's own mirror) ran on another node."""
-    out = Path(settings["out"])
-    for result in grid:
-        trial_id = Path(result.path).name.removeprefix("trial_")  # see _trial_dirname
-        folder = out / TRIALS / trial_id
-        run = _trial_run(settings, trial_id)
-        storage.sync_tree(run.folder, folder)
-        if not (folder / RUN_FILE).is_file():
-            runs.write_run_file(run, str(folder), None)
-        values = {k: result.config[k] for k in settings["searched"]}
-        if not (folder / report.PARAMS_FILE).is_file():
-            _write_json(folder / report.PARAMS_FILE, {"trial_id": trial_id, "params": values})
-        if result.error is not None and not (folder / report.ERROR_FILE).exists():
-            lines = str(result.error).strip().splitlines() or [type(result.error).__name__]
-            storage.write_text(folder / report.ERROR_FILE, lines[0][:500] + "\n")
-
-
-def _trial_run(settings: dict[str, Any], trial_id: str) -> runs.RunStorage:
-    return runs.RunStorage(_train_storage(settings), f"trial_{trial_id}")
-
-
 # ---- the command ----
 
 def make_tuner(args: argparse.Namespace, settings: dict[str, Any]):
@@ -503,7 +329,7 @@ def make_tuner(args: argparse.Namespace, settings: dict[str, Any]):
     base = Config.from_dict(settings["base_config"], source=SWEEP_FILE)
     trainable = tune.with_resources(tune.with_parameters(run_trial, settings=settings),
                                     {"cpu": TRIAL_CPU})
-    experiment = storage.join(_tune_storage(settings), EXPERIMENT)
+    experiment = storage.join(settings["root"], EXPERIMENT)
     if args.resume:
         if not tune.Tuner.can_restore(experiment):
             raise CvaeError(f"--resume: no Tune experiment state in {experiment}")
@@ -521,9 +347,9 @@ def make_tuner(args: argparse.Namespace, settings: dict[str, Any]):
                 time_attr="epoch", max_t=base.train.epochs,
                 grace_period=settings["grace_period"],
                 reduction_factor=settings["reduction_factor"]),
-            trial_dirname_creator=_trial_dirname,
+            trial_dirname_creator=trial_dirname,
         ),
-        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=_tune_storage(settings),
+        run_config=tune.RunConfig(name=EXPERIMENT, storage_path=settings["root"],
                                   verbose=1),
     )
 
@@ -572,7 +398,7 @@ def sweep(args: argparse.Namespace) -> int:
     try:
         grid = tuner.fit()
     finally:
-        common.release_resources(attached)
+        cluster.release_resources(attached)
     return finish(grid, settings)
 
 
@@ -583,8 +409,10 @@ def _attach_early(args: argparse.Namespace) -> bool | None:
         return None
     attached = common.connect(args.address)
     if not args.resume:
+        trials_cluster = ClusterConfig.from_args(args, "--workers-per-trial")
         runs.check_shared(args.storage_path or args.out or "runs/sweep", args.data or "data.root",
-                          args, runs.alive_nodes())
+                          trials_cluster,
+                          cluster.NodeShapes.read(attached).multi_node(trials_cluster))
     return attached
 
 
@@ -609,20 +437,6 @@ def _unfinished(grid) -> int:
 
     saved = ExperimentAnalysis(grid.experiment_path, storage_filesystem=grid.filesystem)
     return sum(t.status not in (Trial.TERMINATED, Trial.ERROR) for t in saved.trials)
-
-
-def _tune_dist(tune, param: Param):
-    a = param.args
-    return {
-        "grid": lambda: tune.grid_search(list(a)),
-        "choice": lambda: tune.choice(list(a)),
-        "uniform": lambda: tune.uniform(a[0], a[1]),
-        "loguniform": lambda: tune.loguniform(a[0], a[1]),
-        "randint": lambda: tune.randint(a[0], a[1]),
-        # lo and hi rounded inwards onto the grid of q (the edges): Tune refuses a lo off the
-        # grid, and Optuna steps from lo.
-        "quniform": lambda: tune.quniform(*param.edges(), a[2]),
-    }[param.kind]()
 
 
 if __name__ == "__main__":

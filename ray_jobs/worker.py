@@ -3,7 +3,9 @@
 The few Ray lines: the worker's rank, device and dataset iterator come from `ray.train`;
 `ray.train.torch.prepare_model` wraps the model in DDP; `ray.train.report` hands each epoch's
 metrics (and rank 0's checkpoint) to Ray Train; `ray.train.get_checkpoint` restarts a run from
-its latest checkpoint. Everything else is the core's.
+its latest checkpoint. Everything else is the core's: the worker's share of each epoch is
+`cvae.shares` (the pack read once through Ray Data and kept on the device, or, for a pack
+larger than data.resident_mb, the worker's own Parquet files streamed every epoch).
 
 Rank 0 writes the run folder into a scratch folder on its node and copies it into the run's
 storage after every epoch, so no file stays on a node that may go away; a restarted rank 0
@@ -12,20 +14,22 @@ storage after every epoch, so no file stays on a node that may go away; a restar
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import math
-import random
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+import torch
 
-from cvae import datasets, packs, storage
+from cvae import datasets, packs, shares, storage
+from cvae.batches import Batch, EpochData
 from cvae.config import Config
-from cvae.training import Batch, EpochData, epoch_seed
+from cvae.training import TrainingDiverged
 
 COLUMNS = ["clip_id", "frames", "poses"]
 
@@ -35,29 +39,56 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from cvae.cli import configure_torch
-    from cvae.training import fit
+    from cvae.training import fit, lr_scale_for
 
     cfg = Config.from_dict(loop_config["config"])
+    run_folder = loop_config["run_folder"]
+    refuse_replay(run_folder)
     _quiet_report_log()
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     configure_torch(cfg)
     device = ray.train.torch.get_device()
-    data = epoch_shares(cfg, ray.train.get_dataset_shard("train"), loop_config["num_clips"],
-                        rank, world, pin_memory=device.type == "cuda")
+    data = epoch_data(cfg, loop_config["pack"], loop_config["resident"], rank, world, device)
     if loop_config.get("wrap_batches") is not None:
         data = data.wrapped(functools.partial(loop_config["wrap_batches"], rank=rank,
                                               out=loop_config["out"]))
     val = datasets.val_video(cfg) if rank == 0 else None
-    with tempfile.TemporaryDirectory(prefix="cvae-run-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="cvae-run-") as scratch, \
+            remember_failure(run_folder):
         if rank == 0:  # a restart continues the run folder the last rank 0 left in storage
-            storage.sync_tree(loop_config["run_folder"], scratch)
+            storage.sync_tree(run_folder, scratch)
         cfg.run.out = scratch
         fit(cfg, data=data, val_video=val, device=device, rank=rank,
             prepare_model=ray.train.torch.prepare_model,
-            report=Reporter(loop_config["run_folder"], scratch, rank),
+            report=Reporter(run_folder, scratch, rank, cfg.validation.best_by),
             resume_state=latest_checkpoint_state(),
-            init_weights=loop_config.get("init_weights"), progress_bar=_ray_progress_bar)
+            init_weights=loop_config.get("init_weights"), progress_bar=_ray_progress_bar,
+            # An elastic run may train on fewer workers than its largest size for a while.
+            world=world, lr_scale=lr_scale_for(world, loop_config.get("max_workers", world)))
+
+
+# In the run folder when training diverged: a replay from the last checkpoint, with the same
+# seeds, would diverge again, so the restarts Ray Train makes after a worker error end at once.
+FAILED_FILE = "diverged.txt"
+
+
+def refuse_replay(run_folder: str) -> None:
+    """Raise the recorded TrainingDiverged again when the run already diverged."""
+    marker = storage.join(run_folder, FAILED_FILE)
+    if storage.exists(marker):
+        raise TrainingDiverged(storage.read_location(marker).decode().strip())
+
+
+@contextlib.contextmanager
+def remember_failure(run_folder: str) -> Iterator[None]:
+    """Record a TrainingDiverged in the run folder (see FAILED_FILE) before it ends the
+    worker."""
+    try:
+        yield
+    except TrainingDiverged as err:
+        storage.write_location(storage.join(run_folder, FAILED_FILE), f"{err}\n".encode())
+        raise
 
 
 def latest_checkpoint_state() -> dict[str, Any] | None:
@@ -65,35 +96,52 @@ def latest_checkpoint_state() -> dict[str, Any] | None:
     continued with --resume), or None for a fresh start."""
     import ray.train
 
-    from cvae.checkpoint import CHECKPOINT_FILE, load_checkpoint
-
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        return None
-    with checkpoint.as_directory() as folder:
-        return load_checkpoint(Path(folder) / CHECKPOINT_FILE)
+    return None if checkpoint is None else checkpoint_state(checkpoint)
+
+
+def checkpoint_state(checkpoint) -> dict[str, Any]:
+    """A Ray checkpoint's state, read straight from its storage into this process's memory.
+
+    Not through `Checkpoint.as_directory()`: that downloads into one folder per checkpoint per
+    node, shared by every rank of the node, and a rank that comes after the first download
+    downloads again over it while another rank is still reading the file (a truncated read).
+    Ray registers a checkpoint only once its upload is complete, so the bytes read here are
+    whole, and every rank reads the same checkpoint: they resume at the same epoch."""
+    from cvae.checkpoint import CHECKPOINT_FILE, parse_checkpoint
+
+    path = f"{checkpoint.path.rstrip('/')}/{CHECKPOINT_FILE}"
+    data = storage.read_file(checkpoint.filesystem, path)
+    return parse_checkpoint(io.BytesIO(data), path)
 
 
 class Reporter:
     """fit's `report` hook: rank 0 copies the run folder into the run's storage (checkpoints
-    excepted: those go through Ray Train), then every rank reports the epoch to Ray Train."""
+    excepted: those go through Ray Train), then every rank reports the epoch to Ray Train,
+    rank 0 with its checkpoint: every epoch, validated or not, so that a restart after a lost
+    node loses no finished epoch. The checkpoint's CHECKPOINT_SCORE is validation.best_by's
+    figure (`best_by`) on a validated epoch, -inf on the others: Ray keeps the best validated
+    checkpoint beside the latest."""
 
-    def __init__(self, run_folder: str, scratch: str, rank: int):
-        self.run_folder, self.scratch, self.rank = run_folder, scratch, rank
+    def __init__(self, run_folder: str, scratch: str, rank: int, best_by: str = "val_psnr"):
+        self.run_folder, self.scratch, self.rank, self.best_by = run_folder, scratch, rank, best_by
         self._seen: dict[str, tuple] = {}
 
     def __call__(self, metrics: dict, checkpoint_file: Path | None) -> None:
         import ray.train
 
         from cvae.checkpoint import CHECKPOINT_FILE
+        from ray_jobs.common import CHECKPOINT_SCORE
 
         if self.rank == 0:
             self._seen = storage.sync_tree(self.scratch, self.run_folder, skip=("checkpoints",),
                                            seen=self._seen)
         metrics = {k: v for k, v in metrics.items() if v is not None}
-        if checkpoint_file is None or "val_psnr" not in metrics:
+        if checkpoint_file is None:
             ray.train.report(metrics)
             return
+        metrics[CHECKPOINT_SCORE] = float(metrics[self.best_by]) if "val_psnr" in metrics \
+            else -math.inf
         with tempfile.TemporaryDirectory() as folder:
             shutil.copy2(checkpoint_file, Path(folder) / CHECKPOINT_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
@@ -117,35 +165,23 @@ def _ray_progress_bar(total: int | None, desc: str):
     return tqdm(total=total, desc=desc)
 
 
-def epoch_shares(cfg: Config, dataset, num_clips: int, rank: int, world: int, *,
-                 pin_memory: bool = False) -> EpochData:
-    """This rank's batches of each epoch, read from the whole dataset (every worker reads it;
-    only its own clips are decoded). Each epoch deals the clips to the ranks anew (seeded by
-    epoch, the same on every rank), so a rank does not see the same clips every epoch."""
-    d, batch = cfg.data, cfg.train.batch_size
-    shape = {"height": d.height, "width": d.width, "clip_len": d.clip_len}
+def epoch_data(cfg: Config, pack: str, resident: bool, rank: int, world: int,
+               device: torch.device) -> EpochData:
+    """This rank's batches of each epoch (cvae.shares). `resident` (the pack fits
+    data.resident_mb): the rank reads the pack through Ray Data once, decodes every clip and
+    keeps them on its device; else it streams its own Parquet files of the pack every epoch."""
+    import ray.train
 
-    def batches(epoch: int) -> Iterator[Batch]:
-        seed = epoch_seed(cfg.run.seed + 2, epoch) if d.shuffle else None
-        mine = np.zeros(num_clips, dtype=bool)
-        mine[datasets.rank_clips(num_clips, world, rank, seed)] = True
-        rows = _rows(dataset, mine)
-        if d.shuffle:
-            rng = random.Random(epoch_seed(cfg.run.seed + 2, epoch, rank))
-            rows = datasets.buffer_shuffle(rows, max(d.shuffle_buffer, batch), rng)
-        for group in datasets.batched(rows, batch):
-            frames, poses, ids = packs.decode_batch(
-                {k: [row[i] for row in group] for i, k in enumerate(COLUMNS)}, **shape)
-            if pin_memory:
-                frames, poses = frames.pin_memory(), poses.pin_memory()
-            yield frames, poses, ids
-
-    return EpochData(batches, math.ceil((num_clips // world) / batch))
+    if not resident:
+        return shares.streamed_epochs(packs.ParquetClipDataset(pack), cfg, rank, world,
+                                      pin_memory=device.type == "cuda")
+    batches = _decoded(cfg, ray.train.get_dataset_shard("train"))
+    return shares.ResidentClips.gather(batches, device).epochs(cfg, rank, world)
 
 
-def _rows(dataset, mine: np.ndarray) -> Iterator[tuple]:
-    """(clip_id, frames bytes, poses bytes) of the clips marked in `mine`, in dataset order."""
+def _decoded(cfg: Config, dataset) -> Iterator[Batch]:
+    """Every clip of a Ray Dataset of the pack, decoded: (frames, poses, clip ids) batches."""
+    d = cfg.data
     for part in dataset.iter_batches(batch_size=64, batch_format="numpy", prefetch_batches=2):
-        ids = np.asarray(part["clip_id"])
-        for i in np.flatnonzero(mine[ids]):
-            yield int(ids[i]), part["frames"][i], part["poses"][i]
+        yield packs.decode_batch({k: part[k] for k in COLUMNS}, height=d.height, width=d.width,
+                                 clip_len=d.clip_len)

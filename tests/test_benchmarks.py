@@ -142,3 +142,25 @@ def test_ray_benchmarks_print_their_figures(cache, tmp_path):
     assert {"driver_ratio", "worker_ratio"} <= set(figures["memory"])
     for name in ("1x", "4x"):
         assert {"driver_peak_rss_mb", "worker_peak_rss_mb"} <= set(figures["memory"]["sets"][name])
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_gpu_check_runs_on_a_cpu_at_its_smallest_size(tmp_path):
+    """benchmarks/gpu_check.sh with QUICK=1: every step of the device check (cold start, two
+    Ray Train runs, two sweeps) runs here and prints its figure, so the one prepared call on a
+    lent GPU machine does not fail on a typo."""
+    out = tmp_path / "out"
+    env = {**os.environ, "QUICK": "1", "PYTHON": sys.executable, "WORK": str(tmp_path / "work"),
+           "RAY_AUTH_MODE": "token"}
+    proc = subprocess.run(["bash", "benchmarks/gpu_check.sh", str(out)], cwd=ROOT, env=env,
+                          text=True, capture_output=True, timeout=880)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    figures = (out / "figures.txt").read_text()
+    for label in ("train_step: rc 0", "tf: rc 0", "tf_fp32: rc 0", "fr: rc 0", "sweep1: rc 0",
+                  "sweep8: rc 0, wall"):
+        assert label in figures, figures
+    assert figures.count("training frames/s: epoch 1") == 3, figures
+    assert "validation rollout" in figures and "8 trial folders" in figures, figures
+    assert len(list(out.iterdir())) <= 8  # what a device run brings back

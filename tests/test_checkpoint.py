@@ -3,6 +3,7 @@ and train.init_from (initial_weights), through `cvae-train` on the tiny data."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -97,6 +98,7 @@ def test_initial_weights(tiny_run):
 # ------------------------------------------------------------------------------ resume
 
 
+@pytest.mark.slow  # cvae-train end to end, three times
 def test_resume_equals_an_uninterrupted_run(tiny_run, tiny_train_argv, tmp_path, cli, capsys):
     out = tmp_path / "B"
     assert cli(train_main, tiny_train_argv(out, "--epochs", "2")) == 0
@@ -213,3 +215,28 @@ def test_a_ray_storage_resolves_to_its_best_checkpoint_by_best_by(tiny_run, tmp_
     found = load_checkpoint(tmp_path)
     assert found["metrics"]["val_psnr"] == {"checkpoint_000001": 23.0,
                                             "checkpoint_000002": 21.0}[chosen]
+
+
+def test_a_ray_storage_skips_folders_ray_never_registered_or_that_do_not_load(tiny_run, tmp_path,
+                                                                            capsys):
+    """A node lost mid-upload leaves a checkpoint folder Ray never registered; a registered one
+    may still be unreadable; an epoch without validation is not a candidate for best."""
+    from cvae.checkpoint import RAY_SNAPSHOT_FILE, save_checkpoint
+
+    state = load(tiny_run / "checkpoints" / "last.pt")
+    for index, figures in enumerate([{"epoch": 1, "val_psnr": 20.0},
+                                     {"epoch": 2, "val_psnr": 22.0},
+                                     {"epoch": 3}, {"epoch": 4, "val_psnr": 30.0}]):
+        state.update(epoch=figures["epoch"], metrics=figures)
+        save_checkpoint(state, tmp_path / f"checkpoint_{index:06d}" / "checkpoint.pt")
+    (tmp_path / "checkpoint_000000" / "checkpoint.pt").write_bytes(b"PK\x03\x04 half")
+    registered = ["checkpoint_000000", "checkpoint_000001", "checkpoint_000002"]
+    (tmp_path / RAY_SNAPSHOT_FILE).write_text(json.dumps({"checkpoint_results": [
+        {"checkpoint_dir_name": n, "metrics": {}} for n in registered]}))
+    capsys.readouterr()
+    found = load_checkpoint(tmp_path)
+    assert found["epoch"] == 2  # 4 was never registered, 3 is not validated, 1 does not load
+    assert "warning: skipping checkpoint_000000:" in capsys.readouterr().err
+    (tmp_path / "checkpoint_000001" / "checkpoint.pt").unlink()
+    with pytest.raises(CvaeError, match="no validated checkpoint there"):
+        load_checkpoint(tmp_path)

@@ -157,8 +157,8 @@ def test_later_set_wins():
         ("train.epochs=3", "train.epochs", 3),
         ("train.lr=0.5", "train.lr", 0.5),
         ("train.lr=1.0e-3", "train.lr", 1e-3),
-        ("train.bf16=true", "train.bf16", True),
-        ("train.bf16=false", "train.bf16", False),
+        ("train.augment=true", "train.augment", True),
+        ("train.augment=false", "train.augment", False),
         ("train.lr_milestones=[1, 4]", "train.lr_milestones", [1, 4]),
         ("train.lr_milestones=[]", "train.lr_milestones", []),
         ("data.root=some/folder", "data.root", "some/folder"),
@@ -173,12 +173,12 @@ def test_parse_override_values(text, key, value):
 
 def test_set_values_land_typed_in_the_config():
     cfg = load_config(overrides=[
-        "train.epochs=3", "train.lr=0.25", "train.bf16=true", "train.lr_milestones=[1, 4]",
+        "train.epochs=3", "train.lr=0.25", "train.augment=true", "train.lr_milestones=[1, 4]",
         "train.tfr=1", "data.root=x/y",
     ])
     assert cfg.train.epochs == 3
     assert cfg.train.lr == 0.25
-    assert cfg.train.bf16 is True
+    assert cfg.train.augment is True
     assert cfg.train.lr_milestones == [1, 4]
     assert cfg.train.tfr == 1.0 and isinstance(cfg.train.tfr, float)  # int accepted for float
     assert cfg.data.root == "x/y"
@@ -258,7 +258,8 @@ def test_yaml_top_level_that_is_not_a_mapping(tmp_path, text):
         ("train.epochs=2.5", "an integer"),  # float for int
         ("train.lr=fast", "a number"),
         ("train.lr=true", "a number"),
-        ("train.bf16=1", "true or false"),
+        ("train.augment=1", "true or false"),
+        ("train.bf16=1", "true or false"),  # the key train.precision replaced
         ("train.lr_milestones=3", "a list of int"),
         ("train.lr_milestones=[1, x]", "an integer"),  # the bad item
         ("data.root=[1, 2]", "a string"),
@@ -456,3 +457,11 @@ def test_later_set_preset_wins():
     cfg = load_config(overrides=["model.preset=small", "model.preset=lab"])
     assert cfg.model.preset == "lab"
     assert cfg.model.frame_channels == 128
+
+
+@pytest.mark.parametrize("old, precision", [("true", "bf16"), ("false", "fp32")])
+def test_the_old_bf16_switch_reads_as_the_precision_it_ran_at(old, precision):
+    """train.bf16 (a bool in older configs and checkpoints) is train.precision now."""
+    assert load_config(overrides=[f"train.bf16={old}"]).train.precision == precision
+    assert Config.from_dict({"train": {"bf16": old == "true"}}).train.precision == precision
+    assert load_config().train.precision == "auto"  # bf16 on a GPU, fp32 on a CPU

@@ -78,6 +78,64 @@ def test_validation_reports_the_rollout_the_baseline_and_one_step():
     assert model.training  # validate restores the mode it found
 
 
+@pytest.mark.parametrize("preset", ["small", "lab"])
+def test_noise_drawn_at_once_equals_per_frame_draws_at_the_preset_sizes(preset):
+    """What keeps validation's figures as they were when its noise went from one draw per
+    frame to one draw for the rollout: at the presets' sizes (N*H*W a multiple of 16) the CPU
+    generator gives the same values, and leaves the same state for the one-step draw after."""
+    cfg = load_config(None, preset=preset)
+    frame = (1, cfg.model.latent_channels, cfg.data.height, cfg.data.width)
+    g = torch.Generator().manual_seed(7)
+    per_frame = torch.stack([torch.randn(*frame, generator=g) for _ in range(5)], 1)
+    after = torch.randn(3, generator=g)
+    g = torch.Generator().manual_seed(7)
+    assert torch.equal(torch.randn(1, 5, *frame[1:], generator=g), per_frame)
+    assert torch.equal(torch.randn(3, generator=g), after)
+
+
+def _random_tiny_model():
+    from conftest import make_tiny_model
+
+    return make_tiny_model(prior="learned", blend_mask=True, predict_change=True)
+
+
+def test_validation_figures_are_those_of_per_frame_noise_draws():
+    """validate draws the rollout's noise at once; N*H*W = 4*8*12 is a multiple of 16, so the
+    figures are those of the per-frame draws (generate's rng path), one-step figures too."""
+    from cvae.evaluate import validate
+    from cvae.losses import psnr
+
+    model = _random_tiny_model()
+    g = torch.Generator().manual_seed(0)
+    frames, poses = torch.rand(9, 3, 8, 12, generator=g), torch.rand(9, 3, 8, 12, generator=g)
+    v = validate(model, frames, poses, short_len=3, device=torch.device("cpu"), seed=3)
+    rng = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        model.eval()
+        pred = model.generate(frames[:1], poses[None], rng=rng)[0]
+        noise = torch.randn(1, 3, 4, 8, 12, generator=rng)
+        one_step = model(frames[None, :4], poses[None, :4], True, noise=noise).pred[0]
+    assert torch.equal(v.pred, pred)
+    assert v.psnr == psnr(pred[1:], frames[1:]).tolist()
+    assert v.one_step == psnr(one_step, frames[1:4]).tolist()
+    assert not torch.allclose(pred[1:], frames[:1].expand_as(pred[1:]))  # z reaches the frames
+
+
+def test_validation_is_deterministic_for_a_seed_at_any_frame_size():
+    """At 5x7 frames (N*H*W = 140, not a multiple of 16) the noise drawn at once differs from
+    per-frame draws, but a seed still fixes every figure."""
+    from cvae.evaluate import validate
+
+    model = _random_tiny_model()
+    g = torch.Generator().manual_seed(0)
+    frames, poses = torch.rand(6, 3, 5, 7, generator=g), torch.rand(6, 3, 5, 7, generator=g)
+    runs = [validate(model, frames, poses, short_len=2, device=torch.device("cpu"), seed=seed)
+            for seed in (0, 0, 1)]
+    assert torch.equal(runs[0].pred, runs[1].pred) and runs[0].metrics() == runs[1].metrics()
+    assert runs[0].one_step == runs[1].one_step
+    assert not torch.equal(runs[0].pred, runs[2].pred)
+
+
 # ------------------------------------------------- the dancer's box: a score that sees blur
 
 

@@ -11,6 +11,7 @@ from cvae.losses import clip_loss
 from cvae.model import (
     CVAE,
     PARTS,
+    Prediction,
     init_copy_last,
     parameter_table,
     unwrap,
@@ -85,7 +86,9 @@ def test_dry_run_prints_the_lab_table(cli, capsys):
 def test_forward_shapes(teacher_forced):
     model = tiny()
     frames, poses = clip()
-    pred, mu, logvar = model(frames, poses, teacher_forced)
+    out = model(frames, poses, teacher_forced)
+    assert isinstance(out, Prediction) and out.mask is None  # no blend_mask, no pose_region
+    pred, mu, logvar = out.pred, out.mu, out.logvar
     assert pred.shape == (B, T - 1, 3, H, W)
     assert mu.shape == (B, T - 1, N, H, W)
     assert logvar.shape == (B, T - 1, N, H, W)
@@ -96,7 +99,8 @@ def test_forward_shapes(teacher_forced):
 def test_forward_shapes_non_square_minimum_size(teacher_forced):
     model = tiny()
     frames, poses = clip(b=1, t=2, h=4, w=6)
-    pred, mu, logvar = model(frames, poses, teacher_forced)
+    out = model(frames, poses, teacher_forced)
+    pred, mu, logvar = out.pred, out.mu, out.logvar
     assert pred.shape == (1, 1, 3, 4, 6)
     assert mu.shape == logvar.shape == (1, 1, N, 4, 6)
 
@@ -107,11 +111,11 @@ def test_forward_is_deterministic_given_the_noise():
     noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(5))
     a = model(frames, poses, True, noise=noise)
     b = model(frames, poses, True, noise=noise)
-    for x, y in zip(a, b, strict=True):
+    for x, y in zip(a[:3], b[:3], strict=True):  # pred, mu, logvar (mask: None)
         assert torch.equal(x, y)
     other = model(frames, poses, True, noise=noise + 1.0)
-    assert not torch.allclose(a[0], other[0])  # the prediction depends on z
-    assert torch.equal(a[1], other[1])  # mu and logvar do not depend on the noise
+    assert not torch.allclose(a.pred, other.pred)  # the prediction depends on z
+    assert torch.equal(a.mu, other.mu)  # mu and logvar do not depend on the noise
 
 
 def test_two_frame_clip_teacher_forced_equals_free_running():
@@ -121,7 +125,7 @@ def test_two_frame_clip_teacher_forced_equals_free_running():
     noise = torch.randn(B, 1, N, H, W)
     tf = model(frames, poses, True, noise=noise)
     fr = model(frames, poses, False, noise=noise)
-    for x, y in zip(tf, fr, strict=True):
+    for x, y in zip(tf[:3], fr[:3], strict=True):  # pred, mu, logvar
         torch.testing.assert_close(x, y)
 
 
@@ -129,14 +133,14 @@ def test_free_running_feeds_back_its_predictions():
     model = tiny()
     frames, poses = clip(t=3)
     noise = torch.randn(B, 2, N, H, W)
-    tf = model(frames, poses, True, noise=noise)[0]
-    fr = model(frames, poses, False, noise=noise)[0]
+    tf = model(frames, poses, True, noise=noise).pred
+    fr = model(frames, poses, False, noise=noise).pred
     torch.testing.assert_close(fr[:, 0], tf[:, 0])  # step 1 starts from true frame 0 both ways
     assert not torch.allclose(fr[:, 1], tf[:, 1])  # step 2: predicted vs true frame 1
     # teacher forced, step 2 is driven by true frame 1
     changed = frames.clone()
     changed[:, 1] = 1.0 - changed[:, 1]
-    tf_changed = model(changed, poses, True, noise=noise)[0]
+    tf_changed = model(changed, poses, True, noise=noise).pred
     assert not torch.allclose(tf[:, 1], tf_changed[:, 1])
 
 
@@ -146,11 +150,11 @@ def test_free_running_feeds_back_the_prediction_clamped_as_a_rollout_does():
         model.generator[-1].bias.fill_(2.0)  # predictions overshoot the image range
     frames, poses = clip(t=3)
     noise = torch.randn(B, 2, N, H, W)
-    fr = model(frames, poses, False, noise=noise)[0]
+    fr = model(frames, poses, False, noise=noise).pred
     assert fr[:, 0].max() > 1.0
     fed_back = frames.clone()
     fed_back[:, 1] = fr[:, 0].clamp(0.0, 1.0)
-    torch.testing.assert_close(model(fed_back, poses, True, noise=noise)[0][:, 1], fr[:, 1])
+    torch.testing.assert_close(model(fed_back, poses, True, noise=noise).pred[:, 1], fr[:, 1])
 
 
 def test_output_activation_none_is_unbounded_linear_head():
@@ -167,7 +171,7 @@ def test_sigmoid_output_is_in_open_unit_interval(bias, teacher_forced):
         model = tiny(output_activation=activation)
         with torch.no_grad():
             model.generator[7].bias.fill_(bias)  # the last conv: shift the raw output
-        outputs[activation] = model(frames, poses, teacher_forced)[0]
+        outputs[activation] = model(frames, poses, teacher_forced).pred
     assert isinstance(model.generator[-1], torch.nn.Sigmoid)
     squashed = outputs["sigmoid"]
     assert squashed.min() > 0.0 and squashed.max() < 1.0
@@ -182,8 +186,8 @@ def test_sigmoid_is_applied_to_the_linear_output():
     squashed = tiny(output_activation="sigmoid")
     frames, poses = clip()
     noise = torch.randn(B, T - 1, N, H, W)
-    a = plain(frames, poses, True, noise=noise)[0]
-    b = squashed(frames, poses, True, noise=noise)[0]
+    a = plain(frames, poses, True, noise=noise).pred
+    b = squashed(frames, poses, True, noise=noise).pred
     torch.testing.assert_close(torch.sigmoid(a), b)
 
 
@@ -241,6 +245,37 @@ def test_generate_counts_progress():
     assert bar.n == frames.shape[0] * 5  # generated frames: every sequence of the batch
 
 
+def test_generate_takes_the_whole_noise_at_once_as_the_per_frame_draws():
+    """noise [B,T-1,N,H,W] drawn in one call (frame-major, then moved to [B,T-1,...]) gives the
+    rollout that per-frame draws [B,N,H,W] from a generator with the same seed give."""
+    model = tiny(prior="learned", pose_region=1, blend_mask=True).eval()
+    frames, poses = clip(t=5)
+    per_frame = model.generate(frames[:, 0], poses, rng=torch.Generator().manual_seed(5))
+    eps = torch.randn(4, B, N, H, W, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(model.generate(frames[:, 0], poses, noise=eps.transpose(0, 1)), per_frame)
+    with pytest.raises(ValueError, match="not both"):
+        model.generate(frames[:, 0], poses, rng=torch.Generator(), noise=eps.transpose(0, 1))
+
+
+@pytest.mark.parametrize("prior", ["fixed", "learned"])
+def test_free_running_and_the_rollout_take_the_same_step(prior):
+    """With the posterior (and the learned prior) fixed at N(0.5, ~0), training's free run and
+    the rollout with eps = 0.5 both use z = 0.5: the same frames, step for step."""
+    model = tiny(prior=prior, pose_region=1, blend_mask=True, predict_change=True).eval()
+    for head in [model.posterior[-1]] + ([] if model.prior is None else [model.prior[-1]]):
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias[:N].fill_(0.5)
+            head.bias[N:].fill_(-60.0)  # std e^-30
+    frames, poses = clip()
+    eps = torch.full((B, T - 1, N, H, W), 0.5 if prior == "fixed" else 0.0)
+    with torch.no_grad():
+        free = model(frames, poses, False).pred.clamp(0.0, 1.0)
+        rollout = model.generate(frames[:, 0], poses, noise=eps)
+    torch.testing.assert_close(rollout[:, 1:], free, rtol=0, atol=1e-6)
+    assert not torch.allclose(free[:, 1:], frames[:, :1].expand_as(free[:, 1:]))  # it moves
+
+
 def test_unwrap():
     model = tiny()
 
@@ -271,7 +306,7 @@ def test_copy_last_init_predicts_the_previous_frame_with_the_posterior_at_the_pr
     model = _copy_last_model(predict_change=predict_change)
     frames, poses = torch.rand(2, 4, 3, 32, 64), torch.rand(2, 4, 3, 32, 64)
     for teacher_forced in (True, False):
-        pred, mu, logvar = model(frames, poses, teacher_forced)
+        pred, mu, logvar, _ = model(frames, poses, teacher_forced)
         expected = frames[:, :-1] if teacher_forced else frames[:, :1].expand_as(pred)
         torch.testing.assert_close(pred, expected, rtol=0, atol=1e-6)
         assert mu.abs().max() == 0 and logvar.abs().max() == 0  # KL = 0 at the first step
@@ -307,7 +342,7 @@ def test_lab_init_starts_far_from_copying():
     changed = frames.clone()
     changed[:, 0] = torch.rand(3, 32, 64)
     with torch.no_grad():
-        delta = model(frames, poses, True, noise)[0] - model(changed, poses, True, noise)[0]
+        delta = model(frames, poses, True, noise).pred - model(changed, poses, True, noise).pred
     assert delta.std() < 0.01 * (frames[:, 0] - changed[:, 0]).std()
 
 
@@ -322,8 +357,8 @@ def test_predict_change_adds_the_output_to_the_previous_frame():
     change_model.load_state_dict(frame_model.state_dict())
     frame_model.eval(), change_model.eval()
     with torch.no_grad():
-        out = frame_model(frames, poses, True, noise)[0]
-        pred = change_model(frames, poses, True, noise)[0]
+        out = frame_model(frames, poses, True, noise).pred
+        pred = change_model(frames, poses, True, noise).pred
     torch.testing.assert_close(pred, frames[:, :-1] + out)
     assert sum(p.numel() for p in change_model.parameters()) == \
         sum(p.numel() for p in frame_model.parameters())
@@ -334,8 +369,8 @@ def test_predict_change_free_running_feeds_back_prediction_plus_change():
     noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(3))
     model = tiny(predict_change=True).eval()
     with torch.no_grad():
-        pred = model(frames, poses, False, noise)[0]
-        stepped = model(frames, poses, True, noise, stepwise=True)[0]
+        pred = model(frames, poses, False, noise).pred
+        stepped = model(frames, poses, True, noise, stepwise=True).pred
     torch.testing.assert_close(pred[:, 0], stepped[:, 0])  # step 1 starts from the true frame
     assert not torch.allclose(pred[:, 1:], stepped[:, 1:])  # later steps from predictions
 
@@ -357,8 +392,9 @@ def _teacher_forced_both_ways(model, frames, poses, noise, beta):
     results = []
     for stepwise in (False, True):
         model.zero_grad(set_to_none=True)
-        pred, mu, logvar = model(frames, poses, True, noise=noise, stepwise=stepwise)
-        loss, mse, kl = clip_loss(pred, frames[:, 1:], mu, logvar, beta=beta)
+        out = model(frames, poses, True, noise=noise, stepwise=stepwise)
+        pred = out.pred
+        loss, mse, kl = clip_loss(pred, frames[:, 1:], out.mu, out.logvar, beta=beta)
         loss.backward()
         grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
         results.append((pred.detach(), loss.detach(), mse.detach(), kl.detach(), grads))
@@ -402,8 +438,8 @@ def test_per_frame_loop_differs_when_free_running(tiny_model):
     model = tiny_model
     frames, poses = torch.rand(1, 4, 3, 8, 8), torch.rand(1, 4, 3, 8, 8)
     noise = torch.randn(1, 3, N, 8, 8)
-    tf = model(frames, poses, True, noise=noise)[0]
-    fr = model(frames, poses, False, noise=noise)[0]
+    tf = model(frames, poses, True, noise=noise).pred
+    fr = model(frames, poses, False, noise=noise).pred
     assert not torch.allclose(tf[:, 2], fr[:, 2])  # a guard: the equivalence is not trivial
 
 
@@ -424,8 +460,9 @@ def test_untrained_blend_model_predicts_the_previous_frame_exactly(predict_chang
     model = _blend_model(predict_change)
     frames, poses = torch.rand(2, 4, 3, 32, 64), torch.rand(2, 4, 3, 32, 64)
     for teacher_forced in (True, False):
-        pred, mu, logvar = model(frames, poses, teacher_forced)
+        pred, mu, _, mask = model(frames, poses, teacher_forced)
         assert pred.shape == (2, 3, 3, 32, 64) and mu.shape == (2, 3, 8, 32, 64)
+        assert mask.shape == (2, 3, 1, 32, 64)
         expected = frames[:, :-1] if teacher_forced else frames[:, :1].expand_as(pred)
         torch.testing.assert_close(pred, expected, rtol=0, atol=0)
     rollout = model.eval().generate(frames[:, 0], poses)
@@ -454,7 +491,7 @@ def test_blend_mask_starts_closed_and_stays_in_0_1():
             "model.blend_mask=true"]).model).eval()
         model.generator[-1].weight.mul_(100)
         generated, mask = model.generated_and_mask(prev, *_features(model, prev, pose))
-        pred = model._fuse_and_generate(prev, *_features(model, prev, pose))
+        pred = model._step(prev, *_features(model, prev, pose))[0]
     assert 0 <= mask.min() and mask.max() <= 1 and mask.std() > 0
     assert torch.isfinite(pred).all()
 
@@ -464,7 +501,7 @@ def test_blend_prediction_mixes_generated_and_previous_by_the_mask():
     model = tiny(blend_mask=True).eval()
     noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        pred = model(frames, poses, True, noise, stepwise=True)[0][:, 0]  # [B,3,H,W]
+        pred = model(frames, poses, True, noise, stepwise=True).pred[:, 0]  # [B,3,H,W]
         prev = frames[:, 0]
         pose_feat = model.pose_encoder(poses[:, 1:].flatten(0, 1)).unflatten(0, (B, T - 1))
         z = model.posterior(model.frame_encoder(frames[:, 1]), pose_feat[:, 0],
@@ -489,27 +526,29 @@ def test_blend_with_sigmoid_is_refused():
 
 
 @pytest.mark.parametrize("teacher_forced", [True, False], ids=["teacher-forced", "free"])
-def test_return_mask_gives_the_same_prediction_and_the_masks(teacher_forced):
+def test_the_masks_come_with_the_prediction_chunked_whole_and_per_frame(teacher_forced):
     frames, poses = clip()
     model = tiny(blend_mask=True, predict_change=True).eval()
-    model.chunk_frames = 2
     noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        pred, mu, _ = model(frames, poses, teacher_forced, noise)
-        pred_m, mu_m, _, mask = model(frames, poses, teacher_forced, noise, return_mask=True)
-        stepped = model(frames, poses, teacher_forced, noise, stepwise=True, return_mask=True)
+        model.chunk_frames = 2  # 6 predicted frames in chunks of 2: masks concatenated
+        chunked = model(frames, poses, teacher_forced, noise)
+        model.chunk_frames = 0
+        whole = model(frames, poses, teacher_forced, noise)
+        stepped = model(frames, poses, teacher_forced, noise, stepwise=True)
+    mask = whole.mask
     assert mask.shape == (B, T - 1, 1, H, W) and 0 <= mask.min() and mask.max() <= 1
-    torch.testing.assert_close(pred_m, pred)
-    torch.testing.assert_close(mu_m, mu)
-    torch.testing.assert_close(stepped[0], pred, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(stepped[3], mask, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(chunked.pred, whole.pred)
+    torch.testing.assert_close(chunked.mask, mask)
+    torch.testing.assert_close(stepped.pred, whole.pred, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(stepped.mask, mask, rtol=1e-5, atol=1e-5)
 
 
 # ------------------------------------------------------------------------ pose region
 
 
 def test_skeleton_area_is_the_square_neighbourhood_of_the_skeleton():
-    from cvae.model import skeleton_area
+    from cvae.regions import skeleton_area
 
     pose = torch.zeros(2, 3, 3, 12, 16)  # [B,T,3,H,W]
     pose[0, 1, 2, 5, 3] = 0.8  # one skeleton pixel (blue channel)
@@ -535,7 +574,7 @@ def _region_clip():
 
 
 def test_composite_plan_changes_the_dancer_now_and_what_it_uncovers_in_frame_0():
-    from cvae.model import Composite
+    from cvae.regions import Composite
 
     frames, poses = _region_clip()
     comp = Composite.plan(frames[:, 0], poses, radius=1)
@@ -566,14 +605,14 @@ def _random_generator_model(**kw) -> CVAE:
 
 @pytest.mark.parametrize("blend", [False, True], ids=["region", "region+mask"])
 def test_pose_region_keeps_frame_0_wherever_the_dancer_never_was(blend):
-    from cvae.model import Composite
+    from cvae.regions import Composite
 
     frames, poses = _region_clip()
     model = _random_generator_model(blend_mask=blend, blend_mask_init=0.0)
     comp = Composite.plan(frames[:, 0], poses, 1)
     with torch.no_grad():
-        tf = model(frames, poses, True)[0]
-        free = model(frames, poses, False)[0]
+        tf = model(frames, poses, True).pred
+        free = model(frames, poses, False).pred
         rollout = model.generate(frames[:, 0], poses)[:, 1:]
     # teacher-forced: outside each step's change area, that step's base exactly
     keep = (comp.change == 0).expand_as(tf)
@@ -598,18 +637,19 @@ def test_pose_region_without_change_is_the_copy_frame_0_baseline():
 
 
 def test_pose_region_batched_and_stepwise_agree_and_masks_are_the_change_areas():
-    from cvae.model import Composite
+    from cvae.regions import Composite
 
     frames, poses = _region_clip()
     model = _random_generator_model()
     model.chunk_frames = 3
     noise = torch.randn(frames.shape[0], frames.shape[1] - 1, N, *frames.shape[-2:])
     with torch.no_grad():
-        batched = model(frames, poses, True, noise, return_mask=True)
-        stepped = model(frames, poses, True, noise, stepwise=True, return_mask=True)
-    torch.testing.assert_close(stepped[0], batched[0], rtol=1e-5, atol=1e-5)
+        batched = model(frames, poses, True, noise)
+        stepped = model(frames, poses, True, noise, stepwise=True)
+    torch.testing.assert_close(stepped.pred, batched.pred, rtol=1e-5, atol=1e-5)
     change = Composite.plan(frames[:, 0], poses, 1).change
-    torch.testing.assert_close(batched[3], change, rtol=0, atol=0)
+    torch.testing.assert_close(batched.mask, change, rtol=0, atol=0)
+    torch.testing.assert_close(stepped.mask, change, rtol=0, atol=0)
 
 
 def test_pose_region_adds_no_parameters_and_bad_radii_are_refused():
@@ -674,7 +714,7 @@ def test_free_running_prior_is_fed_the_models_own_predictions():
     noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(2),
                         dtype=torch.float64)
     with torch.no_grad():
-        pred, mu, logvar = model(frames, poses, False, noise=noise)
+        pred, mu, logvar, _ = model(frames, poses, False, noise=noise)
         given = torch.cat([frames[:, :1], pred[:, :-1].clamp(0, 1)], 1).flatten(0, 1)
         pose_feat = model.pose_encoder(poses[:, 1:].flatten(0, 1))
         _, post_mu, post_logvar = model.posterior(model.frame_encoder(frames[:, 1:].flatten(0, 1)),
@@ -706,8 +746,8 @@ def test_rollout_draws_z_from_the_learned_prior():
         with torch.no_grad():
             for t in range(1, T):
                 z = torch.full((B, N, H, W), mean)
-                prev = model._fuse_and_generate(prev, model.frame_encoder(prev),
-                                                model.pose_encoder(poses[:, t]), z).clamp(0, 1)
+                prev = model._step(prev, model.frame_encoder(prev),
+                                   model.pose_encoder(poses[:, t]), z)[0].clamp(0, 1)
                 expected.append(prev)
         torch.testing.assert_close(rollout, torch.stack(expected, 1), rtol=0, atol=1e-6)
         outs[mean] = rollout
@@ -725,8 +765,8 @@ def test_learned_prior_adds_a_posterior_sized_part_and_starts_at_kl_zero():
     init_copy_last(model)
     frames, poses = clip(h=32, w=64)
     for teacher_forced in (True, False):
-        pred, mu, logvar = model(frames, poses, teacher_forced)
-        assert mu.abs().max() == 0 and logvar.abs().max() == 0
+        out = model(frames, poses, teacher_forced)
+        assert out.mu.abs().max() == 0 and out.logvar.abs().max() == 0
     rollout = model.eval().generate(frames[:, 0], poses)
     torch.testing.assert_close(rollout, frames[:, :1].expand_as(rollout), rtol=0, atol=1e-6)
 
@@ -759,16 +799,15 @@ def test_rollout_with_prev_pose_feeds_pose_t_and_pose_t_minus_1():
         for t in range(1, T):
             z = torch.randn(B, N, H, W, generator=rng)
             pose_feat = model.pose_encoder(torch.cat([poses[:, t], poses[:, t - 1]], dim=1))
-            prev = model._fuse_and_generate(prev, model.frame_encoder(prev), pose_feat,
-                                            z).clamp(0, 1)
+            prev = model._step(prev, model.frame_encoder(prev), pose_feat, z)[0].clamp(0, 1)
             expected.append(prev)
         torch.testing.assert_close(rollout, torch.stack(expected, 1), rtol=0, atol=1e-6)
         # the same input through the training path: step 1 from frame 0 sees poses 1 and 0
         moved = poses.clone()
         moved[:, 0] = torch.rand(B, 3, H, W, generator=torch.Generator().manual_seed(5))
-        first = model(frames, poses, True, noise=noise)[0][:, 0]
-        assert not torch.allclose(first, model(frames, moved, True, noise=noise)[0][:, 0])
+        first = model(frames, poses, True, noise=noise).pred[:, 0]
+        assert not torch.allclose(first, model(frames, moved, True, noise=noise).pred[:, 0])
         # while without prev_pose pose 0 is never an input
         plain = make_tiny_model().eval()
-        torch.testing.assert_close(plain(frames, poses, True, noise=noise)[0][:, 0],
-                                   plain(frames, moved, True, noise=noise)[0][:, 0])
+        torch.testing.assert_close(plain(frames, poses, True, noise=noise).pred[:, 0],
+                                   plain(frames, moved, True, noise=noise).pred[:, 0])

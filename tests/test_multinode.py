@@ -108,17 +108,20 @@ def bucket_pack(s3, tiny_lab) -> str:
     return uri
 
 
-def watch(batches, epoch: int, *, rank: int, out: str, stall_rank: int | None = None):
+def watch(batches, epoch: int, *, rank: int, out: str, stall_rank: int | None = None,
+          stall_epoch: int | None = 1):
     """A worker's epoch iterator, watched: the node each rank trains on goes to
-    <out>/nodes/epoch<E>_rank<R>.txt; rank `stall_rank` stops at epoch 2's first step and
-    waits (<out>/.stalled names its node) until the test removes that node."""
+    <out>/nodes/epoch<E>_rank<R>.txt; rank `stall_rank` stops at the first step of epoch
+    index `stall_epoch` (None: of whichever epoch it first trains) and waits (<out>/.stalled
+    names its node) until the test removes that node."""
     node = ray.get_runtime_context().get_node_id()
     folder = Path(out) / "nodes"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"epoch{epoch + 1}_rank{rank}.txt").write_text(node)
     marker = Path(out) / ".stalled"
     for step, batch in enumerate(batches):
-        if rank == stall_rank and epoch == 1 and step == 0 and not marker.exists():
+        if rank == stall_rank and stall_epoch in (None, epoch) and step == 0 \
+                and not marker.exists():
             marker.write_text(node)
             time.sleep(120)  # the node is removed meanwhile; a restart finds the marker
         yield batch
@@ -219,6 +222,38 @@ def test_a_node_removed_mid_epoch(cluster, s3, bucket_pack, tmp_path, monkeypatc
     assert (out / ".stalled").is_file(), "the node was never removed"
     # Every epoch exactly once, and --out complete whatever node rank 0 ended on.
     assert_complete_run_folder(out)
+
+
+def test_an_elastic_run_trains_on_with_fewer_workers_when_a_node_goes(
+        cluster, s3, bucket_pack, tmp_path, monkeypatch, capsys):
+    """2 workers (at least 1) over the two nodes, 2 CPUs each so that a node holds one; the
+    node of rank 1 goes at rank 1's first step: the run does not fail, it trains on with one
+    worker (every epoch once), and metrics.csv says how many workers trained each epoch.
+
+    Ray 2.60 starts an elastic group with the workers it finds room for at once (one or two
+    here) and grows it at its next look (every ELASTIC_RESIZE_INTERVAL, 10 s here); after the
+    loss its first restart may still count the lost node and wait for Ray Train's worker-group
+    start timeout (60 s) before it starts the one worker that fits."""
+    monkeypatch.setattr(common, "ELASTIC_RESIZE_INTERVAL", 10.0)
+    out = tmp_path / "out"
+    remover = remove_when_stalled(cluster, out)
+    try:
+        code, stdout, err = run_train(
+            train_argv(cluster, bucket_pack, out, s3("elastic"), "--num-workers", "1-2",
+                       "--cpus-per-worker", "2", "--epochs", "4"),
+            monkeypatch, capsys, stall_rank=1, stall_epoch=None)
+    finally:
+        remover.join(timeout=1)
+        if len(cluster.list_all_nodes()) < 3:
+            cluster.add_node(num_cpus=NODE_CPUS, node_ip_address="127.0.0.1")
+            cluster.wait_for_nodes()
+    assert code == 0, err
+    assert (out / ".stalled").is_file(), "rank 1 never trained: the group never had 2 workers"
+    assert epochs_in(out) == [1, 2, 3, 4]
+    with open(out / "metrics.csv", newline="") as fh:
+        workers = [int(float(r["workers"])) for r in csv.DictReader(fh)]
+    assert set(workers) <= {1, 2} and workers[-1] == 1, workers
+    assert "1-2 worker(s)" in stdout
 
 
 def test_runs_sharing_a_storage_path_do_not_mix(cluster, s3, bucket_pack, tmp_path,

@@ -1,9 +1,9 @@
-"""Ray-free helpers of the cluster layer (ray_jobs.common): the cluster flags, CPUs per worker,
-paths for workers, waiting for a stopped trial's Train actors to exit."""
+"""Ray-free helpers of the wiring to Ray (ray_jobs.common): paths for workers, the best
+checkpoint of a result, waiting for a stopped trial's Train actors to exit. The cluster flags
+and sizing are tests/test_cluster.py."""
 
 from __future__ import annotations
 
-import argparse
 import socket
 import subprocess
 import time
@@ -117,53 +117,7 @@ def test_absolutize_refuses_relative_paths_in_a_submitted_job(monkeypatch):
     common.absolutize(load_config(overrides=["data.root=/d", "run.out=/o"]))  # no init_from: fine
 
 
-# ---- CPUs per Ray Train worker: sized from the cluster, whole CPUs where a worker gets >= 1
-
-
-def args(workers: int, cpus_per_worker: float | None = None, use_gpu: bool = False):
-    return argparse.Namespace(num_workers=workers, cpus_per_worker=cpus_per_worker,
-                              use_gpu=use_gpu)
-
-
-@pytest.mark.parametrize("workers, cluster, expected", [
-    (1, 3, 2.0),    # 2-core laptop (embedded Ray: cores + 1): a lone worker gets both cores
-    (2, 3, 1.0),    # two workers, one core each
-    (3, 3, 0.5),    # more workers than cores: fractional, so nothing waits forever
-    (8, 3, 0.25),   # floored at a quarter
-    (4, 65, 16.0),  # a 64-core node: whole CPUs
-    (3, 8, 2.0),    # 7 / 3 = 2.33 -> 2 (Ray gives a worker int(CPUs) threads)
-])
-def test_cpu_workers_share_the_cluster_beside_one_cpu_for_ray_data(workers, cluster, expected):
-    assert common.worker_cpus(args(workers), cluster) == expected
-
-
-def test_cap_keeps_sweep_trials_narrow():
-    assert common.worker_cpus(args(1), 65, cap=1.0) == 1.0
-    assert common.worker_cpus(args(4), 3, cap=1.0) == 0.5
-
-
-def test_flag_and_gpu_win_and_bad_flag_is_named():
-    assert common.worker_cpus(args(2, cpus_per_worker=1.5), 3) == 1.5
-    assert common.worker_cpus(args(2, use_gpu=True), 64) == 1.0
-    with pytest.raises(CvaeError, match="--cpus-per-worker 0"):
-        common.worker_cpus(args(2, cpus_per_worker=0), 3)
-
-
-# ---- the cluster flags and a free port
-
-
-def test_cluster_args_is_a_parent_with_the_cluster_flags():
-    parser = argparse.ArgumentParser(parents=[common.cluster_args()])
-    parsed = parser.parse_args([])
-    assert parsed.num_workers == 2 and not parsed.use_gpu and parsed.cpus_per_worker is None
-    parsed = parser.parse_args(["--num-workers", "3", "--use-gpu", "--cpus-per-worker", "1.5"])
-    assert (parsed.num_workers, parsed.use_gpu, parsed.cpus_per_worker) == (3, True, 1.5)
-    # a sweep names the worker count per trial, and keeps --num-workers as another spelling
-    sweep = argparse.ArgumentParser(parents=[common.cluster_args(
-        ("--workers-per-trial", "--num-workers"), "per trial", num_workers=1)])
-    assert sweep.parse_args([]).num_workers == 1
-    assert sweep.parse_args(["--workers-per-trial", "4"]).num_workers == 4
-    assert sweep.parse_args(["--num-workers", "5"]).num_workers == 5
+# ---- a free port
 
 
 def test_free_port_can_be_listened_on():
@@ -171,66 +125,6 @@ def test_free_port_can_be_listened_on():
     assert 0 < port < 65536
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
-
-
-# ---- GPUs per worker: whole or shared GPUs, the resources asked for, the cluster's ceiling
-
-
-def gpu_args(workers: int = 1, use_gpu: bool = False, gpus: float | None = None, **more):
-    return argparse.Namespace(num_workers=workers, use_gpu=use_gpu, gpus_per_worker=gpus,
-                              cpus_per_worker=None, **more)
-
-
-@pytest.mark.parametrize("flags, expected", [
-    ([], (False, None)),
-    (["--use-gpu"], (True, 1.0)),
-    (["--gpus-per-worker", "0.25"], (True, 0.25)),  # a share implies GPU workers
-    (["--use-gpu", "--gpus-per-worker", "2"], (True, 2.0)),
-    (["--gpus-per-worker", "1"], (True, 1.0)),
-])
-def test_gpus_per_worker_flag(flags, expected):
-    parsed = argparse.ArgumentParser(parents=[common.cluster_args()]).parse_args(flags)
-    common.resolve_gpus(parsed)
-    assert (parsed.use_gpu, parsed.gpus_per_worker) == expected
-    common.resolve_gpus(parsed)  # settled flags stay as they are (a sweep's --resume reuses them)
-    assert (parsed.use_gpu, parsed.gpus_per_worker) == expected
-
-
-@pytest.mark.parametrize("value", [0, -0.5, 1.5, 2.25, float("inf"), float("nan")])
-def test_gpus_per_worker_outside_a_share_or_whole_gpus_is_one_error(value):
-    with pytest.raises(CvaeError, match=r"^--gpus-per-worker .*: must be a share of one GPU in "
-                       r"\(0, 1\] or a whole number of GPUs$"):
-        common.resolve_gpus(gpu_args(gpus=value))
-
-
-def test_worker_resources_and_backend():
-    assert common.worker_resources(gpu_args(), 2.0) == {"CPU": 2.0}
-    assert common.worker_resources(gpu_args(use_gpu=True), 1.0) == {"CPU": 1.0, "GPU": 1.0}
-    assert common.worker_resources(gpu_args(gpus=0.25), 0.5) == {"CPU": 0.5, "GPU": 0.25}
-    assert common.torch_backend(gpu_args()) == "gloo"
-    assert common.torch_backend(gpu_args(2, use_gpu=True)) == "nccl"
-    assert common.torch_backend(gpu_args(1, gpus=0.25)) == "nccl"
-    assert common.torch_backend(gpu_args(2, gpus=0.5)) == "gloo"  # two ranks may share a GPU
-
-
-def test_cluster_ceiling_from_flags_or_the_autoscaler(monkeypatch):
-    monkeypatch.setattr(common, "_autoscaler_maximum", lambda: {"CPU": 64.0, "GPU": 8.0})
-    flags = gpu_args(max_cluster_cpus=None, max_cluster_gpus=None)
-    assert common.cluster_ceiling(flags, attached=True) == {"CPU": 64.0, "GPU": 8.0}
-    assert common.cluster_ceiling(flags, attached=False) is None  # an embedded Ray: no scaling
-    flags.max_cluster_gpus = 4
-    assert common.cluster_ceiling(flags, attached=True) == {"CPU": 64.0, "GPU": 4}
-    monkeypatch.setattr(common, "_autoscaler_maximum", lambda: None)
-    assert common.cluster_ceiling(flags, attached=True) == {"GPU": 4}
-    assert common.reachable({"CPU": 8.0}, {"GPU": 4}) == (8.0, 4)
-    assert common.reachable({"CPU": 8.0, "GPU": 1.0}, None) == (8.0, 1.0)
-
-
-def test_a_request_beyond_the_ceiling_fails_at_once():
-    common.check_ceiling(4, {"CPU": 1.0, "GPU": 0.25}, {"CPU": 8.0, "GPU": 1.0})  # fits
-    common.check_ceiling(4, {"CPU": 1.0, "GPU": 0.25}, None)  # unknown ceiling: nothing to say
-    with pytest.raises(CvaeError, match="need 0.5 GPU, but the cluster can scale up to 0 GPU"):
-        common.check_ceiling(2, {"CPU": 1.0, "GPU": 0.25}, {"CPU": 8.0, "GPU": 0.0})
 
 
 @pytest.mark.parametrize("best_by, path", [("val_psnr", "b"), ("val_psnr_avg3", "c"),

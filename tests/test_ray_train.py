@@ -352,3 +352,6 @@ def test_a_diverging_worker_ends_the_run_with_one_line(ray_session, tiny_data, t
     assert last.startswith("error: training diverged: loss is nan at epoch 1"), err
     assert "Traceback" not in err and "best checkpoint" not in stdout
     assert not list((out / "ray").glob("*/checkpoint_*")), "a diverged epoch was checkpointed"
+    # Recorded where the user looks, and why Ray Train's restarts (3 by default) each ended at
+    # once instead of replaying the epoch into the same NaN.
+    assert (out / "diverged.txt").read_text().startswith("training diverged: loss is nan")

@@ -128,7 +128,7 @@ def test_sweep_json_keeps_the_search_for_resume(tiny_data, tmp_path, capsys):
     settings = tune.new_sweep(args)
     saved = json.loads((tmp_path / "s" / tune.SWEEP_FILE).read_text())
     assert (saved["search"], saved["metric"], saved["num_samples"]) == ("optuna", "val_psnr", 4)
-    assert (saved["use_gpu"], saved["gpus_per_worker"]) == (True, 0.25)
+    assert saved["cluster"]["gpus_per_worker"] == 0.25
     assert tune.load_sweep(parser.parse_args(["--out", str(tmp_path / "s"), "--resume"])) \
         == settings
     assert capsys.readouterr().out.count("grid -> choice") == 2
@@ -179,34 +179,72 @@ def test_summary_ranks_and_exports_by_the_chosen_metric(finished):
     assert (finished / "best" / "checkpoint.pt").read_bytes() == b"fake"
 
 
+@pytest.fixture
+def one_node(monkeypatch):
+    """Ray answering as a cluster of one node of `have` resources (set have[...])."""
+    import ray
+
+    have = {"CPU": 9.0}
+    monkeypatch.setattr(ray, "cluster_resources", lambda: dict(have))
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": dict(have)}])
+    return have
+
+
+def saved_sweep(tiny_data, tmp_path, *flags: str) -> tuple[argparse.Namespace, dict]:
+    """A new sweep's settings, as sweep.json keeps them, and the command line."""
+    args = tune.build_parser().parse_args(
+        ["--space", str(SMOKE), "--data", str(tiny_data), "--out", str(tmp_path / "s"),
+         "--resource-timeout", "0", *flags, *tiny_sets()])
+    tune.new_sweep(args)
+    return args, json.loads((tmp_path / "s" / tune.SWEEP_FILE).read_text())
+
+
 @pytest.mark.parametrize("flags, have, expected", [
     ([], {"CPU": 9.0}, 5),
     (["--gpus-per-worker", "0.25"], {"CPU": 9.0, "GPU": 1.0}, 4),
     (["--use-gpu"], {"CPU": 9.0, "GPU": 1.0}, 1),
     (["--max-cluster-cpus", "33"], {"CPU": 9.0}, 21),  # what the cluster can scale up to
 ])
-def test_size_trials_from_the_settings_a_sweep_stores(monkeypatch, capsys, flags, have, expected):
-    import ray
-
-    monkeypatch.setattr(ray, "cluster_resources", lambda: have)
-    args = tune.build_parser().parse_args(["--resource-timeout", "0", *flags])
-    tune.check_sweep_args(args, epochs=4)
-    settings = {"num_workers": 1, "use_gpu": args.use_gpu, "cpus_per_worker": None,
-                "gpus_per_worker": args.gpus_per_worker, "max_concurrent": None,
-                "max_cluster_cpus": args.max_cluster_cpus, "max_cluster_gpus": None}
+def test_size_trials_from_the_settings_a_sweep_stores(one_node, tiny_data, tmp_path, capsys,
+                                                      flags, have, expected):
+    one_node.update(have)
+    args, settings = saved_sweep(tiny_data, tmp_path, *flags)
     tune.size_trials(args, settings, attached=False)
     assert settings["max_concurrent_resolved"] == expected
     assert f"; {expected} at once" in capsys.readouterr().out
 
 
-def test_a_gpu_trial_on_a_cluster_without_gpus_fails_at_once(monkeypatch):
-    import ray
+def test_a_sweep_saved_before_the_cluster_record_sizes_the_same(one_node, capsys):
+    legacy = {"num_workers": 1, "use_gpu": True, "cpus_per_worker": None, "max_failures": 1,
+              "gpus_per_worker": 0.25, "max_concurrent": None, "max_cluster_cpus": None,
+              "max_cluster_gpus": None, "storage_path": None}
+    one_node.update({"GPU": 1.0})
+    args = tune.build_parser().parse_args(["--resource-timeout", "0"])
+    tune.size_trials(args, legacy, attached=False)
+    assert legacy["max_concurrent_resolved"] == 4
 
-    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 9.0})
-    args = tune.build_parser().parse_args(["--gpus-per-worker", "0.5", "--max-cluster-gpus", "0"])
-    tune.check_sweep_args(args, epochs=4)
-    settings = {"num_workers": 1, "use_gpu": True, "cpus_per_worker": None,
-                "gpus_per_worker": 0.5, "max_concurrent": None, "max_cluster_cpus": None,
-                "max_cluster_gpus": 0.0}
+
+def test_a_gpu_trial_on_a_cluster_without_gpus_fails_at_once(one_node, tiny_data, tmp_path):
+    args, settings = saved_sweep(tiny_data, tmp_path, "--gpus-per-worker", "0.5",
+                                 "--max-cluster-gpus", "0")
     with pytest.raises(CvaeError, match="cluster can scale up to 0 GPU at most"):
         tune.size_trials(args, settings, attached=True)
+
+
+def test_the_placement_strategy_reaches_every_trial(one_node, tiny_data, tmp_path, cli, capsys,
+                                                     monkeypatch):
+    """Saved in sweep.json, handed to each trial's trainer; and STRICT_SPREAD of 2 workers per
+    trial on a one-node cluster fails at once, with one line."""
+    from ray_jobs import trial
+
+    args, settings = saved_sweep(tiny_data, tmp_path, "--workers-per-trial", "2",
+                                 "--placement-strategy", "SPREAD")
+    assert trial.sweep_cluster(settings).placement_strategy == "SPREAD"
+    monkeypatch.setattr(tune.common, "connect", lambda address: False)
+    argv = ["--space", str(SMOKE), "--data", str(tiny_data), "--out", str(tmp_path / "t"),
+            "--workers-per-trial", "2", "--placement-strategy", "STRICT_SPREAD", *tiny_sets()]
+    capsys.readouterr()
+    assert cli(tune.main, argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --placement-strategy STRICT_SPREAD puts each of the 2 "
+                          "workers on a node of its own, but 1 node(s)") and "\n" not in err

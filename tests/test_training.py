@@ -11,11 +11,12 @@ from conftest import TINY_MODEL_SETS
 from conftest import metrics_rows as metrics
 
 import cvae.training as training
+from cvae.batches import EpochData
 from cvae.config import load_config
 from cvae.errors import CvaeError
 from cvae.losses import clip_loss
 from cvae.train_cli import main as train_main
-from cvae.training import EpochData, EpochPlan, StepOptions, fit, train_epoch, train_step
+from cvae.training import EpochPlan, StepOptions, fit, train_epoch, train_step
 
 CPU = StepOptions(torch.device("cpu"), grad_clip=1.0, progress=False)
 
@@ -141,10 +142,18 @@ def test_train_epoch_stops_on_nan_naming_epoch_and_step(monkeypatch):
         return torch.tensor(value), torch.tensor(value), torch.tensor(0.0)
 
     monkeypatch.setattr(training, "train_step", fake_step)
+    every_step = StepOptions(torch.device("cpu"), progress=False, check_every=1)
+    with pytest.raises(training.TrainingDiverged, match="epoch 5, step 3"):
+        train_epoch(torch.nn.Linear(1, 1), None, _batches(6), plan(4), every_step,
+                    tf_rng=random.Random(0))
+    assert len(calls) == 3
+    # Read on the host every train.check_every steps (20 by default): the epoch's end reads it
+    # here, and the step named is still the first non-finite one.
+    calls.clear()
     with pytest.raises(training.TrainingDiverged, match="epoch 5, step 3"):
         train_epoch(torch.nn.Linear(1, 1), None, _batches(6), plan(4), CPU,
                     tf_rng=random.Random(0))
-    assert len(calls) == 3
+    assert len(calls) == 6
 
 
 def test_epoch_data_wrapped_passes_each_epochs_batches_through():
@@ -372,3 +381,34 @@ def test_mask_penalty_adds_the_mean_mask_to_the_loss():
     torch.testing.assert_close(loss1, loss0 + 0.5 * closed * 3)
     with pytest.raises(Exception, match="train.mask_penalty"):
         load_config(None, overrides=["train.mask_penalty=0.1"])  # needs model.blend_mask
+
+
+# ---- the loss read on the host every train.check_every steps; the precision per device
+
+
+def test_the_loss_tally_names_the_first_non_finite_step_when_it_checks():
+    from cvae.training import LossTally, TrainingDiverged
+
+    tally = LossTally(torch.device("cpu"), every=3, epoch=1)
+    tally.add(torch.tensor([1.0, 0.5, 0.25]))
+    tally.add(torch.tensor([float("nan"), 0.5, 0.25]))  # step 2: not read yet
+    with pytest.raises(TrainingDiverged, match=r"^loss is nan at epoch 2, step 2 \(step 1 may "):
+        tally.add(torch.tensor([float("inf"), 0.5, 0.25]))  # the third step reads: step 2
+    fine = LossTally(torch.device("cpu"), every=50, epoch=0)
+    for loss in (1.0, 3.0):
+        fine.add(torch.tensor([loss, loss / 2, 0.0]))
+    assert fine.steps == 2 and fine.means() == [2.0, 1.0, 0.0]
+    late = LossTally(torch.device("cpu"), every=50, epoch=0)
+    late.add(torch.tensor([float("inf"), 0.0, 0.0]))
+    with pytest.raises(TrainingDiverged, match="loss is inf at epoch 1, step 1$"):
+        late.means()  # the end of the epoch reads whatever is left
+
+
+@pytest.mark.parametrize("precision, device, expected", [
+    ("auto", "cpu", None), ("auto", "cuda", torch.bfloat16), ("bf16", "cpu", torch.bfloat16),
+    ("fp32", "cuda", None)])
+def test_precision_auto_is_bf16_on_a_gpu_only(precision, device, expected):
+    from cvae.training import autocast_dtype_for
+
+    cfg = load_config(overrides=[f"train.precision={precision}"])
+    assert autocast_dtype_for(cfg, torch.device(device)) is expected
