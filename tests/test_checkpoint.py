@@ -109,7 +109,7 @@ def test_resume_equals_an_uninterrupted_run(tiny_run, tiny_train_argv, tmp_path,
     assert len(a) == len(b) == 3
     for row_a, row_b in zip(a, b, strict=True):
         for key in METRIC_COLUMNS:
-            if key != "seconds":
+            if not key.endswith("seconds"):  # wall-clock times differ run to run
                 assert float(row_b[key]) == pytest.approx(float(row_a[key]), rel=1e-5,
                                                           abs=1e-8), key
     state_a = load(tiny_run / "checkpoints" / "last.pt")

@@ -20,7 +20,7 @@ import ray.cloudpickle
 from conftest import TINY_MODEL_SETS, metrics_rows, set_flags
 
 from cvae import packs, synth
-from cvae.checkpoint import load_checkpoint
+from cvae.checkpoint import RAY_SNAPSHOT_FILE, load_checkpoint
 from ray_jobs import common
 from ray_jobs import train as ray_train
 
@@ -213,6 +213,24 @@ FAIL_RANK = 1
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
+def wait_for_a_registered_checkpoint(out: Path, timeout: float = 60.0) -> None:
+    """Block until Ray Train's controller lists a checkpoint in the run's storage. A worker's
+    `report` returns once the checkpoint is uploaded; the controller registers it a moment
+    later, and a crash before that restarts the run from scratch, which would make the
+    resume-from-epoch-1 assertions depend on timing."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            storage = Path(json.loads((out / "run.json").read_text())["storage"])
+            snapshot = json.loads((storage / RAY_SNAPSHOT_FILE).read_text())
+            if snapshot["checkpoint_results"]:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"no checkpoint registered in {out}'s storage after {timeout} s")
+
+
 def record_and_fail(batches, epoch: int, *, rank: int, out: str):
     """A worker's epoch iterator (`build_trainer(wrap_batches=...)`), watched and interrupted:
 
@@ -231,6 +249,7 @@ def record_and_fail(batches, epoch: int, *, rank: int, out: str):
             fh.flush()
             if (rank == FAIL_RANK and epoch * STEPS_PER_EPOCH + step == FAIL_AT_STEP
                     and not marker.exists()):
+                wait_for_a_registered_checkpoint(Path(out))
                 marker.write_text(f"epoch {epoch + 1} step {step + 1}\n")
                 os._exit(17)  # a hard crash
             yield batch
