@@ -5,7 +5,8 @@
 #      in fp32 (loss and val_psnr side by side), then free-running: training frames/s from
 #      metrics.csv, the first epoch against the others (the cold start a worker pays), and the
 #      630-frame validation rollout's seconds
-#   3. a sweep of 1 trial, then of 8 trials sharing the GPU (--gpus-per-worker 0.125): wall time
+#   3. a sweep of 1 trial, then of 8 trials sharing the GPU (--gpus-per-worker 0.125; 2 trials with
+#      QUICK): wall time
 #   nvidia-smi is sampled every second during 2 and 3 (utilization, memory) into OUT/*.csv.
 # Every step has its own timeout: a stall still leaves the other figures. Figures go to
 # OUT/figures.txt (and OUT/*.json, *.csv): at most 8 files.
@@ -21,6 +22,7 @@ QUICK=${QUICK:-}
 BATCH=${BATCH:-32}
 EPOCHS=${EPOCHS:-4}
 WORK=${WORK:-/tmp/gpu_check}
+SLOW=1  # every step's time limit is multiplied by this
 export PYTHONUNBUFFERED=1 RAY_AUTH_MODE=token
 mkdir -p "$OUT" "$WORK"
 OUT=$(cd "$OUT" && pwd)
@@ -67,6 +69,7 @@ if [ -n "$QUICK" ]; then
            --set data.clip_len=4 --set validation.val_len=12)
     GPU=() ; SHARE=() ; BATCH=2 ; EPOCHS=2
     BENCH=(--tiny)
+    SLOW=4  # a 2-core CPU starts each Ray and its workers several times slower than a GPU node
 else
     SYNTH=(--train-videos 16 --frames-per-video 320)  # 320 clips of 16 frames
     MODEL=(--preset lab)  # train.precision auto: bf16 on the GPU
@@ -82,7 +85,7 @@ fi
 
 log "1. cold start: train_step (progress as it goes)"
 start=$(date +%s)
-timeout 50 $PY -m benchmarks.train_step "${BENCH[@]}" --json-out "$OUT/train_step.json" 2>&1 \
+timeout $((50 * SLOW)) $PY -m benchmarks.train_step "${BENCH[@]}" --json-out "$OUT/train_step.json" 2>&1 \
     | tail -25
 fig "train_step: rc ${PIPESTATUS[0]}, $(( $(date +%s) - start )) s in all"
 
@@ -92,7 +95,7 @@ ray_train() {  # name, limit, extra args...
     rm -rf "$WORK/$name"
     sample_start "$OUT/smi_$name.csv"
     local start; start=$(date +%s)
-    timeout "$limit" $PY -m ray_jobs.train "${GPU[@]}" --num-workers 1 --data "$DATA.pack" \
+    timeout $((limit * SLOW)) $PY -m ray_jobs.train "${GPU[@]}" --num-workers 1 --data "$DATA.pack" \
         --out "$WORK/$name" --epochs "$EPOCHS" "${MODEL[@]}" --set train.batch_size="$BATCH" \
         --set run.progress=false --set validation.every="$EPOCHS" --set train.per_save=0 "$@" \
         > "$WORK/$name.log" 2>&1
@@ -136,7 +139,7 @@ sweep() {  # name, limit, space file, extra args...
     rm -rf "$WORK/$name"
     sample_start "$OUT/smi_$name.csv"
     local start; start=$(date +%s)
-    timeout "$limit" $PY -m ray_jobs.tune --space "$space" --data "$DATA.pack" \
+    timeout $((limit * SLOW)) $PY -m ray_jobs.tune --space "$space" --data "$DATA.pack" \
         --out "$WORK/$name" "${MODEL[@]}" --set train.batch_size="$BATCH" --epochs 2 \
         --grace-period 2 --set train.max_steps_per_epoch=10 --set run.progress=false "$@" \
         > "$WORK/$name.log" 2>&1
@@ -148,9 +151,12 @@ sweep() {  # name, limit, space file, extra args...
 
 log "3. sweeps: 1 trial alone, then 8 trials sharing the GPU"
 echo "train.tfr_d_step: {grid: [0.5]}" > "$WORK/one.yaml"
-echo "train.tfr_d_step: {grid: [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}" > "$WORK/eight.yaml"
+GRID=$([ -n "$QUICK" ] && echo "0.1, 0.2" || echo "0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8")
+SHARED=$(( $(echo "$GRID" | tr -cd , | wc -c) + 1 ))  # 8 trials (2 in QUICK: 2 CPUs here)
+echo "train.tfr_d_step: {grid: [$GRID]}" > "$WORK/shared.yaml"
 sweep sweep1 70 "$WORK/one.yaml" "${GPU[@]}" --max-concurrent 1
-sweep sweep8 100 "$WORK/eight.yaml" "${SHARE[@]}" --max-concurrent 8 --cpus-per-worker 1
+sweep "sweep$SHARED" 100 "$WORK/shared.yaml" "${SHARE[@]}" --max-concurrent "$SHARED" \
+    --cpus-per-worker 1
 
 log "figures"
 cat "$FIG"

@@ -159,8 +159,9 @@ def test_the_gpu_check_runs_on_a_cpu_at_its_smallest_size(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     figures = (out / "figures.txt").read_text()
     for label in ("train_step: rc 0", "tf: rc 0", "tf_fp32: rc 0", "fr: rc 0", "sweep1: rc 0",
-                  "sweep8: rc 0, wall"):
+                  "sweep2: rc 0, wall"):
         assert label in figures, figures
     assert figures.count("training frames/s: epoch 1") == 3, figures
-    assert "validation rollout" in figures and "8 trial folders" in figures, figures
+    assert "validation rollout" in figures, figures
+    assert figures.rstrip().endswith("2 trial folders"), figures
     assert len(list(out.iterdir())) <= 8  # what a device run brings back
