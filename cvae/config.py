@@ -90,6 +90,11 @@ class ModelConfig:
     # agree the dancer stood still, and their difference says which way each limb moved. The
     # reference sees pose t alone (false). Adds 3 x 49 x L/2 weights to the first convolution.
     prev_pose: bool = False
+    # The decoder also sees frame 0's features (the given, sharp frame) at every step, beside
+    # the previous frame's, as SVG's decoder takes skips from the last observed frame: the
+    # dancer's look can be copied from frame 0 instead of carried through t-1 generated frames.
+    # The reference has no such input (false). Widens the decoder fusion's input by F channels.
+    first_frame_skip: bool = False
 
 
 @dataclass

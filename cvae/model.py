@@ -134,7 +134,8 @@ def relative_to_prior(mu, logvar, prior_mu, prior_logvar):
 
 
 class DecoderFusion(nn.Sequential):
-    """(prev frame features, pose features, z) [*,F+L+N,H,W] -> [*,D,H,W]."""
+    """(prev frame features, pose features, z) [*,F+L+N,H,W] -> [*,D,H,W]; with
+    model.first_frame_skip the frame features are the previous frame's and frame 0's, [*,2F,H,W]."""
 
     def __init__(self, in_ch: int, out_ch: int):
         super().__init__(
@@ -228,7 +229,8 @@ class CVAE(nn.Module):
         self.prev_pose = cfg.prev_pose
         self.pose_encoder = pose_encoder(L, 6 if cfg.prev_pose else 3)
         self.posterior = Posterior(F + L, N)
-        self.decoder_fusion = DecoderFusion(F + L + N, D)
+        self.first_frame_skip = cfg.first_frame_skip
+        self.decoder_fusion = DecoderFusion(F * (2 if cfg.first_frame_skip else 1) + L + N, D)
         self.generator = generator(D, cfg.output_activation, 4 if cfg.blend_mask else 3)
         # model.prior=learned: p(z_t | frame t-1, pose t), the posterior's architecture fed the
         # previous frame's features instead of the current one's. None: z ~ N(0, I).
@@ -262,6 +264,17 @@ class CVAE(nn.Module):
             return generated, None
         base = prev if base is None else base
         return base + mask * (generated - base), mask
+
+    def first_features(self, first: torch.Tensor) -> torch.Tensor | None:
+        """Frame 0's features [B,F,H,W] for model.first_frame_skip (None when off)."""
+        return self.frame_encoder(first) if self.first_frame_skip else None
+
+    @staticmethod
+    def fusion_features(prev_feat: torch.Tensor, first_feat: torch.Tensor | None) -> torch.Tensor:
+        """The frame features the decoder fusion takes: the previous frame's [*,F,H,W], and
+        frame 0's beside them ([*,2F,H,W]) with model.first_frame_skip. The previous frame's
+        come first: init_copy_last's identity path keeps the leading channels."""
+        return prev_feat if first_feat is None else torch.cat([prev_feat, first_feat], dim=1)
 
     def step_poses(self, poses: torch.Tensor) -> torch.Tensor:
         """The pose encoder's input for steps 1..T-1: poses [B,T,3,H,W] -> [B,T-1,3,H,W], pose t
@@ -327,7 +340,12 @@ class CVAE(nn.Module):
         B, S, k = frames.shape[0], frames.shape[1] - 1, self.chunk_frames
         prev = frames[:, :-1].flatten(0, 1)  # [B*S,3,H,W]
         extra = [x.flatten(0, 1) for x in composite_args(comp, slice(None), frames[:, :-1])]
-        pred, mask = in_chunks(self._step, k, prev, prev_feat, pose_feat, z, *extra)
+        first_feat = None
+        if self.first_frame_skip:  # frame 0's features (step 0's prev_feat), for every step
+            first_feat = prev_feat.unflatten(0, (B, S))[:, :1].expand(-1, S, -1, -1, -1)
+            first_feat = first_feat.flatten(0, 1)  # [B*S,F,H,W]
+        fusion_feat = self.fusion_features(prev_feat, first_feat)
+        pred, mask = in_chunks(self._step, k, prev, fusion_feat, pose_feat, z, *extra)
         prior = None if self.prior is None else \
             in_chunks(self.prior.gaussian, k, prev_feat, pose_feat)
         fold = lambda x: None if x is None else x.unflatten(0, (B, S))
@@ -340,8 +358,10 @@ class CVAE(nn.Module):
         [B,S,N,H,W] at each step, from the frame the step was given, or None without one)."""
         steps = []
         prev = frames[:, 0]
+        first_feat = self.first_features(prev)
         for t in range(pose_feat.shape[1]):
-            pred, mask, prior = self._next_frame(prev, pose_feat[:, t], comp, t, z=z[:, t])
+            pred, mask, prior = self._next_frame(prev, pose_feat[:, t], comp, t, z=z[:, t],
+                                                 first_feat=first_feat)
             steps.append((pred, mask, prior))
             # Fed back as a rollout feeds it (generate): clamped to the image range, so a
             # prediction that overshoots cannot compound (with predict_change it would).
@@ -350,14 +370,16 @@ class CVAE(nn.Module):
         return stack_steps(preds), stack_steps(masks), stack_steps(priors)
 
     def _next_frame(self, prev, pose_feat, comp: Composite | None, t: int, *,
-                    z: torch.Tensor | None = None, eps: torch.Tensor | None = None):
+                    z: torch.Tensor | None = None, eps: torch.Tensor | None = None,
+                    first_feat: torch.Tensor | None = None):
         """One step of the per-frame loop (training's free run, and the rollout): predict the
         frame after `prev`.
 
         prev [B,3,H,W] the frame the step is given; pose_feat [B,L,H,W] the pose features of
         the frame to predict; comp the pose_region plan, t the step (0: predicting frame 1).
         z [B,N,H,W] (the posterior's draw, in training) or eps [B,N,H,W] (a rollout's draw of
-        N(0, I), then z = eps, or z = mu + std * eps from the learned prior).
+        N(0, I), then z = eps, or z = mu + std * eps from the learned prior); first_feat
+        [B,F,H,W] frame 0's features (model.first_frame_skip) or None.
         Returns (pred [B,3,H,W], not clamped; mask [B,1,H,W] or None; the learned prior's
         (mu, logvar) [B,N,H,W] given prev, or None without one).
         """
@@ -365,7 +387,8 @@ class CVAE(nn.Module):
         prior = None if self.prior is None else self.prior.gaussian(prev_feat, pose_feat)
         if z is None:
             z = eps if prior is None else reparameterize(*prior, eps)
-        pred, mask = self._step(prev, prev_feat, pose_feat, z, *composite_args(comp, t, prev))
+        pred, mask = self._step(prev, self.fusion_features(prev_feat, first_feat), pose_feat, z,
+                                *composite_args(comp, t, prev))
         return pred, mask, prior
 
     @torch.no_grad()
@@ -387,6 +410,7 @@ class CVAE(nn.Module):
             raise ValueError("generate: pass the noise or an rng to draw it from, not both")
         noise = None if noise is None else noise.to(first_frame)  # one copy
         comp = self.composite(first_frame, poses)
+        first_feat = self.first_features(first_frame)
         frames = [first_frame]
         prev = first_frame
         for t in range(1, T):
@@ -395,7 +419,8 @@ class CVAE(nn.Module):
             eps = noise[:, t - 1] if noise is not None else torch.randn(
                 B, self.latent_channels, H, W, generator=rng,
                 device="cpu" if rng is None else rng.device).to(first_frame)
-            prev = self._next_frame(prev, pose_feat, comp, t - 1, eps=eps)[0].clamp(0.0, 1.0)
+            prev = self._next_frame(prev, pose_feat, comp, t - 1, eps=eps,
+                                    first_feat=first_feat)[0].clamp(0.0, 1.0)
             frames.append(prev)
             if progress is not None:
                 progress.update(B)

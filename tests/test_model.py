@@ -291,10 +291,12 @@ def test_unwrap():
 # ------------------------------------------------------------------------ initialisation
 
 
-def _copy_last_model(activation: str = "none", predict_change: bool = False) -> CVAE:
+def _copy_last_model(activation: str = "none", predict_change: bool = False,
+                     first_frame_skip: bool = False) -> CVAE:
     torch.manual_seed(0)
     cfg = load_config(None, preset="small", overrides=[
-        f"model.output_activation={activation}", f"model.predict_change={predict_change}"])
+        f"model.output_activation={activation}", f"model.predict_change={predict_change}",
+        f"model.first_frame_skip={first_frame_skip}"])
     model = CVAE(cfg.model)
     init_copy_last(model)
     return model
@@ -811,3 +813,69 @@ def test_rollout_with_prev_pose_feeds_pose_t_and_pose_t_minus_1():
         plain = make_tiny_model().eval()
         torch.testing.assert_close(plain(frames, poses, True, noise=noise).pred[:, 0],
                                    plain(frames, moved, True, noise=noise).pred[:, 0])
+
+
+# ------------------------------------------------------------------ model.first_frame_skip
+
+
+def test_first_frame_skip_widens_only_the_decoder_fusion():
+    plain, skip = dict(parameter_table(tiny())), dict(parameter_table(tiny(first_frame_skip=True)))
+    assert skip["decoder_fusion"] > plain["decoder_fusion"]
+    assert {k: v for k, v in skip.items() if k not in ("decoder_fusion", "total")} == \
+        {k: v for k, v in plain.items() if k not in ("decoder_fusion", "total")}
+    assert tiny(first_frame_skip=True).decoder_fusion[0][0].conv1[0].in_channels == \
+        2 * TINY_MODEL["frame_channels"] + TINY_MODEL["label_channels"] + N
+
+
+def test_frame_0_reaches_every_step_with_first_frame_skip_only():
+    """Teacher-forced, step 2 (predicting frame 2 from the true frame 1) sees frame 0 only
+    through the skip: changing frame 0 changes it with the skip and leaves it alone without."""
+    frames, poses = clip()
+    moved = frames.clone()
+    moved[:, 0] = torch.rand(B, 3, H, W, generator=torch.Generator().manual_seed(7))
+    noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(4))
+    for skip in (False, True):
+        model = tiny(first_frame_skip=skip).eval()
+        with torch.no_grad():
+            a = model(frames, poses, True, noise=noise).pred[:, 1:]
+            b = model(moved, poses, True, noise=noise).pred[:, 1:]
+        assert torch.allclose(a, b) is not skip, f"first_frame_skip={skip}"
+
+
+@pytest.mark.parametrize("options", [{}, {"pose_region": 1, "blend_mask": True},
+                                     {"prior": "learned"}], ids=["plain", "region+mask", "prior"])
+def test_first_frame_skip_batched_equals_per_frame_and_every_part_learns(options):
+    torch.manual_seed(0)
+    model = CVAE(tiny_model_config(first_frame_skip=True, **options)).to(torch.float64).train()
+    model.chunk_frames = 2
+    frames, poses = (x.to(torch.float64) for x in clip())
+    noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(2),
+                        dtype=torch.float64)
+    (pred_b, loss_b, _, _, grads_b), (pred_s, loss_s, _, _, grads_s) = \
+        _teacher_forced_both_ways(model, frames, poses, noise, beta=1.0)
+    torch.testing.assert_close(pred_b, pred_s, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(loss_b, loss_s, rtol=1e-10, atol=1e-10)
+    for name, grad in grads_b.items():
+        torch.testing.assert_close(grad, grads_s[name], rtol=1e-8, atol=1e-10, msg=name)
+    assert all(g.abs().sum() > 0 for g in grads_b.values())
+
+
+def test_first_frame_skip_rollout_is_the_free_run_and_starts_as_copy_last():
+    """The rollout feeds frame 0's features to every step as training's free run does (same
+    frames for z fixed at 0.5), and init_copy_last still predicts the previous frame."""
+    model = tiny(first_frame_skip=True).eval()
+    with torch.no_grad():
+        model.posterior[-1].weight.zero_()
+        model.posterior[-1].bias[:N].fill_(0.5)
+        model.posterior[-1].bias[N:].fill_(-60.0)
+    frames, poses = clip()
+    with torch.no_grad():
+        free = model(frames, poses, False).pred.clamp(0.0, 1.0)
+        rollout = model.generate(frames[:, 0], poses,
+                                 noise=torch.full((B, T - 1, N, H, W), 0.5))
+    torch.testing.assert_close(rollout[:, 1:], free, rtol=0, atol=1e-6)
+    model = _copy_last_model(first_frame_skip=True)
+    frames, poses = torch.rand(2, 4, 3, 32, 64), torch.rand(2, 4, 3, 32, 64)
+    with torch.no_grad():
+        pred = model(frames, poses, True).pred
+    torch.testing.assert_close(pred, frames[:, :-1], rtol=0, atol=1e-6)
