@@ -22,6 +22,7 @@ import argparse
 import math
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -262,7 +263,7 @@ def size_trials(args: argparse.Namespace, settings: dict[str, Any], attached: bo
     gpu_share = trials_cluster.gpus_per_worker
     workers = trials_cluster.max_workers
     fits = trials_at_once(cpus, gpus, workers, per_worker, gpu_share)
-    settings["max_concurrent_resolved"] = settings["max_concurrent"] or fits
+    settings["max_concurrent_resolved"] = concurrency(settings["max_concurrent"], fits)
     print(f"trials: {TRIAL_CPU:g} CPU driver + {trials_cluster.workers_text} worker(s) x "
           f"{per_worker:g} CPU" + (f" + {gpu_share:g} GPU" if gpu_share else "")
           + f" ({trials_cluster.placement_strategy}); {settings['max_concurrent_resolved']} at "
@@ -279,6 +280,20 @@ def trials_at_once(cpus: float, gpus: float, workers: int, cpus_per_worker: floa
     if gpus_per_worker:
         fits = min(fits, math.floor(gpus / (workers * gpus_per_worker) + 1e-9))
     return max(1, fits)
+
+
+def concurrency(asked: int | None, fits: int) -> int:
+    """Trials at once: --max-concurrent, or as many as fit. More than fit is lowered to what
+    fits, with a warning: a trial started beyond that would take the CPU kept for Ray Data's
+    reads, and the trials already running would wait for their data forever."""
+    if asked is None:
+        return fits
+    if asked > fits:
+        print(f"warning: --max-concurrent {asked}: {fits} trial(s) fit side by side on this "
+              "cluster (one CPU is kept for Ray Data's reads); running "
+              f"{fits} at once", file=sys.stderr)
+        return fits
+    return asked
 
 
 # ---- results (Ray-free once the trials have written their folders) ----

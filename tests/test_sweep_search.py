@@ -248,3 +248,14 @@ def test_the_placement_strategy_reaches_every_trial(one_node, tiny_data, tmp_pat
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --placement-strategy STRICT_SPREAD puts each of the 2 "
                           "workers on a node of its own, but 1 node(s)") and "\n" not in err
+
+
+def test_more_trials_at_once_than_fit_are_lowered_with_a_warning(capsys):
+    """Two trials of 1.5 CPU on 2 CPUs would take the CPU Ray Data reads with, and both would
+    wait for their data forever: --max-concurrent is lowered to what fits, and says so."""
+    fits = tune.trials_at_once(2, 0, 1, 1.0, 0.0)
+    assert fits == 1
+    assert tune.concurrency(2, fits) == 1
+    assert "warning: --max-concurrent 2: 1 trial(s) fit" in capsys.readouterr().err
+    assert tune.concurrency(None, 3) == 3 and tune.concurrency(2, 3) == 2
+    assert capsys.readouterr().err == ""
