@@ -23,6 +23,7 @@ BATCH=${BATCH:-32}
 EPOCHS=${EPOCHS:-4}
 WORK=${WORK:-/tmp/gpu_check}
 SLOW=1  # every step's time limit is multiplied by this
+SHARED=8  # trials in the sweep that shares the GPU
 export PYTHONUNBUFFERED=1 RAY_AUTH_MODE=token
 mkdir -p "$OUT" "$WORK"
 OUT=$(cd "$OUT" && pwd)
@@ -70,6 +71,7 @@ if [ -n "$QUICK" ]; then
     GPU=() ; SHARE=() ; BATCH=2 ; EPOCHS=2
     BENCH=(--tiny)
     SLOW=4  # a 2-core CPU starts each Ray and its workers several times slower than a GPU node
+    SHARED=2  # trials in the shared sweep: 2 CPUs here
 else
     SYNTH=(--train-videos 16 --frames-per-video 320)  # 320 clips of 16 frames
     MODEL=(--preset lab)  # train.precision auto: bf16 on the GPU
@@ -151,9 +153,7 @@ sweep() {  # name, limit, space file, extra args...
 
 log "3. sweeps: 1 trial alone, then 8 trials sharing the GPU"
 echo "train.tfr_d_step: {grid: [0.5]}" > "$WORK/one.yaml"
-GRID=$([ -n "$QUICK" ] && echo "0.1, 0.2" || echo "0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8")
-SHARED=$(( $(echo "$GRID" | tr -cd , | wc -c) + 1 ))  # 8 trials (2 in QUICK: 2 CPUs here)
-echo "train.tfr_d_step: {grid: [$GRID]}" > "$WORK/shared.yaml"
+echo "train.tfr_d_step: {grid: [$(seq -s ', ' 0.1 0.1 "0.$SHARED")]}" > "$WORK/shared.yaml"
 sweep sweep1 70 "$WORK/one.yaml" "${GPU[@]}" --max-concurrent 1
 sweep "sweep$SHARED" 100 "$WORK/shared.yaml" "${SHARE[@]}" --max-concurrent "$SHARED" \
     --cpus-per-worker 1
