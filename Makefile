@@ -16,16 +16,18 @@ PRESET ?= small
 # (tfr -0.1 per epoch); beta = 1 (KL None: the posterior stays at the prior validation samples
 # from); lr 5e-4 divided by 10 after epochs 9 and 11; 40 steps per worker per epoch (half of the
 # 16 training videos' clips, drawn anew each epoch); the pose encoder sees pose t-1 beside pose t
-# (model.prev_pose: where the two agree the dancer stood still).
+# (model.prev_pose: where the two agree the dancer stood still). Validation (the 4 validation
+# videos' 630-frame rollouts, the best epoch's choice) every 2 epochs and after the last.
 TRAIN_SETTINGS ?= --set model.predict_change=true --set model.pose_region=1 \
-	--set model.prev_pose=true --set train.batch_size=1 \
+	--set model.prev_pose=true --set train.batch_size=1 --set validation.every=2 \
 	--set train.kl_anneal_type=None --set train.lr=5e-4 --set train.lr_milestones=[9,11] \
 	--set train.tfr_sde=3 --set train.tfr_d_step=0.1 --set train.max_steps_per_epoch=40
 
 # Stage 2 (`make long`, after `make run`): free-running on 80-frame clips from the quickstart's
 # best weights, with mirrored and recoloured clips (train.augment); the short figure stays over
 # 15 frames; 8 steps per worker per epoch. The Tester gets the last epoch (validation.best_by:
-# the end of the lr schedule, not the luckiest validation rollout). README, "Model quality".
+# the end of the lr schedule, not the luckiest validation rollout), so validation only draws the
+# curve, every 5 epochs. README, "Model quality".
 LONG_OUT ?= runs/long
 LONG_EPOCHS ?= 20
 LONG_SETTINGS ?= --set train.init_from=$(OUT)/train --set data.clip_len=80 \
@@ -33,7 +35,7 @@ LONG_SETTINGS ?= --set train.init_from=$(OUT)/train --set data.clip_len=80 \
 	--set model.predict_change=true --set model.pose_region=1 --set model.prev_pose=true \
 	--set train.batch_size=1 --set train.kl_anneal_type=None \
 	--set train.lr=2e-4 --set train.lr_milestones=[9] --set train.max_steps_per_epoch=8 \
-	--set validation.best_by=epoch
+	--set validation.best_by=epoch --set validation.every=5
 
 # More settings for an experiment, added after the recipe's in `make train`/`run` and `make long`
 # (later settings win), e.g. make run OUT=runs/seed2 EXTRA="--set run.seed=2"

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         summary = fit(cfg, data=loader_epochs(dataset, cfg, device),
                       init_weights=initial_weights(cfg),
-                      val_video=datasets.val_video(cfg), device=device, prepare_model=prepare)
+                      val_videos=datasets.val_videos(cfg), device=device, prepare_model=prepare)
         seconds = time.perf_counter() - start
     finally:
         dist.destroy_process_group()

@@ -142,9 +142,9 @@ class TrainConfig:
 
 @dataclass
 class ValidationConfig:
-    """The long autoregressive rollout on the validation video."""
+    """The long autoregressive rollout on the validation videos (rolled out as one batch)."""
 
-    val_len: int = 630  # capped by the length of the data's validation video
+    val_len: int = 630  # capped by the length of the data's validation videos
     every: int = 1  # validate every n epochs (and always after the last)
     seed: int = 0  # seeds z ~ N(0, I) so epochs are compared on the same noise
     # Predicted frames in val_psnr_short; 0: data.clip_len - 1 (a training clip's). Set it when

@@ -53,7 +53,7 @@ def _stochastic_level(text: str) -> float:
 
 def _cmd_synth(args: argparse.Namespace) -> None:
     opts = _given(args, ["seed", "train_videos", "frames_per_video", "val_frames",
-                         "test_sequences", "test_frames", "height", "width"])
+                         "val_videos", "test_sequences", "test_frames", "height", "width"])
     if args.stochastic is not None:
         opts["stochastic"] = _stochastic_level(args.stochastic)
     try:
@@ -65,7 +65,7 @@ def _cmd_synth(args: argparse.Namespace) -> None:
     s = lab_summary(args.out)
     tr, va = s.get("train", {}), s.get("val", {})
     print(f"wrote {args.out}: {tr.get('frames', 0)} train frames in {tr.get('videos', 0)} "
-          f"videos, {va.get('frames', 0)} val frames, "
+          f"videos, {va.get('frames', 0)} val frames in {_videos(va.get('videos', 0))}, "
           f"{s.get('test', {}).get('sequences', 0)} test sequences, "
           f"{tr.get('size', '?')} (WxH) in {time.perf_counter() - t0:.1f} s")
     if opts.get("stochastic") and isinstance(made, dict) and "events" in made:
@@ -82,8 +82,19 @@ def _cmd_pack(args: argparse.Namespace) -> None:
              width=args.width, rows_per_file=args.rows_per_file, progress=not args.quiet)
     tr, va = r["splits"]["train"], r["splits"]["val"]
     print(f"packed {tr['num_clips']} train clips of {tr['clip_len']} frames "
-          f"({len(tr['files'])} files) and a {va['clip_len']}-frame val video, "
+          f"({len(tr['files'])} files) and {_val_videos(va)}, "
           f"{r['height']}x{r['width']} (HxW), into {r['out']} in {r['seconds']:.1f} s")
+
+
+def _videos(n: int) -> str:
+    return f"{n} video" + ("" if n == 1 else "s")
+
+
+def _val_videos(val: dict) -> str:
+    """'a 630-frame val video' or '4 val videos of 630 frames' from a pack's val metadata."""
+    if val["num_clips"] == 1:
+        return f"a {val['clip_len']}-frame val video"
+    return f"{val['num_clips']} val videos of {val['clip_len']} frames"
 
 
 def _cmd_preview(args: argparse.Namespace) -> None:
@@ -137,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int)
     s.add_argument("--train-videos", type=int)
     s.add_argument("--frames-per-video", type=int)
-    s.add_argument("--val-frames", type=int)
+    s.add_argument("--val-frames", type=int, help="frames per validation video")
+    s.add_argument("--val-videos", type=int, help="validation videos (generator default: 4)")
     s.add_argument("--test-sequences", type=int)
     s.add_argument("--test-frames", type=int)
     s.add_argument("--height", type=int, help="source frame height (generator default)")
@@ -150,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_synth)
 
-    s = sub.add_parser("pack", help="write train clips and the val video as Parquet shards")
+    s = sub.add_parser("pack", help="write train clips and the val videos as Parquet shards")
     s.add_argument("--root", required=True, type=Path, help="lab-layout data folder")
     s.add_argument("--out", required=True,
                    help="new (or empty) pack folder, or a URI such as s3://bucket/prefix")

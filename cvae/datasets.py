@@ -15,7 +15,7 @@ from cvae import packs, storage
 from cvae.batches import EpochData, epoch_seed
 from cvae.config import Config
 from cvae.errors import DataError
-from cvae.lab_folder import ClipDataset, load_video
+from cvae.lab_folder import ClipDataset, load_videos
 
 T = TypeVar("T")
 
@@ -56,16 +56,25 @@ def train_dataset(cfg: Config) -> torch.utils.data.Dataset:
     return ClipDataset(root, "train", d.clip_len, d.height, d.width, d.partial)
 
 
-def val_video(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
-    """The validation video, capped at `validation.val_len`: (frames, poses) uint8 [T,3,H,W]."""
+def val_videos(cfg: Config) -> tuple[torch.Tensor, torch.Tensor]:
+    """The validation videos, capped at `validation.val_len` frames: (frames, poses) uint8
+    [V,T,3,H,W]."""
     root = check_root(cfg)
     d = cfg.data
     if is_pack(root):
         packs.check_pack(root, height=d.height, width=d.width, clip_len=d.clip_len)
-        frames, poses = packs.load_val_video(root)
+        frames, poses = packs.load_val_videos(root)
         n = cfg.validation.val_len
-        return frames[:n], poses[:n]
-    return load_video(root, "val", d.height, d.width, max_len=cfg.validation.val_len)
+        return frames[:, :n], poses[:, :n]
+    return load_videos(root, "val", d.height, d.width, max_len=cfg.validation.val_len)
+
+
+def describe_videos(frames: torch.Tensor) -> str:
+    """'validation video 630 frames' or 'validation videos 4 x 630 frames' for [V,T,3,H,W]."""
+    count, length = frames.shape[:2]
+    if count == 1:
+        return f"validation video {length} frames"
+    return f"validation videos {count} x {length} frames"
 
 
 def loader_epochs(dataset: torch.utils.data.Dataset, cfg: Config,

@@ -1,5 +1,5 @@
-"""Autoregressive validation: roll out the validation video, PSNR and SSIM per frame, and the
-baselines.
+"""Autoregressive validation: roll out the validation videos, PSNR and SSIM per frame (the
+mean over the videos), and the baselines.
 
 Two pairs of figures, each comparing the model with copying the last frame it was given:
 - the rollout (val_psnr, val_psnr_short): the model generates frames 1..T-1 from frame 0 and the
@@ -33,8 +33,9 @@ class Validation:
     psnr: list[float]  # PSNR of the model's rollout, frames 1..T-1
     baseline: list[float]  # PSNR of frame 0 (the last frame given) repeated, frames 1..T-1
     short_len: int  # frames in the short-horizon mean (validation.short_horizon)
-    pred: torch.Tensor  # [T,3,H,W] float in [0,1] on the CPU (frame 0 = the given frame)
-    target: torch.Tensor  # [T,3,H,W] the true video
+    pred: torch.Tensor  # [T,3,H,W] float in [0,1] on the CPU (frame 0 = the given frame):
+    # the first validation video's rollout, which the figures and strips show
+    target: torch.Tensor  # [T,3,H,W] that true video
     one_step: list[float] | None = None  # PSNR of frames 1..short_len, each from the true last
     one_step_baseline: list[float] | None = None  # copying the true last frame, same frames
     ssim: list[float] | None = None  # SSIM of the model's rollout, frames 1..T-1
@@ -44,6 +45,13 @@ class Validation:
     baseline_box_ssim: list[float] | None = None  # SSIM of frame 0 repeated
     sharpness: list[float] | None = None  # gradient energy of the rollout over the truth's
     baseline_sharpness: list[float] | None = None  # the same for frame 0 repeated
+    videos: int = 1  # validation videos; every list above is the mean over them per frame
+
+    def source(self) -> str:
+        """What the scores are of: 'validation video' or 'mean of 4 validation videos'."""
+        if self.videos == 1:
+            return "validation video"
+        return f"mean of {self.videos} validation videos"
 
     @staticmethod
     def _mean(values: list[float]) -> float:
@@ -141,45 +149,67 @@ def copy_previous_baseline(frames: torch.Tensor) -> list[float]:
 @torch.no_grad()
 def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, short_len: int,
              device: torch.device, seed: int = 0, progress=None) -> Validation:
-    """frames, poses: float [T,3,H,W] in [0,1]. The model is put in eval mode and restored.
+    """frames, poses: float in [0,1], one video [T,3,H,W] or V videos of one length
+    [V,T,3,H,W], rolled out together as one batch. Every per-frame score is the mean over the
+    videos (a score the videos agree on, not one video's luck); `pred` and `target` are the
+    first video's, for the figures. The model is put in eval mode and restored.
 
     The noise is drawn on the CPU from a generator seeded with `seed`, so the figures do not
-    depend on the device: first the rollout's, all T-1 frames at once ([1,T-1,N,H,W], moved
-    to the device in one copy), then the one-step pass's. These are the same values as T-1
-    draws of one frame each whenever one frame's noise (N*H*W values) is a multiple of 16, as
-    at every preset (32x64 frames): PyTorch's CPU sampler fills 16 values at a time and
-    redraws a ragged tail. Other sizes draw other (still seeded, deterministic) values.
+    depend on the device: first the rollout's, all T-1 frames of every video at once
+    ([V,T-1,N,H,W], moved to the device in one copy; the first video's draws are those a lone
+    video gets), then the one-step pass's. These are the same values as T-1 draws of one frame
+    each whenever one frame's noise (N*H*W values) is a multiple of 16, as at every preset
+    (32x64 frames): PyTorch's CPU sampler fills 16 values at a time and redraws a ragged tail.
+    Other sizes draw other (still seeded, deterministic) values.
     """
-    short_len = max(1, min(short_len, frames.shape[0] - 1))
+    if frames.dim() == 4:
+        frames, poses = frames[None], poses[None]
+    videos, length = frames.shape[:2]
+    short_len = max(1, min(short_len, length - 1))
     was_training = model.training
     model.eval()
     try:
         rng = torch.Generator(device="cpu").manual_seed(seed)
         latent = (model.latent_channels, *frames.shape[-2:])  # N,H,W
-        noise = torch.randn(1, frames.shape[0] - 1, *latent, generator=rng)  # [1,T-1,N,H,W]
-        pred = model.generate(frames[:1].to(device), poses[None].to(device),
-                              noise=noise.to(device), progress=progress)[0].float().cpu()
+        noise = torch.randn(videos, length - 1, *latent, generator=rng)  # [V,T-1,N,H,W]
+        pred = model.generate(frames[:, 0].to(device), poses.to(device),
+                              noise=noise.to(device), progress=progress).float().cpu()
         # One step from the true previous frame over the short horizon: what the model learned
         # per step, apart from how its rollout drifts.
         n = short_len + 1
-        noise = torch.randn(1, n - 1, *latent, generator=rng)
-        out = model(frames[None, :n].to(device), poses[None, :n].to(device), True,
+        noise = torch.randn(videos, n - 1, *latent, generator=rng)
+        out = model(frames[:, :n].to(device), poses[:, :n].to(device), True,
                     noise=noise.to(device))
-        one_step = psnr(out.pred[0].float().cpu(), frames[1:n].float()).tolist()
+        one_step = psnr(out.pred.float().cpu(), frames[:, 1:n].float())  # [V,n-1]
     finally:
         model.train(was_training)
+    scores = [video_scores(p, f.float(), q.float(), short_len)
+              for p, f, q in zip(pred, frames, poses, strict=True)]
     return Validation(
-        psnr=psnr(pred[1:], frames[1:].float()).tolist(),
-        baseline=copy_last_baseline(frames.float()),
-        short_len=short_len,
-        pred=pred,
-        target=frames.float(),
-        one_step=one_step,
-        one_step_baseline=copy_previous_baseline(frames[:short_len + 1].float()),
-        ssim=ssim(pred[1:], frames[1:]).tolist(),
-        baseline_ssim=copy_last_ssim(frames.float()),
-        **box_scores(pred[1:], frames[1:].float(), frames[0].float(), poses[1:].float()),
+        **{name: mean_per_frame([s[name] for s in scores]) for name in scores[0]},
+        one_step=one_step.mean(0).tolist(),
+        short_len=short_len, pred=pred[0], target=frames[0].float(), videos=videos,
     )
+
+
+def video_scores(pred: torch.Tensor, frames: torch.Tensor, poses: torch.Tensor,
+                 short_len: int) -> dict[str, list[float]]:
+    """Every per-frame score of one video's rollout but the one-step PSNR (the Validation
+    field names). pred, frames, poses: [T,3,H,W] in [0,1], pred[0] the given frame."""
+    return {
+        "psnr": psnr(pred[1:], frames[1:]).tolist(),
+        "baseline": copy_last_baseline(frames),
+        "one_step_baseline": copy_previous_baseline(frames[:short_len + 1]),
+        "ssim": ssim(pred[1:], frames[1:]).tolist(),
+        "baseline_ssim": copy_last_ssim(frames),
+        **box_scores(pred[1:], frames[1:], frames[0], poses[1:]),
+    }
+
+
+def mean_per_frame(per_video: list[list[float]]) -> list[float]:
+    """Frame by frame, the mean over the videos of a score (`nanmean`: a frame one video cannot
+    score is the mean of the others)."""
+    return [nanmean(list(column)) for column in zip(*per_video, strict=True)]
 
 
 REGION_COLUMNS = ("first_frame", "last_frame", "mse", "baseline_mse", "background_mse",

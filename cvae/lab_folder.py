@@ -45,7 +45,7 @@ __all__ = [
     "image_size",
     "load_image",
     "load_test_sequences",
-    "load_video",
+    "load_videos",
     "split_dirs",
     "split_videos",
 ]
@@ -313,7 +313,7 @@ class ClipDataset(torch.utils.data.Dataset):
         return len(self.clips)
 
     def _stack(self, folder: Path, names: tuple[str, ...]) -> torch.Tensor:
-        return torch.stack([load_image(folder / n, self.height, self.width) for n in names])
+        return _stack_images(folder, names, self.height, self.width)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         ref = self.clips[i]  # IndexError past the end, as Dataset users expect
@@ -322,22 +322,33 @@ class ClipDataset(torch.utils.data.Dataset):
         return frames, poses, ref.clip_id
 
 
-def load_video(root: str | Path, split: str = "val", height: int = 32, width: int = 64,
-               max_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole video of a split (first ``max_len`` frames): (frames, poses) uint8 [T,3,H,W].
-
-    With a manifest listing several videos, only the first is used: a rollout must not jump
-    between videos.
+def load_videos(root: str | Path, split: str = "val", height: int = 32, width: int = 64,
+                max_len: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every video of a split, each cut to the first ``max_len`` frames and all to the shortest
+    one's length, so that they roll out together as one batch (a rollout never jumps from one
+    video into the next): (frames, poses) uint8 [V,T,3,H,W]. Without a manifest the split is one
+    video (V = 1).
     """
     if max_len is not None and max_len < 2:
         raise ConfigError(f"max_len must be >= 2, got {max_len}")
     img_dir, label_dir, videos = split_videos(root, split)
-    names = videos[0].names[:max_len]
-    if len(names) < 2:
-        raise DataError(f"{img_dir}: {len(names)} frame, need at least 2 for a video")
-    frames = torch.stack([load_image(img_dir / n, height, width) for n in names])
-    poses = torch.stack([load_image(label_dir / n, height, width) for n in names])
+    length = min(len(v.names) for v in videos)
+    if max_len is not None:
+        length = min(length, max_len)
+    if length < 2:
+        short = min(videos, key=lambda v: len(v.names))
+        raise DataError(f"{img_dir}: video {short.video_id} has {length} frame, need at least 2 "
+                        "for a video")
+    names = [v.names[:length] for v in videos]
+    frames = torch.stack([_stack_images(img_dir, n, height, width) for n in names])
+    poses = torch.stack([_stack_images(label_dir, n, height, width) for n in names])
     return frames, poses
+
+
+def _stack_images(folder: Path, names: tuple[str, ...], height: int, width: int
+                  ) -> torch.Tensor:
+    """The named images of a folder: uint8 [T,3,H,W]."""
+    return torch.stack([load_image(folder / n, height, width) for n in names])
 
 
 @dataclass(frozen=True)

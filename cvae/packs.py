@@ -5,7 +5,7 @@ A pack folder::
     <out>/meta.json                 {"format": "cvae-clips/1", "height", "width", "source",
                                      "splits": {"train": {...}, "val": {...}}}
     <out>/train/part-00000.parquet  rows_per_file clips each
-    <out>/val/part-00000.parquet    one row: the whole validation video
+    <out>/val/part-00000.parquet    one row per validation video (all of one length)
 
 Row schema: clip_id int64, video_id int32, start_frame int32, frames binary, poses binary,
 where frames/poses are the raw C-contiguous uint8 bytes of a [T,3,H,W] tensor. Each file's
@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from cvae import storage
 from cvae.errors import ConfigError, DataError
-from cvae.lab_folder import ClipDataset, frame_number, load_video, split_videos
+from cvae.lab_folder import ClipDataset, frame_number, load_videos, split_videos
 from cvae.storage import atomic_path
 
 __all__ = [
@@ -38,7 +38,7 @@ __all__ = [
     "ParquetClipDataset",
     "check_pack",
     "decode_batch",
-    "load_val_video",
+    "load_val_videos",
     "pack",
     "read_meta",
     "split_meta",
@@ -129,15 +129,18 @@ def _write_train(train: ClipDataset, folder: Path, meta: dict, rows_per_file: in
 
 
 def _write_val(root: Path, folder: Path, meta: dict) -> dict:
-    """The validation video as one row; returns the split's metadata."""
+    """The validation videos, one row each, all cut to the shortest one's length (they roll
+    out together as one batch); returns the split's metadata."""
     folder.mkdir(parents=True)
-    frames, poses = load_video(root, "val", height=meta["height"], width=meta["width"])
+    frames, poses = load_videos(root, "val", height=meta["height"], width=meta["width"])
     _, _, videos = split_videos(root, "val")
-    start = frame_number(Path(videos[0].names[0]))
-    info = _split_info(meta, "val", frames.shape[0], 1, ["part-00000.parquet"], [1])
-    _write_shard(folder / "part-00000.parquet",
-                 [(0, videos[0].video_id, start, frames.numpy().tobytes(),
-                   poses.numpy().tobytes())], _shard_meta(info))
+    count = len(videos)
+    info = _split_info(meta, "val", frames.shape[1], count, ["part-00000.parquet"], [count])
+    rows = [(i, video.video_id, frame_number(Path(video.names[0])), video_frames.numpy().tobytes(),
+             video_poses.numpy().tobytes())
+            for i, (video, video_frames, video_poses)
+            in enumerate(zip(videos, frames, poses, strict=True))]
+    _write_shard(folder / "part-00000.parquet", rows, _shard_meta(info))
     return info
 
 
@@ -378,11 +381,12 @@ def decode_batch(batch: dict, *, height: int, width: int, clip_len: int
     return out[0], out[1], clip_ids
 
 
-def load_val_video(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pack's validation video: (frames, poses) uint8 [T,3,H,W]."""
+def load_val_videos(folder: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pack's validation videos (one in a pack made from a single video): (frames, poses)
+    uint8 [V,T,3,H,W]."""
     ds = ParquetClipDataset(folder, "val")
-    frames, poses, _ = ds[0]
-    return frames, poses
+    items = [ds[i] for i in range(len(ds))]
+    return torch.stack([f for f, _, _ in items]), torch.stack([p for _, p, _ in items])
 
 
 def pack_to(root: str | Path, out: str | Path, **options) -> dict:

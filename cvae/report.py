@@ -355,7 +355,7 @@ def _markdown(data: dict[str, Any], figures: dict[str, Path], out: Path) -> str:
         "loss_by_kl_strategy.png": "Training loss per epoch by KL-annealing strategy",
         "beta_by_kl_strategy.png": "KL weight beta per epoch by strategy",
         "tfr_vs_loss.png": "Teacher-forcing ratio against training loss",
-        "best_psnr_per_frame.png": "PSNR per frame of the best model (validation video)",
+        "best_psnr_per_frame.png": "PSNR per frame of the best model (validation videos)",
     }
     for name in FIGURES:
         if name in figures:

@@ -119,7 +119,8 @@ class RunDir:
         m = validation.metrics()
         plots.psnr_per_frame(
             validation.psnr, self.path / "psnr_per_frame.png", baseline=validation.baseline,
-            title=f"Validation PSNR per frame (best epoch {epoch}: {m['val_psnr']:.2f} dB)",
+            title=f"PSNR per frame, {validation.source()} (best epoch {epoch}: "
+                  f"{m['val_psnr']:.2f} dB)",
             **validation.figure_scores(),
         )
 

@@ -46,13 +46,14 @@ def print_result(result: dict) -> None:
     if "test_psnr" in result:
         print("\n".join(summary_lines(result)))
     if "val_psnr" in result:
-        print(f"validation video: val_psnr {result['val_psnr']:.2f} dB (copy-last baseline "
+        print(f"{result['val_source']}: val_psnr {result['val_psnr']:.2f} dB (copy-last baseline "
               f"{result['baseline_psnr']:.2f}), val_psnr_short {result['val_psnr_short']:.2f} dB "
               f"(baseline {result['baseline_psnr_short']:.2f}); one step from the true previous "
               f"frame {result['val_psnr_one_step']:.2f} dB (copying it "
               f"{result['baseline_psnr_one_step']:.2f}); SSIM {result['val_ssim']:.3f} (baseline "
               f"{result['baseline_ssim']:.3f}); figure {result['psnr_png']}; "
-              f"background vs dancer errors per 70 frames {result['regions_csv']}")
+              f"background vs dancer errors per 70 frames (the first video) "
+              f"{result['regions_csv']}")
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from cvae.config import Config
 from cvae.errors import CvaeError, DataError
 from cvae.evaluate import REGION_COLUMNS, Validation, region_errors, validate
 from cvae.heldout import load_truth, score_sequence, write_scores
-from cvae.lab_folder import TestSequence, load_test_sequences, load_video
+from cvae.lab_folder import TestSequence, load_test_sequences, load_videos
 from cvae.model import CVAE
 from cvae.rundir import CHECKPOINTS, METRICS_FILE, write_psnr_csv
 
@@ -97,7 +97,7 @@ def run_tester(cfg: Config, checkpoint: str | Path, device: torch.device) -> dic
     truth = load_truth(root, [s.index for s in sequences], height, width, length)  # or None
     val = None  # every input is read and checked before the first file is written
     if (root / "val" / "val_img").is_dir():
-        val = load_video(root, "val", height, width, max_len=cfg.test.seq_len)
+        val = load_videos(root, "val", height, width, max_len=cfg.test.seq_len)
     out = Path(cfg.run.out)
     out.mkdir(parents=True, exist_ok=True)
     rng = torch.Generator().manual_seed(cfg.test.seed)
@@ -153,9 +153,10 @@ def write_validation(validation: Validation, out: Path) -> dict:
     write_region_csv(out / "rollout_regions.csv", validation)
     m = validation.metrics()
     plots.psnr_per_frame(validation.psnr, out / "psnr_per_frame.png", baseline=validation.baseline,
-                         title=f"Validation video: mean PSNR {m['val_psnr']:.2f} dB",
+                         title=f"{validation.source().capitalize()}: mean PSNR "
+                               f"{m['val_psnr']:.2f} dB",
                          **validation.figure_scores())
-    return {**m, "psnr_csv": str(out / "psnr_per_frame.csv"),
+    return {**m, "val_source": validation.source(), "psnr_csv": str(out / "psnr_per_frame.csv"),
             "psnr_png": str(out / "psnr_per_frame.png"),
             "regions_csv": str(out / "rollout_regions.csv")}
 

@@ -41,11 +41,11 @@ def train(cfg: Config, args: argparse.Namespace) -> int:
     # a bad train.init_from fails before any data is read
     init_weights = initial_weights(cfg) if resume is None else None
     dataset = datasets.train_dataset(cfg)
-    val = datasets.val_video(cfg)
+    val = datasets.val_videos(cfg)
     print(f"training {cfg.model.preset} preset on {cfg.data.root}: {len(dataset)} clips of "
-          f"{cfg.data.clip_len} frames, validation video {val[0].shape[0]} frames, "
+          f"{cfg.data.clip_len} frames, {datasets.describe_videos(val[0])}, "
           f"device {device}, run folder {cfg.run.out}", file=sys.stderr)
-    summary = fit(cfg, data=datasets.loader_epochs(dataset, cfg, device), val_video=val,
+    summary = fit(cfg, data=datasets.loader_epochs(dataset, cfg, device), val_videos=val,
                   device=device, resume_state=resume, init_weights=init_weights)
     cli.print_summary(summary)
     return 0

@@ -362,13 +362,13 @@ def run_epoch(state: TrainingState, cfg: Config, batches: Iterable[Batch], plan:
                        augment_rng=augment_rng if cfg.train.augment else None)
 
 
-def validation_frames(cfg: Config, val_video: tuple[torch.Tensor, torch.Tensor] | None
+def validation_frames(cfg: Config, val_videos: tuple[torch.Tensor, torch.Tensor] | None
                       ) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """uint8 (frames, poses) [T,3,H,W] -> float in [0,1], capped at validation.val_len."""
-    if val_video is None:
+    """uint8 (frames, poses) [V,T,3,H,W] -> float in [0,1], capped at validation.val_len."""
+    if val_videos is None:
         return None
-    n = min(cfg.validation.val_len, val_video[0].shape[0])
-    return val_video[0][:n].float() / 255, val_video[1][:n].float() / 255
+    n = min(cfg.validation.val_len, val_videos[0].shape[1])
+    return val_videos[0][:, :n].float() / 255, val_videos[1][:, :n].float() / 255
 
 
 def check_finite(model: torch.nn.Module, metrics: dict[str, Any]) -> None:
@@ -427,7 +427,7 @@ def kept_checkpoint(run: RunDir | None, epoch: int) -> str:
     return f"kept {run.ckpt_dir / 'last.pt'} (epoch {epoch}, the last finite one)"
 
 
-def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Tensor] | None,
+def fit(cfg: Config, *, data: EpochData, val_videos: tuple[torch.Tensor, torch.Tensor] | None,
         device: torch.device, rank: int = 0,
         prepare_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
         report: Callable[[dict[str, Any], Path | None], None] | None = None,
@@ -437,14 +437,14 @@ def fit(cfg: Config, *, data: EpochData, val_video: tuple[torch.Tensor, torch.Te
         lr_scale: float = 1.0) -> dict[str, Any]:
     """Train `cfg.train.epochs` epochs. Rank 0 validates and writes the run folder.
 
-    val_video: (frames, poses) uint8 [T,3,H,W] (rank 0 only); init_weights: the model's
-    state_dict to start from (`train.init_from`, read by the caller); world: the DDP workers
-    training now (each epoch's row records it); lr_scale: see lr_scale_for. Returns a summary
-    dict.
+    val_videos: (frames, poses) uint8 [V,T,3,H,W] (rank 0 only), rolled out together;
+    init_weights: the model's state_dict to start from (`train.init_from`, read by the caller);
+    world: the DDP workers training now (each epoch's row records it); lr_scale: see
+    lr_scale_for. Returns a summary dict.
     """
     state = setup(cfg, device, prepare_model, resume_state, init_weights, lr_scale)
     run = RunDir(cfg.run.out, cfg, resume_epoch=state.start_epoch) if rank == 0 else None
-    val = validation_frames(cfg, val_video) if rank == 0 else None
+    val = validation_frames(cfg, val_videos) if rank == 0 else None
     options = step_options(cfg, device, progress=cfg.run.progress and rank == 0)
     options.progress_bar = progress_bar
     metrics: dict[str, Any] = {}

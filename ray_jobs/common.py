@@ -51,10 +51,10 @@ def absolutize(cfg: Config) -> None:
 
 
 def check_data(cfg: Config) -> None:
-    """Open the training clips and the validation video once: bad data fails in the driver,
+    """Open the training clips and the validation videos once: bad data fails in the driver,
     before Ray starts, with the file named."""
     datasets.train_dataset(cfg)
-    datasets.val_video(cfg)
+    datasets.val_videos(cfg)
 
 
 def prepare_data(cfg: Config, pack: str) -> tuple[str, dict]:
@@ -71,7 +71,7 @@ def prepare_data(cfg: Config, pack: str) -> tuple[str, dict]:
         root = pack
     meta = packs.check_pack(root, height=d.height, width=d.width, clip_len=d.clip_len)
     cfg.data.root = str(root)
-    datasets.val_video(cfg)  # a broken validation video fails here, not on rank 0 later
+    datasets.val_videos(cfg)  # broken validation videos fail here, not on rank 0 later
     return str(root), meta["splits"]["train"]
 
 

@@ -53,13 +53,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if loop_config.get("wrap_batches") is not None:
         data = data.wrapped(functools.partial(loop_config["wrap_batches"], rank=rank,
                                               out=loop_config["out"]))
-    val = datasets.val_video(cfg) if rank == 0 else None
+    val = datasets.val_videos(cfg) if rank == 0 else None
     with tempfile.TemporaryDirectory(prefix="cvae-run-") as scratch, \
             remember_failure(run_folder):
         if rank == 0:  # a restart continues the run folder the last rank 0 left in storage
             storage.sync_tree(run_folder, scratch)
         cfg.run.out = scratch
-        fit(cfg, data=data, val_video=val, device=device, rank=rank,
+        fit(cfg, data=data, val_videos=val, device=device, rank=rank,
             prepare_model=ray.train.torch.prepare_model,
             report=Reporter(run_folder, scratch, rank, cfg.validation.best_by),
             resume_state=latest_checkpoint_state(),

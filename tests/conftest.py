@@ -27,11 +27,12 @@ def write_png(path: Path, size: tuple[int, int] = (20, 10), mode: str = "RGB",
     return path
 
 
-def build_lab(root: Path, *, train: tuple[int, ...] = (5, 7), val: int = 6,
+def build_lab(root: Path, *, train: tuple[int, ...] = (5, 7), val: int | tuple[int, ...] = 6,
               test: tuple[int, ...] = (3, 4), manifest: bool = True,
               size: tuple[int, int] = (20, 10)) -> Path:
     """A lab-layout folder: train videos of the given lengths (frame numbers run on across
-    videos), one val video, test sequences with the given pose counts; (W, H) images."""
+    videos), val videos likewise (an int: one), test sequences with the given pose counts;
+    (W, H) images."""
     seed = 0
 
     def pair(split: str, n: int) -> None:
@@ -40,18 +41,20 @@ def build_lab(root: Path, *, train: tuple[int, ...] = (5, 7), val: int = 6,
             write_png(root / split / f"{split}_{d}" / f"frame{n}.png", size, seed=seed)
             seed += 1
 
-    first, videos = 0, []
-    for vid, n in enumerate(train):
-        for f in range(first, first + n):
-            pair("train", f)
-        videos.append({"video_id": vid, "first_frame": first, "num_frames": n})
-        first += n
-    for f in range(val):
-        pair("val", f)
+    def videos(split: str, lengths: tuple[int, ...]) -> list[dict]:
+        first, listed = 0, []
+        for vid, n in enumerate(lengths):
+            for f in range(first, first + n):
+                pair(split, f)
+            listed.append({"video_id": vid, "first_frame": first, "num_frames": n})
+            first += n
+        return listed
+
+    splits = {"train": videos("train", train),
+              "val": videos("val", (val,) if isinstance(val, int) else val)}
     if manifest:
         w, h = size
-        for split, vids in (("train", videos),
-                            ("val", [{"video_id": 0, "first_frame": 0, "num_frames": val}])):
+        for split, vids in splits.items():
             doc = {"format": "cvae-synth/1", "seed": 0, "height": h, "width": w, "videos": vids}
             (root / split / "manifest.json").write_text(json.dumps(doc))
     for k, n in enumerate(test):

@@ -73,7 +73,7 @@ def test_cli_synth_and_preview_call_their_modules(make_lab, tmp_path, capsys, mo
     root = tmp_path / "syn"
     code, out, _ = run_cli(["synth", "--out", str(root), "--seed", "3", "--quiet"], capsys)
     assert code == 0 and calls["generate"] == {"seed": 3, "progress": False}
-    assert "8 train frames in 2 videos, 6 val frames, 2 test sequences" in out
+    assert "8 train frames in 2 videos, 6 val frames in 1 video, 2 test sequences" in out
     code, out, _ = run_cli(["preview", str(root), "--out", str(tmp_path / "s.png"),
                             "--frames", "3"], capsys)
     assert code == 0 and calls["contact_sheet"] == {"frames": 3}
@@ -117,8 +117,8 @@ def _digests(root: Path) -> dict[str, str]:
 
 def test_cli_synth_level_zero_writes_the_default_bytes(tmp_path, capsys):
     tiny = ["--train-videos", "2", "--frames-per-video", "6", "--val-frames", "6",
-            "--test-sequences", "1", "--test-frames", "4", "--height", "32", "--width", "64",
-            "--seed", "5", "--quiet"]  # fmt: skip
+            "--val-videos", "1", "--test-sequences", "1", "--test-frames", "4", "--height", "32",
+            "--width", "64", "--seed", "5", "--quiet"]  # fmt: skip
     for name, extra in (("plain", []), ("zero", ["--stochastic", "0"])):
         code, out, _ = run_cli(["synth", "--out", str(tmp_path / name), *tiny, *extra], capsys)
         assert code == 0 and "stochastic" not in out

@@ -8,7 +8,7 @@ import torch
 
 import cvae.packs as cp
 from cvae.config import load_config
-from cvae.datasets import check_root, is_pack, loader_epochs, train_dataset, val_video
+from cvae.datasets import check_root, is_pack, loader_epochs, train_dataset, val_videos
 from cvae.errors import DataError
 from cvae.lab_folder import ClipDataset
 
@@ -55,9 +55,9 @@ def test_a_pack_and_its_lab_folder_give_the_same_clips(packed):
     for i in range(5):
         a, b = from_lab[i], from_pack[i]
         assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
-    frames, poses = val_video(cfg_for(pack, "validation.val_len=4"))
-    lab_frames, lab_poses = val_video(cfg_for(lab, "validation.val_len=4"))
-    assert frames.shape == (4, 3, H, W)
+    frames, poses = val_videos(cfg_for(pack, "validation.val_len=4"))
+    lab_frames, lab_poses = val_videos(cfg_for(lab, "validation.val_len=4"))
+    assert frames.shape == (1, 4, 3, H, W)
     assert torch.equal(frames, lab_frames) and torch.equal(poses, lab_poses)
 
 

@@ -136,6 +136,35 @@ def test_validation_is_deterministic_for_a_seed_at_any_frame_size():
     assert not torch.equal(runs[0].pred, runs[2].pred)
 
 
+def test_several_videos_roll_out_together_and_score_the_mean_per_frame():
+    """[V,T,...] videos: each rolls out on its own slice of the noise (the first video's is
+    what it gets alone), every per-frame score is the mean over the videos, and the figures'
+    rollout is the first video's."""
+    from cvae.evaluate import copy_last_baseline, validate
+    from cvae.losses import psnr
+
+    model = _random_tiny_model()
+    g = torch.Generator().manual_seed(0)
+    frames, poses = torch.rand(2, 9, 3, 8, 12, generator=g), torch.rand(2, 9, 3, 8, 12, generator=g)
+    both = validate(model, frames, poses, short_len=3, device=torch.device("cpu"), seed=3)
+    alone = validate(model, frames[0], poses[0], short_len=3, device=torch.device("cpu"), seed=3)
+    assert both.videos == 2 and alone.videos == 1
+    assert both.source() == "mean of 2 validation videos" and alone.source() == "validation video"
+    torch.testing.assert_close(both.pred, alone.pred)
+    assert torch.equal(both.target, frames[0])
+    noise = torch.randn(2, 8, 4, 8, 12, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        model.eval()
+        second = model.generate(frames[1:2, 0], poses[1:2], noise=noise[1:2])[0]
+    expected = (psnr(alone.pred[1:], frames[0, 1:]) + psnr(second[1:], frames[1, 1:])) / 2
+    torch.testing.assert_close(torch.tensor(both.psnr), expected)
+    baseline = (torch.tensor(copy_last_baseline(frames[0])) +
+                torch.tensor(copy_last_baseline(frames[1]))) / 2
+    torch.testing.assert_close(torch.tensor(both.baseline), baseline)
+    assert len(both.one_step) == 3 and len(both.box_ssim) == 8
+    assert both.metrics().keys() == alone.metrics().keys()
+
+
 # ------------------------------------------------- the dancer's box: a score that sees blur
 
 

@@ -16,7 +16,7 @@ from cvae.lab_folder import (
     frame_files,
     load_image,
     load_test_sequences,
-    load_video,
+    load_videos,
 )
 
 # ---------------------------------------------------------------- images
@@ -123,17 +123,30 @@ def test_too_short_for_clip_len(lab):
         ClipDataset(lab, "train", clip_len=8)
 
 
-def test_load_video(lab):
-    frames, poses = load_video(lab, "val", height=8, width=16)
-    assert frames.shape == poses.shape == (6, 3, 8, 16) and frames.dtype == torch.uint8
-    f4, p4 = load_video(lab, "val", height=8, width=16, max_len=4)
-    assert torch.equal(f4, frames[:4]) and torch.equal(p4, poses[:4])
+def test_load_videos(lab):
+    frames, poses = load_videos(lab, "val", height=8, width=16)
+    assert frames.shape == poses.shape == (1, 6, 3, 8, 16) and frames.dtype == torch.uint8
+    f4, p4 = load_videos(lab, "val", height=8, width=16, max_len=4)
+    assert torch.equal(f4, frames[:, :4]) and torch.equal(p4, poses[:, :4])
 
 
-def test_load_video_too_short(make_lab, tmp_path):
+def test_load_videos_cuts_every_video_to_the_shortest(make_lab, tmp_path):
+    root = make_lab(tmp_path / "lab", val=(6, 4, 5))
+    frames, poses = load_videos(root, "val", height=8, width=16)
+    assert frames.shape == poses.shape == (3, 4, 3, 8, 16)
+    # video 1 starts at frame6.png: its own frames, not video 0's continued
+    assert torch.equal(frames[1, 0], load_image(root / "val/val_img/frame6.png", 8, 16))
+    assert torch.equal(poses[2, 3], load_image(root / "val/val_label/frame13.png", 8, 16))
+    assert load_videos(root, "val", height=8, width=16, max_len=3)[0].shape[1] == 3
+
+
+def test_load_videos_too_short(make_lab, tmp_path):
     root = make_lab(tmp_path / "lab", val=1)
-    with pytest.raises(DataError, match="val_img: 1 frame"):
-        load_video(root)
+    with pytest.raises(DataError, match="val_img: video 0 has 1 frame"):
+        load_videos(root)
+    root = make_lab(tmp_path / "two", val=(5, 1))
+    with pytest.raises(DataError, match="val_img: video 1 has 1 frame"):
+        load_videos(root)
 
 
 def test_test_sequences(make_lab, tmp_path):

@@ -12,12 +12,12 @@ import torch
 
 import cvae.packs as cp
 from cvae.errors import DataError
-from cvae.lab_folder import ClipDataset, load_video
+from cvae.lab_folder import ClipDataset, load_videos
 from cvae.packs import (
     ParquetClipDataset,
     check_pack,
     decode_batch,
-    load_val_video,
+    load_val_videos,
     pack,
     read_meta,
 )
@@ -73,10 +73,25 @@ def test_metadata_recorded(packed):
     check_pack(out / "train", height=H, width=W, clip_len=T)  # a split folder works too
 
 
-def test_val_row_equals_load_video(packed):
+def test_val_row_equals_load_videos(packed):
     lab, out = packed
-    frames, poses = load_val_video(out)
-    f, p = load_video(lab, "val", height=H, width=W)
+    frames, poses = load_val_videos(out)
+    f, p = load_videos(lab, "val", height=H, width=W)
+    assert frames.shape == (1, 6, 3, H, W)
+    assert torch.equal(frames, f) and torch.equal(poses, p)
+
+
+def test_several_val_videos_are_one_row_each_at_the_shortest_length(make_lab, tmp_path):
+    lab = make_lab(tmp_path / "lab", val=(6, 4, 5))
+    out = tmp_path / "pack"
+    made = pack(lab, out, clip_len=T, height=H, width=W, progress=False)
+    assert made["splits"]["val"]["num_clips"] == 3 and made["splits"]["val"]["clip_len"] == 4
+    table = pq.read_table(out / "val/part-00000.parquet")
+    assert table.column("video_id").to_pylist() == [0, 1, 2]
+    assert table.column("start_frame").to_pylist() == [0, 6, 10]
+    frames, poses = load_val_videos(out)
+    f, p = load_videos(lab, "val", height=H, width=W)
+    assert frames.shape == (3, 4, 3, H, W)
     assert torch.equal(frames, f) and torch.equal(poses, p)
 
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from cvae.errors import DataError
 from cvae.heldout import load_truth
-from cvae.lab_folder import ClipDataset, load_image, load_test_sequences, load_video
+from cvae.lab_folder import ClipDataset, load_image, load_test_sequences, load_videos
 
 # ---------------------------------------------------------------- PNG modes
 
@@ -97,7 +97,7 @@ def test_a_gap_in_the_validation_video_is_an_error(make_lab, tmp_path):
     lab = make_lab(tmp_path / "lab", manifest=False)
     _drop(lab, "val", 2)
     with pytest.raises(DataError, match=r"val_img/frame2.png: missing"):
-        load_video(lab, "val")
+        load_videos(lab, "val")
 
 
 def test_a_gap_in_a_test_sequences_poses_is_an_error_not_a_shorter_sequence(lab):
@@ -122,8 +122,8 @@ def test_a_gap_in_the_true_test_frames_is_an_error(lab, png):
 @pytest.mark.parametrize(("file", "load"), [
     ("train/train_img/frame6.png", lambda lab: ClipDataset(lab, clip_len=2)),
     ("train/train_label/frame2.png", lambda lab: ClipDataset(lab, clip_len=2)),
-    ("val/val_img/frame3.png", lambda lab: load_video(lab, "val")),
-    ("val/val_label/frame0.png", lambda lab: load_video(lab, "val")),
+    ("val/val_img/frame3.png", lambda lab: load_videos(lab, "val")),
+    ("val/val_label/frame0.png", lambda lab: load_videos(lab, "val")),
     ("test/test_img/1/frame0.png", load_test_sequences),
     ("test/test_label/1/frame3.png", load_test_sequences),
     ("test/test_truth/1/frame1.png", lambda lab: load_truth(lab, [0, 1], 10, 20, 3)),

@@ -15,8 +15,8 @@ from cvae.errors import DataError
 from cvae.preview import contact_sheet
 
 TINY = {
-    "train_videos": 2, "frames_per_video": 12, "val_frames": 20, "test_sequences": 2,
-    "test_frames": 10, "height": 32, "width": 64, "progress": False,
+    "train_videos": 2, "frames_per_video": 12, "val_frames": 20, "val_videos": 2,
+    "test_sequences": 2, "test_frames": 10, "height": 32, "width": 64, "progress": False,
 }  # fmt: skip
 
 
@@ -63,8 +63,8 @@ def test_layout_names_and_counts(data):
     assert _names(data / "test") == {"test_img", "test_label", "test_truth", "manifest.json"}
     assert _names(data / "train" / "train_img") == _frames(24)
     assert _names(data / "train" / "train_label") == _frames(24)
-    assert _names(data / "val" / "val_img") == _frames(20)
-    assert _names(data / "val" / "val_label") == _frames(20)
+    assert _names(data / "val" / "val_img") == _frames(40)  # 2 videos of 20, numbered on
+    assert _names(data / "val" / "val_label") == _frames(40)
     assert _names(data / "test" / "test_img") == {"0", "1"}
     assert _names(data / "test" / "test_label") == {"0", "1"}
     assert _names(data / "test" / "test_truth") == {"0", "1"}
@@ -94,7 +94,8 @@ def test_manifests_match_files(data):
     covered = set().union(*(_frames(v["num_frames"], v["first_frame"]) for v in train["videos"]))
     assert covered == _names(data / "train" / "train_img")
     val = json.loads((data / "val" / "manifest.json").read_text())
-    assert val["videos"] == [{"video_id": 0, "first_frame": 0, "num_frames": 20}]
+    assert val["videos"] == [{"video_id": 0, "first_frame": 0, "num_frames": 20},
+                             {"video_id": 1, "first_frame": 20, "num_frames": 20}]
     test = json.loads((data / "test" / "manifest.json").read_text())
     assert [(v["video_id"], v["subdir"], v["num_frames"]) for v in test["videos"]] == [
         (0, "0", 10),
@@ -198,6 +199,15 @@ def test_non_empty_out_is_refused(tmp_path):
     assert (out / "x.txt").read_text() == "keep me"
 
 
+def test_the_first_validation_video_is_the_one_a_single_video_set_has(data, tmp_path):
+    one = _make(tmp_path, seed=3, val_videos=1)
+    assert _digests(one / "val" / "val_img") == {
+        name: digest for name, digest in _digests(data / "val" / "val_img").items()
+        if int(name.removeprefix("frame").removesuffix(".png")) < 20}
+    assert _digests(one / "train") == _digests(data / "train")  # other splits as they were
+    assert synth.VAL_VIDEOS == 4  # the default set's
+
+
 def test_empty_out_dir_is_used(tmp_path):
     out = tmp_path / "data"
     out.mkdir()
@@ -207,7 +217,8 @@ def test_empty_out_dir_is_used(tmp_path):
 
 @pytest.mark.parametrize(
     ("arg", "value"),
-    [("train_videos", 0), ("frames_per_video", 0), ("val_frames", -1), ("test_sequences", 0),
+    [("train_videos", 0), ("frames_per_video", 0), ("val_frames", -1), ("val_videos", 0),
+     ("test_sequences", 0),
      ("test_frames", 0), ("height", 15), ("width", 8), ("frames_per_video", 2.5)],
 )  # fmt: skip
 def test_bad_arguments_are_refused(tmp_path, arg, value):
@@ -312,7 +323,7 @@ def test_events_leave_the_poses_unchanged(calm, eventful):
     calm_d, eventful_d = _digests(calm), _digests(eventful)
     assert calm_d.keys() == eventful_d.keys()
     labels = [k for k in calm_d if "_label" in k]
-    assert len(labels) == 2 * 40 + 80 + 2 * 30
+    assert len(labels) == 2 * 40 + 2 * 80 + 2 * 30
     assert all(calm_d[k] == eventful_d[k] for k in labels)
     for k in ("0", "1"):  # the Tester's given frame: no event starts at a video's frame 0
         rel = f"test/test_img/{k}/frame0.png"

@@ -181,7 +181,7 @@ def test_fit_without_validation(tmp_path):
         "run.progress=false", "train.per_save=0",
     ])
     data = EpochData(lambda epoch: _batches(2, t=3), steps_per_epoch=2)
-    summary = fit(cfg, data=data, val_video=None, device=torch.device("cpu"))
+    summary = fit(cfg, data=data, val_videos=None, device=torch.device("cpu"))
     out = tmp_path / "run"
     rows = metrics(out)
     assert [r["epoch"] for r in rows] == ["1", "2"]
@@ -212,8 +212,8 @@ def _fit_with_validation(tmp_path, best_by: str, monkeypatch) -> tuple[dict, lis
         "validation.val_len=5", f"validation.best_by={best_by}",
     ])
     data = EpochData(lambda epoch: _batches(2, t=3), steps_per_epoch=2)
-    video = next(_batches(1, t=5))  # frames, poses uint8 [1,5,3,8,8]
-    summary = fit(cfg, data=data, val_video=(video[0][0], video[1][0]),
+    video = next(_batches(1, t=5))  # frames, poses uint8 [V=1,5,3,8,8]
+    summary = fit(cfg, data=data, val_videos=(video[0], video[1]),
                   device=torch.device("cpu"))
     return summary, metrics(tmp_path / best_by)
 
