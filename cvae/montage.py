@@ -80,10 +80,12 @@ def save_gif(images: list[Image.Image], path: str | Path, fps: int) -> Path:
                  duration=int(1000 / fps), loop=0)
 
 
-def write_strip(sources: dict[str, np.ndarray], path: str | Path, scale: int = 2) -> Path:
-    """A PNG grid: one row per source (its name on the left), one column per step (t=N above)."""
+def write_strip(sources: dict[str, np.ndarray], path: str | Path, scale: int = 2,
+                steps: list[int] | None = None) -> Path:
+    """A PNG grid: one row per source (its name on the left), one column per step (t=N above);
+    `steps` defaults to `strip_steps` of the rollout's length."""
     length, h, w = _check(sources)
-    steps = strip_steps(length)
+    steps = strip_steps(length) if steps is None else steps
     font = _font()
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     left = int(max(probe.textlength(name, font=font) for name in sources)) + 6

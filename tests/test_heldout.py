@@ -195,4 +195,10 @@ def test_views_have_one_panel_or_row_per_source(tmp_path):
     with Image.open(tmp_path / "s.png") as im:
         assert im.size[1] == 14 + 3 * (16 + 2)  # three rows under the step labels
         assert im.format == "PNG"
+        default_width = im.size[0]
+    write_strip(sources, tmp_path / "two.png", scale=2, steps=[0, 11])
+    with Image.open(tmp_path / "two.png") as im:  # two columns instead of strip_steps(12)'s
+        assert default_width - im.size[0] == (len(strip_steps(12)) - 2) * (20 + 2)
+        frame = np.asarray(im)[14:30, -22:-2]  # the first row's last tile: truth at t = 11
+        assert np.array_equal(frame[::2, ::2], a[11].transpose(1, 2, 0))
     assert not list(tmp_path.glob(".*tmp*"))
