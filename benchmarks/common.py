@@ -236,8 +236,8 @@ def synth_set(*, train_videos: int = 8, frames_per_video: int = 160, val_frames:
         with contextlib.suppress(FileExistsError, OSError):
             synth.generate(out, seed=seed, train_videos=train_videos,
                            frames_per_video=frames_per_video, val_frames=val_frames,
-                           val_videos=1, test_sequences=test_sequences, test_frames=test_frames, height=height,
-                           width=width, progress=False)
+                           val_videos=1, test_sequences=test_sequences,
+                           test_frames=test_frames, height=height, width=width, progress=False)
         if not (out / "train" / "manifest.json").is_file():  # a concurrent run lost the race?
             raise RuntimeError(f"{out}: could not make the synthetic set")
     return out
