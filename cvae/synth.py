@@ -104,15 +104,8 @@ def generate(
     _check_out(out)
     jobs = _jobs(seed, train_videos, frames_per_video, val_frames, val_videos, test_sequences,
                  test_frames)
-    total = sum(job.num_frames for job in jobs)
     start = time.perf_counter()
-    events = {}
-    with atomic_path(out.resolve()) as tmp:
-        storage.remove(tmp)  # a stale folder of an earlier run with our pid
-        with tqdm(total=total, desc="synth", unit="frame", disable=not progress) as bar:
-            for job in jobs:
-                events[job] = _write_video(tmp, job, height, width, bar.update, level)
-        _write_manifests(tmp, jobs, seed, height, width, level, events)
+    events = _write_all(out, jobs, seed, height, width, level, progress)
     return {
         "out": str(out),
         "seed": seed,
@@ -129,6 +122,21 @@ def generate(
         "files": _count_files(out),
         "seconds": round(time.perf_counter() - start, 3),
     }
+
+
+def _write_all(out: Path, jobs: list[_Job], seed: int, height: int, width: int, level: float,
+               progress: bool) -> dict:
+    """Write every video and the manifests into a temporary sibling renamed to ``out`` at the
+    end; return each job's events."""
+    events = {}
+    with atomic_path(out.resolve()) as tmp:
+        storage.remove(tmp)  # a stale folder of an earlier run with our pid
+        total = sum(job.num_frames for job in jobs)
+        with tqdm(total=total, desc="synth", unit="frame", disable=not progress) as bar:
+            for job in jobs:
+                events[job] = _write_video(tmp, job, height, width, bar.update, level)
+        _write_manifests(tmp, jobs, seed, height, width, level, events)
+    return events
 
 
 # ------------------------------------------------------------------------ argument checks
