@@ -169,6 +169,10 @@ class TestConfig:
     seq_len: int = 630  # frames per test sequence, frame 0 included
     seed: int = 0
     gif_fps: int = 20
+    # Rollouts per held-out sequence, each with its own z from the prior; above 1 the Tester
+    # also reports the samples' mean and the best of them (test_samples.csv). Sample 0 is the
+    # submitted one. Needs a data set with the true test frames.
+    samples: int = 1
 
 
 @dataclass
@@ -357,6 +361,7 @@ def _validate_run(v: ValidationConfig, te: TestConfig, r: RunConfig) -> None:
     _check(v.best_by in BEST_BY, "validation.best_by", v.best_by, f"must be one of {list(BEST_BY)}")
     _check(te.seq_len >= 1, "test.seq_len", te.seq_len, "must be >= 1")
     _check(te.gif_fps >= 1, "test.gif_fps", te.gif_fps, "must be >= 1")
+    _check(te.samples >= 1, "test.samples", te.samples, "must be >= 1")
     _check(r.device in DEVICES, "run.device", r.device, f"must be one of {list(DEVICES)}")
     _check(r.threads >= 0, "run.threads", r.threads, "must be >= 0")
     _check(bool(r.out), "run.out", r.out, "must not be empty")

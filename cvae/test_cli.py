@@ -8,6 +8,7 @@ from cvae import cli
 from cvae.errors import ConfigError, cli_entry
 from cvae.heldout import summary_lines
 from cvae.lock import lock_folder
+from cvae.samples import sample_lines
 from cvae.tester import check_out, run_tester
 from cvae.training import resolve_device
 
@@ -45,6 +46,8 @@ def print_result(result: dict) -> None:
     print(f"GIFs: {', '.join(result['gifs'])}; side by side: {', '.join(result['compare_gifs'])}")
     if "test_psnr" in result:
         print("\n".join(summary_lines(result)))
+    if "test_samples" in result:
+        print("\n".join(sample_lines(result)))
     if "val_psnr" in result:
         print(f"{result['val_source']}: val_psnr {result['val_psnr']:.2f} dB (copy-last baseline "
               f"{result['baseline_psnr']:.2f}), val_psnr_short {result['val_psnr_short']:.2f} dB "

@@ -3,7 +3,8 @@
 Beside it, per sequence: pred_seq<k>.gif (the rollout), compare_seq<k>.gif and strip_seq<k>.png
 (truth | prediction | copy-frame-0 baseline where the data set keeps the true test frames, else
 prediction | poses). With the true frames, the held-out score too (cvae.heldout: PSNR, SSIM,
-and SSIM and sharpness inside the dancer's box, over all frames and over the last 130).
+and SSIM and sharpness inside the dancer's box, over all frames and over the last 130; with
+test.samples > 1, the mean and the best of that many rollouts per sequence: cvae.samples).
 
 submission.csv: header `id,0,1,...,3*H*W-1`; one row per generated frame,
 sequences stacked in order (id = k * T + t); values = frame in C,H,W order x 255, rounded to ints;
@@ -32,6 +33,7 @@ from cvae.heldout import load_truth, score_sequence, write_scores
 from cvae.lab_folder import TestSequence, load_test_sequences, load_videos
 from cvae.model import CVAE
 from cvae.rundir import CHECKPOINTS, METRICS_FILE, write_psnr_csv
+from cvae.samples import draw_more, score_samples, write_samples
 
 
 def load_model(checkpoint: str | Path, device: torch.device) -> tuple[CVAE, Config]:
@@ -95,6 +97,9 @@ def run_tester(cfg: Config, checkpoint: str | Path, device: torch.device) -> dic
     sequences = load_test_sequences(root, height, width, max_len=cfg.test.seq_len)
     length = check_sequences(sequences, cfg.test.seq_len, root)
     truth = load_truth(root, [s.index for s in sequences], height, width, length)  # or None
+    if cfg.test.samples > 1 and truth is None:
+        raise DataError(f"test.samples = {cfg.test.samples}: scoring samples needs the true "
+                        f"test frames ({root}/test/test_truth), which this data set lacks")
     val = None  # every input is read and checked before the first file is written
     if (root / "val" / "val_img").is_dir():
         val = load_videos(root, "val", height, width, max_len=cfg.test.seq_len)
@@ -122,12 +127,31 @@ def run_tester(cfg: Config, checkpoint: str | Path, device: torch.device) -> dic
         scores = [score_sequence(s.index, frames, s.first_frame, true, s.poses[:length])
                   for s, frames, true in zip(sequences, generated, truth, strict=True)]
         result.update(write_scores(scores, out))
+        if cfg.test.samples > 1:
+            result.update(more_samples(model, first, poses, sequences, generated, truth,
+                                       cfg, rng, out))
     if val is not None:
         validation = validate(model, val[0].float() / 255, val[1].float() / 255,
                               short_len=trained.validation.short_horizon(trained.data.clip_len),
                               device=device, seed=cfg.test.seed)
         result.update(write_validation(validation, out))
     return result
+
+
+def more_samples(model: CVAE, first: torch.Tensor, poses: torch.Tensor,
+                 sequences: list[TestSequence], generated: list[np.ndarray],
+                 truth: list[torch.Tensor], cfg: Config, rng: torch.Generator, out: Path) -> dict:
+    """test.samples - 1 more rollouts of every sequence (rng goes on from the submitted one's
+    draws), all scored with the submitted one: test_samples.csv and its summary."""
+    extra = cfg.test.samples - 1
+    bar = tqdm(total=extra * len(sequences) * (poses.shape[1] - 1),
+               desc="more samples", unit="frame", disable=not cfg.run.progress,
+               dynamic_ncols=True)
+    with bar:
+        more = draw_more(model, first, poses, extra, rng, progress=bar)  # [extra,K,T,3,H,W]
+    rows = {seq.index: score_samples([frames, *more[:, i].numpy()], true)
+            for i, (seq, frames, true) in enumerate(zip(sequences, generated, truth, strict=True))}
+    return write_samples(rows, out)
 
 
 def write_views(sequences: list[TestSequence], generated: list[np.ndarray],

@@ -468,3 +468,46 @@ def test_run_tester_result_carries_the_box_scores(tiny_run, tiny_data, tmp_path)
     lines = summary_lines(result)
     assert f"box SSIM {result['test_late_box_ssim']:.3f}" in lines[2]
     assert f"sharpness {result['test_sharpness']:.2f}" in lines[1]
+
+
+def test_samples_keep_the_submission_and_score_every_sample(tested, tiny_run, tiny_data,
+                                                            tmp_path, cli, capsys):
+    """test.samples=3: the submission is sample 0, unchanged; test_samples.csv scores 3 rollouts
+    per sequence, sample 0's row is the held-out score of the submission, and the summary's
+    mean and best are those of the rows."""
+    out = tmp_path / "samples"
+    argv = argv_for(tiny_run / "checkpoints" / "best.pt", tiny_data, out, "--set",
+                    "test.samples=3")
+    assert cli(cvae_test, argv) == 0
+    printed = capsys.readouterr().out
+    assert (out / "submission.csv").read_bytes() == (tested / "submission.csv").read_bytes()
+    rows = _read_csv(out / "test_samples.csv")
+    assert [(r["sequence"], r["sample"]) for r in rows] == [
+        (str(k), str(i)) for k in range(K) for i in range(3)]
+    summary = {r["sequence"]: r for r in _read_csv(tested / "test_scores_summary.csv")}
+    psnr = np.array([float(r["psnr"]) for r in rows]).reshape(K, 3)
+    for k in range(K):
+        assert psnr[k, 0] == pytest.approx(float(summary[str(k)]["psnr"]), abs=1e-3)
+    assert not np.allclose(psnr[:, 0], psnr[:, 1])  # each sample draws its own z
+    mean, best = psnr.mean(1).mean(), psnr.max(1).mean()
+    assert f"mean PSNR {mean:.2f} dB" in printed and f"best of 3 PSNR {best:.2f} dB" in printed
+
+
+def test_samples_need_the_true_frames(tiny_run, tiny_data, tmp_path, cli, capsys):
+    data = _copy_data(tiny_data, tmp_path)
+    shutil.rmtree(data / "test" / "test_truth")
+    out = tmp_path / "out"
+    _fails(cli, capsys, argv_for(tiny_run, data, out, "--set", "test.samples=2"), out,
+           "test.samples = 2", "test_truth")
+
+
+def test_summarise_takes_the_best_sample_by_psnr_with_its_own_ssim():
+    from cvae.samples import summarise
+
+    rows = {0: [(20.0, 0.5), (22.0, 0.4), (21.0, 0.9)], 3: [(30.0, 0.8)] * 3}
+    s = summarise(rows)
+    assert s["test_samples"] == 3
+    assert s["test_samples_mean_psnr"] == pytest.approx((21.0 + 30.0) / 2)
+    assert s["test_samples_best_psnr"] == pytest.approx((22.0 + 30.0) / 2)
+    assert s["test_samples_best_ssim"] == pytest.approx((0.4 + 0.8) / 2)
+    assert s["test_samples_spread_psnr"] == pytest.approx((2.0 + 0.0) / 2)
