@@ -4,7 +4,8 @@
 #   2. ray_jobs.train --use-gpu, lab preset: teacher-forced in bf16 (the default on a GPU) and
 #      in fp32 (loss and val_psnr side by side), then free-running: training frames/s from
 #      metrics.csv, the first epoch against the others (the cold start a worker pays), and the
-#      630-frame validation rollout's seconds
+#      630-frame validation rollout's seconds; free-running once more with the per-frame step
+#      compiled (run.compile; not with QUICK: compiling takes minutes on a 2-core CPU)
 #   3. a sweep of 1 trial, then of 8 trials sharing the GPU (--gpus-per-worker 0.125; 2 trials with
 #      QUICK): wall time
 #   nvidia-smi is sampled every second during 2 and 3 (utilization, memory) into OUT/*.csv.
@@ -130,10 +131,13 @@ PY
 
 log "2. ray_jobs.train, teacher-forced then free-running (batch $BATCH)"
 STEPS=$([ -n "$QUICK" ] && echo 2 || echo 20)
-ray_train tf 75 --set train.tfr_sde=1000 --set train.max_steps_per_epoch="$STEPS"
-ray_train tf_fp32 60 --set train.tfr_sde=1000 --set train.max_steps_per_epoch="$STEPS" \
+ray_train tf 70 --set train.tfr_sde=1000 --set train.max_steps_per_epoch="$STEPS"
+ray_train tf_fp32 50 --set train.tfr_sde=1000 --set train.max_steps_per_epoch="$STEPS" \
     --set train.precision=fp32
 ray_train fr 60 --set train.tfr=0 --set train.max_steps_per_epoch="$STEPS"
+# Epoch 1 compiles (its seconds against the later epochs' are the compile time)
+[ -z "$QUICK" ] && ray_train fr_compiled 70 --set train.tfr=0 \
+    --set train.max_steps_per_epoch="$STEPS" --set run.compile=true
 
 # A sweep of the trials a space names (each trial 2 short epochs); prints its wall time.
 sweep() {  # name, limit, space file, extra args...

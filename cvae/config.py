@@ -190,6 +190,9 @@ class RunConfig:
     # validation rollout), each timed at first sight: the suspected cause of GPU runs whose
     # first steps stalled for minutes (benchmarks/gpu_check.sh measures it cold and warm).
     cudnn_benchmark: bool = False
+    # torch.compile the per-frame step (free-running training, validation and Tester
+    # rollouts): fewer, fused kernels per generated frame, paid for by a compile at start-up.
+    compile: bool = False
 
 
 @dataclass

@@ -238,6 +238,8 @@ class CVAE(nn.Module):
         # Frames per chunk of the teacher-forced batched pass (0: the whole clip at once). A
         # speed setting, not architecture: `cvae.training.build_model` sets it from the config.
         self.chunk_frames = 0
+        # The per-frame step as torch.compile made it (`compile_frames`), or None: eager.
+        self.compiled_frame = None
 
     def generated_and_mask(self, prev, prev_feat, pose_feat, z):
         """The generator's frame [*,3,H,W] and, with blend_mask, the mask sigmoid(m) [*,1,H,W]
@@ -383,13 +385,26 @@ class CVAE(nn.Module):
         Returns (pred [B,3,H,W], not clamped; mask [B,1,H,W] or None; the learned prior's
         (mu, logvar) [B,N,H,W] given prev, or None without one).
         """
+        frame = self.compiled_frame or self._frame
+        return frame(prev, pose_feat, z, eps, first_feat, *composite_args(comp, t, prev))
+
+    def _frame(self, prev, pose_feat, z, eps, first_feat, change=None, base=None):
+        """`_next_frame` on tensors alone (change, base: pose_region's, of this step), so that
+        torch.compile makes one graph of it whatever the step."""
         prev_feat = self.frame_encoder(prev)  # [B,F,H,W]
         prior = None if self.prior is None else self.prior.gaussian(prev_feat, pose_feat)
         if z is None:
             z = eps if prior is None else reparameterize(*prior, eps)
         pred, mask = self._step(prev, self.fusion_features(prev_feat, first_feat), pose_feat, z,
-                                *composite_args(comp, t, prev))
+                                change, base)
         return pred, mask, prior
+
+    def compile_frames(self) -> None:
+        """torch.compile the per-frame step of free-running training and of rollouts (run.compile):
+        a generated frame is ~170 small operations, launch-bound on a GPU; compiled, it is a few
+        fused kernels. Shapes are static (one graph per batch size and mode, compiled at first
+        sight); the numbers match eager's to float rounding."""
+        self.compiled_frame = torch.compile(self._frame, dynamic=False)
 
     @torch.no_grad()
     def generate(self, first_frame: torch.Tensor, poses: torch.Tensor,

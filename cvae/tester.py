@@ -92,6 +92,8 @@ def run_tester(cfg: Config, checkpoint: str | Path, device: torch.device) -> dic
     """Generate every test sequence; write submission.csv, GIFs, side-by-side views, the
     held-out score (where the true test frames exist) and the validation scores."""
     model, trained = load_model(checkpoint, device)
+    if cfg.run.compile:
+        model.compile_frames()
     height, width = trained.data.height, trained.data.width
     root = Path(cfg.data.root)
     sequences = load_test_sequences(root, height, width, max_len=cfg.test.seq_len)

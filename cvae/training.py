@@ -66,6 +66,8 @@ def build_model(cfg: Config, device: torch.device) -> CVAE:
     model.chunk_frames = chunk_frames_for(cfg, device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    if cfg.run.compile:
+        model.compile_frames()
     return model
 
 
