@@ -113,6 +113,11 @@ class TrainConfig:
     kl_anneal_type: str = "Cyclical"
     kl_anneal_cycle: int = 10
     kl_anneal_ratio: float = 1.0
+    # The annealed beta's top value: beta = kl_weight x the schedule's 0..1. The loss is the MSE
+    # averaged over pixels plus beta x the KL summed over latents, so at 1 (the lab's) one nat
+    # costs as much as the whole frame's squared error and the latent stays empty; SVG uses 1e-4
+    # with the same reductions.
+    kl_weight: float = 1.0
     per_save: int = 3  # also keep checkpoints/epoch_<n>.pt every n epochs (0: never)
     max_steps_per_epoch: int = 0  # 0: the whole epoch; >0 caps it (smoke tests, benchmarks)
     # Autocast: "auto" is bf16 on a GPU (its tensor cores; weights and the loss stay fp32) and
@@ -342,6 +347,7 @@ def _validate_train(t: TrainConfig) -> None:
         t.kl_anneal_type in KL_ANNEAL_TYPES, "train.kl_anneal_type", t.kl_anneal_type,
         f"must be one of {list(KL_ANNEAL_TYPES)}",
     )
+    _check(t.kl_weight >= 0, "train.kl_weight", t.kl_weight, "must be >= 0")
     _check(t.kl_anneal_cycle >= 1, "train.kl_anneal_cycle", t.kl_anneal_cycle, "must be >= 1")
     _check(0 <= t.kl_anneal_ratio <= 1, "train.kl_anneal_ratio", t.kl_anneal_ratio,
            "must be in [0, 1]")

@@ -58,11 +58,12 @@ class KLAnnealing(EpochCounter):
     anneal_type: str
     cycle: int
     ratio: float
+    weight: float = 1.0  # beta's top value (train.kl_weight)
     epoch: int = 0
 
     @property
     def beta(self) -> float:
-        return kl_beta(self.epoch, self.anneal_type, self.cycle, self.ratio)
+        return self.weight * kl_beta(self.epoch, self.anneal_type, self.cycle, self.ratio)
 
 
 # The same shape as KLAnnealing on purpose: each schedule names its own parameters.

@@ -220,7 +220,7 @@ class _NoBar:
 
 
 def _progress_bar(plan: EpochPlan, options: StepOptions):
-    desc = (f"epoch {plan.epoch + 1}/{plan.epochs} (beta {plan.beta:.2f}, "
+    desc = (f"epoch {plan.epoch + 1}/{plan.epochs} (beta {plan.beta:.3g}, "
             f"tfr {plan.tfr:.2f})")
     if not options.progress:
         return _NoBar()
@@ -322,7 +322,7 @@ def setup(cfg: Config, device: torch.device,
     state = TrainingState(
         model, model, optimizer,
         torch.optim.lr_scheduler.MultiStepLR(optimizer, t.lr_milestones, gamma=t.lr_gamma),
-        KLAnnealing(t.kl_anneal_type, t.kl_anneal_cycle, t.kl_anneal_ratio),
+        KLAnnealing(t.kl_anneal_type, t.kl_anneal_cycle, t.kl_anneal_ratio, t.kl_weight),
         TeacherForcing(t.tfr, t.tfr_sde, t.tfr_d_step),
     )
     if resume_state is not None:
@@ -484,7 +484,7 @@ def fit(cfg: Config, *, data: EpochData, val_videos: tuple[torch.Tensor, torch.T
 def epoch_line(m: dict[str, Any], epochs: int) -> str:
     """The one line an epoch prints."""
     line = (f"epoch {m['epoch']}/{epochs}  loss {m['loss']:.4f} (mse {m['mse']:.4f}, "
-            f"kl {m['kl']:.2f})  beta {m['beta']:.2f}  tfr {m['tfr']:.2f}  {m['seconds']:.0f}s")
+            f"kl {m['kl']:.2f})  beta {m['beta']:.3g}  tfr {m['tfr']:.2f}  {m['seconds']:.0f}s")
     if "workers" in m:
         line += f"  {m['workers']} worker" + ("s" if m["workers"] != 1 else "")
     if "val_psnr" in m:

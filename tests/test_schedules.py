@@ -134,6 +134,16 @@ def test_kl_annealing_object_follows_the_function():
     assert kl.epoch == 9
 
 
+def test_kl_weight_scales_the_annealed_beta():
+    kl = KLAnnealing("Monotonic", 4, 0.5, weight=1e-4)
+    seen = []
+    for _ in range(4):
+        seen.append(kl.beta)
+        kl.update()
+    assert seen == pytest.approx([0.0, 0.5e-4, 1e-4, 1e-4])
+    assert KLAnnealing("None", 4, 0.5, weight=0.25).beta == 0.25
+
+
 def test_teacher_forcing_object_follows_the_function():
     tf = TeacherForcing(1.0, 2, 0.5)
     seen = []

@@ -412,3 +412,20 @@ def test_precision_auto_is_bf16_on_a_gpu_only(precision, device, expected):
 
     cfg = load_config(overrides=[f"train.precision={precision}"])
     assert autocast_dtype_for(cfg, torch.device(device)) is expected
+
+
+def test_setup_scales_beta_by_train_kl_weight():
+    """train.kl_weight is beta's top value: what each epoch's plan trains with."""
+    from conftest import TINY_MODEL_SETS
+
+    from cvae.config import load_config
+
+    cfg = load_config(overrides=[*TINY_MODEL_SETS, "train.kl_weight=1e-4",
+                                 "train.kl_anneal_type=Monotonic", "train.kl_anneal_cycle=2",
+                                 "train.kl_anneal_ratio=1"])
+    state = training.setup(cfg, torch.device("cpu"))
+    betas = []
+    for _ in range(3):
+        betas.append(state.kl_annealing.beta)
+        state.kl_annealing.update()
+    assert betas == pytest.approx([0.0, 0.5e-4, 1e-4])
