@@ -253,54 +253,14 @@ def build_parser():
     return p
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    args = build_parser().parse_args(argv)
-    common.set_threads(args)
-    torch.set_flush_denormal(True)  # what configure_torch does on CPU, for both sides
-    preset = "small" if args.tiny else args.preset
-    batch = args.batch or common.size(args, 2, 2, 1)
-    clip_len = args.clip_len or common.size(args, 16, 6, 3)
-    rounds = args.rounds or common.size(args, 3, 3, 1)
-    warmup = common.size(args, 1, 1, 0)
-    log = None if args.json else common.stderr
-    common.stderr(f"train_step: preset {preset}, batch {batch}, clip_len {clip_len}, "
-                  f"{rounds} rounds after {warmup} warm-up")
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SystemExit("--device cuda: no CUDA device is available")
-        # cuDNN autotuning (cvae-train's setting) stays off: every variant's shapes would be
-        # tuned anew, and the one GPU run with it on printed nothing in 120 s (BENCHMARKS.md 7)
-    repeat = args.repeat or (10 if device.type == "cuda" else 1)
-    t0 = time.perf_counter()
-    bench = Bench(preset, batch, clip_len, device=device, repeat=repeat)
-    common.stderr(f"  model, data and one warm-up step ready in {time.perf_counter() - t0:.1f} s")
-    t0 = time.perf_counter()
-    step_flops = bench.step_flops("ours", True)
-    lab_flops = bench.step_flops("lab", True)
-    common.stderr(f"  FLOPs counted in {time.perf_counter() - t0:.1f} s")
-    matmul_n = common.size(args, 8192 if device.type == "cuda" else 2048, 2048, 256)
-    matmul_a = torch.randn(matmul_n, matmul_n, device=device)
-
-    @bench.synchronized
-    def matmul():
-        matmul_a @ matmul_a
-
-    variants: dict[str, Callable[[], Any]] = {
-        "ours teacher-forced": bench.step("ours", True),
-        "lab teacher-forced": bench.step("lab", True),
-        "ours free-running": bench.step("ours", False),
-        "lab free-running": bench.step("lab", False),
-        "matmul": matmul,
-    }
-    compile_seconds = None
+def add_explored(bench: Bench, variants: dict[str, Callable[[], Any]], args,
+                 log: Callable[[str], None] | None) -> dict[str, float] | None:
+    """Add the --explore groups', --compile's and --bf16's variants; compile seconds or None."""
     groups = set(EXPLORE) if args.explore == "all" else {
         g.strip() for g in args.explore.split(",") if g.strip()}
     unknown = groups - set(EXPLORE)
     if unknown:
         raise SystemExit(f"--explore: unknown group(s) {sorted(unknown)}; choose from {EXPLORE}")
-    layout = "channels_last" if bench.channels_last else "NCHW"
-    ours_is = f"{layout}, " + (f"chunks of {bench.chunk} frames" if bench.chunk else "one pass")
     other = not bench.channels_last
     other_name = "channels_last" if other else "NCHW"
     if "layout" in groups:
@@ -317,85 +277,80 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             variants[f"ours tf {name} {other_name}"] = bench.step(
                 "ours", True, chunk=k, channels_last=other)
     if "threads" in groups and torch.get_num_threads() > 1:
-        variants["ours tf 1 thread"] = common.with_threads(bench.step("ours", True), 1)
-        variants["lab tf 1 thread"] = common.with_threads(bench.step("lab", True), 1)
-        variants["ours fr 1 thread"] = common.with_threads(bench.step("ours", False), 1)
-        variants["lab fr 1 thread"] = common.with_threads(bench.step("lab", False), 1)
+        for who in ("ours", "lab"):
+            for kind in ("tf", "fr"):
+                variants[f"{who} {kind} 1 thread"] = common.with_threads(
+                    bench.step(who, kind == "tf"), 1)
     if "onednn" in groups:
         variants["ours tf no oneDNN"] = without_mkldnn(bench.step("ours", True))
         variants["lab tf no oneDNN"] = without_mkldnn(bench.step("lab", True))
     if "denormal" in groups:
         variants["ours fr no denormal flush"] = without_denormal_flush(bench.step("ours", False))
         variants["lab fr no denormal flush"] = without_denormal_flush(bench.step("lab", False))
-    if args.compile:
-        compile_seconds = add_compiled(bench, variants, log)
+    compile_seconds = add_compiled(bench, variants, log) if args.compile else None
     if args.bf16:
         variants["ours tf bf16"] = bench.step("ours", True, autocast_dtype=torch.bfloat16)
         variants["ours fr bf16"] = bench.step("ours", False, autocast_dtype=torch.bfloat16)
+    return compile_seconds
 
-    def before(name: str) -> None:
-        if name != "matmul":
-            bench.restore()
 
-    series = common.interleave(variants, rounds=rounds, warmup=warmup, before=before, log=log)
-    n = bench.frames_per_step * repeat  # predicted frames per timed sample
-
+def summarise(series: dict[str, Any], variants: dict[str, Callable[[], Any]], n: int,
+              flops: dict[str, float], repeat: int) -> dict[str, Any]:
+    """Frames/s per variant (`n` predicted frames per timed sample of `repeat` steps), ours
+    against the lab loop, and GFLOP/s against the matmul's (`flops`: per step, and the
+    matmul's per call)."""
     def fps(name: str) -> float:
         return n / series[name].wall
-
-    def cpu_fps(name: str) -> float:
-        return n / series[name].cpu
 
     def pair(kind: str) -> dict[str, float]:
         ours, lab = f"ours {kind}", f"lab {kind}"
         paired = statistics.median(
             b.wall / a.wall for a, b in zip(series[ours].samples, series[lab].samples,
                                             strict=True))
+        cpu_ours, cpu_lab = n / series[ours].cpu, n / series[lab].cpu
         return {"ours_fps": fps(ours), "lab_loop_fps": fps(lab), "ratio": fps(ours) / fps(lab),
                 "ratio_paired": paired,  # median over rounds of (lab time / our time)
-                "ours_fps_cpu_time": cpu_fps(ours), "lab_loop_fps_cpu_time": cpu_fps(lab),
-                "ratio_cpu_time": cpu_fps(ours) / cpu_fps(lab)}
+                "ours_fps_cpu_time": cpu_ours, "lab_loop_fps_cpu_time": cpu_lab,
+                "ratio_cpu_time": cpu_ours / cpu_lab}
 
-    matmul_gflops = 2 * repeat * matmul_n**3 / series["matmul"].wall / 1e9
-    achieved = step_flops * repeat / series["ours teacher-forced"].wall / 1e9
-    figures: dict[str, Any] = {
+    def gflops(name: str, per_step: float) -> float:
+        return per_step * repeat / series[name].wall / 1e9
+
+    matmul_gflops = gflops("matmul", flops["matmul"])
+    achieved = gflops("ours teacher-forced", flops["ours"])
+    return {
         "teacher_forced": pair("teacher-forced"),
         "free_running": pair("free-running"),
-        "step_gflop": step_flops / 1e9,
+        "step_gflop": flops["ours"] / 1e9,
         "achieved_gflops": achieved,
         "matmul_gflops": matmul_gflops,
         "efficiency": achieved / matmul_gflops,
-        "lab_loop_step_gflop": lab_flops / 1e9,
-        "config": {"preset": preset, "batch": batch, "clip_len": clip_len, "rounds": rounds,
-                   "frames_per_step": bench.frames_per_step, "threads": torch.get_num_threads(),
-                   "flush_denormal": True, "ours": ours_is, "device": str(device),
-                   "steps_per_sample": repeat},
-        "machine": common.machine(),
-    }
-    if compile_seconds is not None:
-        figures["compile_seconds"] = compile_seconds
-    figures["variants_fps"] = {k: fps(k) for k in variants if k != "matmul"}
-    figures["variants_gflops"] = {
-        k: (step_flops if k.startswith("ours t") else lab_flops) * repeat / series[k].wall / 1e9
-        for k in variants if " tf" in k or "teacher-forced" in k
+        "lab_loop_step_gflop": flops["lab"] / 1e9,
+        "variants_fps": {k: fps(k) for k in variants if k != "matmul"},
+        "variants_gflops": {
+            k: gflops(k, flops["ours"] if k.startswith("ours t") else flops["lab"])
+            for k in variants if " tf" in k or "teacher-forced" in k},
     }
 
-    tf, fr = figures["teacher_forced"], figures["free_running"]
+
+def report_lines(figures: dict[str, Any], series: dict[str, Any], n: int,
+                 compile_seconds: dict[str, float] | None) -> list[str]:
+    """The printed table and summary of `summarise`'s figures."""
+    c, tf, fr = figures["config"], figures["teacher_forced"], figures["free_running"]
     lines = [
-        f"train_step benchmark: preset {preset}, batch {batch}, clip_len {clip_len} "
-        f"({n} predicted frames per step), medians of {rounds} interleaved rounds",
-        f"ours = cvae.training.train_step as configured by default: {ours_is}; "
+        f"train_step benchmark: preset {c['preset']}, batch {c['batch']}, clip_len "
+        f"{c['clip_len']} ({n} predicted frames per step), medians of {c['rounds']} "
+        "interleaved rounds",
+        f"ours = cvae.training.train_step as configured by default: {c['ours']}; "
         "the lab loop: NCHW, frame by frame",
         common.machine_line(),
         "",
         f"{'variant':<36} {'frames/s':>9} {'(min..max)':>17} {'frames/cpu-s':>13}",
     ]
-    for name in variants:
-        if name == "matmul":
-            continue
+    for name, fps in figures["variants_fps"].items():
         lo, hi = series[name].spread()
-        lines.append(f"{name:<36} {fps(name):9.3f} {f'({n / hi:.3f}..{n / lo:.3f})':>17} "
-                     f"{cpu_fps(name):13.3f}")
+        lines.append(f"{name:<36} {fps:9.3f} {f'({n / hi:.3f}..{n / lo:.3f})':>17} "
+                     f"{n / series[name].cpu:13.3f}")
     lines += [
         "",
         f"teacher_forced: ours_fps {tf['ours_fps']:.3f}  lab_loop_fps {tf['lab_loop_fps']:.3f}  "
@@ -404,9 +359,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         f"free_running:   ours_fps {fr['ours_fps']:.3f}  lab_loop_fps {fr['lab_loop_fps']:.3f}  "
         f"ratio {fr['ratio']:.2f}x  (paired {fr['ratio_paired']:.2f}x, cpu-time "
         f"{fr['ratio_cpu_time']:.2f}x; goal >= 1.0x)",
-        f"step_gflop {step_flops / 1e9:.1f} (ours, teacher-forced; lab loop "
-        f"{lab_flops / 1e9:.1f})  achieved_gflops {achieved:.1f}  matmul_gflops "
-        f"{matmul_gflops:.1f}  efficiency {achieved / matmul_gflops:.0%} (goal >= 60%)",
+        f"step_gflop {figures['step_gflop']:.1f} (ours, teacher-forced; lab loop "
+        f"{figures['lab_loop_step_gflop']:.1f})  achieved_gflops "
+        f"{figures['achieved_gflops']:.1f}  matmul_gflops {figures['matmul_gflops']:.1f}  "
+        f"efficiency {figures['efficiency']:.0%} (goal >= 60%)",
     ]
     if compile_seconds is not None:
         lines.append("torch.compile, the first step (compiling): " + ", ".join(
@@ -414,9 +370,69 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if len(figures["variants_gflops"]) > 2:
         lines.append("GFLOP/s per teacher-forced variant: " + ", ".join(
             f"{k} {v:.1f}" for k, v in figures["variants_gflops"].items()))
-    common.emit(args, figures, lines)
-    return figures
+    return lines
 
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = build_parser().parse_args(argv)
+    common.set_threads(args)
+    torch.set_flush_denormal(True)  # what configure_torch does on CPU, for both sides
+    preset = "small" if args.tiny else args.preset
+    batch = args.batch or common.size(args, 2, 2, 1)
+    clip_len = args.clip_len or common.size(args, 16, 6, 3)
+    rounds = args.rounds or common.size(args, 3, 3, 1)
+    warmup = common.size(args, 1, 1, 0)
+    log = None if args.json else common.stderr
+    common.stderr(f"train_step: preset {preset}, batch {batch}, clip_len {clip_len}, "
+                  f"{rounds} rounds after {warmup} warm-up")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    # On CUDA, cuDNN autotuning (cvae-train's setting) stays off: every variant's shapes would
+    # be tuned anew, and the one GPU run with it on printed nothing in 120 s (BENCHMARKS.md 7)
+    repeat = args.repeat or (10 if device.type == "cuda" else 1)
+    t0 = time.perf_counter()
+    bench = Bench(preset, batch, clip_len, device=device, repeat=repeat)
+    common.stderr(f"  model, data and one warm-up step ready in {time.perf_counter() - t0:.1f} s")
+    t0 = time.perf_counter()
+    matmul_n = common.size(args, 8192 if device.type == "cuda" else 2048, 2048, 256)
+    flops = {"ours": bench.step_flops("ours", True), "lab": bench.step_flops("lab", True),
+             "matmul": 2 * matmul_n**3}
+    common.stderr(f"  FLOPs counted in {time.perf_counter() - t0:.1f} s")
+    matmul_a = torch.randn(matmul_n, matmul_n, device=device)
+
+    @bench.synchronized
+    def matmul():
+        matmul_a @ matmul_a
+
+    variants: dict[str, Callable[[], Any]] = {
+        "ours teacher-forced": bench.step("ours", True),
+        "lab teacher-forced": bench.step("lab", True),
+        "ours free-running": bench.step("ours", False),
+        "lab free-running": bench.step("lab", False),
+        "matmul": matmul,
+    }
+    compile_seconds = add_explored(bench, variants, args, log)
+
+    def before(name: str) -> None:
+        if name != "matmul":
+            bench.restore()
+
+    series = common.interleave(variants, rounds=rounds, warmup=warmup, before=before, log=log)
+    n = bench.frames_per_step * repeat  # predicted frames per timed sample
+    layout = "channels_last" if bench.channels_last else "NCHW"
+    figures = summarise(series, variants, n, flops, repeat)
+    figures["config"] = {
+        "preset": preset, "batch": batch, "clip_len": clip_len, "rounds": rounds,
+        "frames_per_step": bench.frames_per_step, "threads": torch.get_num_threads(),
+        "flush_denormal": True, "device": str(device), "steps_per_sample": repeat,
+        "ours": f"{layout}, " + (f"chunks of {bench.chunk} frames" if bench.chunk else "one pass"),
+    }
+    figures["machine"] = common.machine()
+    if compile_seconds is not None:
+        figures["compile_seconds"] = compile_seconds
+    common.emit(args, figures, report_lines(figures, series, n, compile_seconds))
+    return figures
 
 if __name__ == "__main__":
     main()
