@@ -65,10 +65,14 @@ def _resolve_location(location: str) -> str:
 
 
 def _run_best(run_file: Path) -> str:
+    """The best checkpoint a Ray run's run.json names, or else its storage location, to search
+    for the best: a sweep's trial that Tune stopped (ASHA, or at its last epoch) never got to
+    name one."""
     doc = storage.read_json(run_file, "run file")
-    if not isinstance(doc, dict) or not doc.get("best_checkpoint"):
+    location = isinstance(doc, dict) and (doc.get("best_checkpoint") or doc.get("storage"))
+    if not location:
         raise CvaeError(f"{run_file}: names no best checkpoint (the run kept none)")
-    return str(doc["best_checkpoint"])
+    return str(location)
 
 
 def _best_in_storage(location: str) -> str:

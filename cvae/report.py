@@ -25,7 +25,6 @@ from typing import Any
 
 import yaml
 
-from cvae import storage
 from cvae.errors import CvaeError, cli_entry
 from cvae.lock import lock_folder
 from cvae.rundir import read_metrics
@@ -35,7 +34,6 @@ from cvae.storage import atomic_path, write_text
 TRIALS_DIR = "trials"
 PARAMS_FILE = "params.json"  # the searched values of a sweep trial (written by ray_jobs.tune)
 ERROR_FILE = "error.txt"  # written by a sweep trial whose training raised
-BEST_CHECKPOINT = "checkpoints/best.pt"
 # Shown when no trial records which keys were searched (e.g. a single training run).
 DEFAULT_KEYS = ("train.kl_anneal_type", "train.kl_anneal_cycle", "train.kl_anneal_ratio",
                 "train.tfr_sde", "train.tfr_d_step", "train.lr")
@@ -136,21 +134,17 @@ def summarize_run(run_id: str, run: Path, param_keys: list[str]) -> dict[str, An
 
 
 def best_checkpoint_of(run: Path) -> str:
-    """The checkpoint file of a run's best epoch: its checkpoints/best.pt, or for a Ray run the
-    one its run.json names (or the best in its storage: a trial Tune stopped named none); ""
-    when it kept none."""
-    from cvae.checkpoint import RUN_FILE, resolve_checkpoint_path
+    """The checkpoint file of a run's best epoch (`resolve_checkpoint_path`'s); "" when it kept
+    none."""
+    from cvae.checkpoint import resolve_checkpoint_path
 
-    if (run / BEST_CHECKPOINT).is_file():
-        return str((run / BEST_CHECKPOINT).resolve())
-    if not (run / RUN_FILE).is_file():
+    if not run.is_dir():
         return ""
-    doc = storage.read_json(run / RUN_FILE, "run file")
-    location = doc.get("best_checkpoint") or doc.get("storage") if isinstance(doc, dict) else None
     try:
-        return str(resolve_checkpoint_path(location)) if location else ""
+        found = resolve_checkpoint_path(run)
     except CvaeError:
         return ""
+    return str(found.resolve()) if isinstance(found, Path) else found  # a URI stays one
 
 
 def _best(rows: list[dict[str, Any]], key: str) -> float | None:

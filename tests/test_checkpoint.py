@@ -240,3 +240,24 @@ def test_a_ray_storage_skips_folders_ray_never_registered_or_that_do_not_load(ti
     (tmp_path / "checkpoint_000001" / "checkpoint.pt").unlink()
     with pytest.raises(CvaeError, match="no validated checkpoint there"):
         load_checkpoint(tmp_path)
+
+
+def test_a_trial_folder_whose_run_json_names_no_best_resolves_through_its_storage(tiny_run,
+                                                                                  tmp_path):
+    """A sweep trial that Tune stopped (ASHA, or at its last epoch) keeps run.json's first
+    form, its storage and no best checkpoint: `cvae-test --checkpoint <sweep>/trials/<id>` takes
+    the best checkpoint in that storage; with neither, one line says the run kept none."""
+    from cvae.checkpoint import RUN_FILE, save_checkpoint
+
+    state = load(tiny_run / "checkpoints" / "last.pt")
+    store = tmp_path / "ray" / "trial_0"
+    for index, (epoch, psnr) in enumerate([(1, 20.0), (2, 23.0), (3, 21.0)]):
+        state.update(epoch=epoch, metrics={"epoch": epoch, "val_psnr": psnr})
+        save_checkpoint(state, store / f"checkpoint_{index:06d}" / "checkpoint.pt")
+    trial = tmp_path / "trials" / "0"
+    trial.mkdir(parents=True)
+    (trial / RUN_FILE).write_text(json.dumps({"storage": str(store), "best_checkpoint": None}))
+    assert load_checkpoint(trial)["metrics"]["val_psnr"] == 23.0
+    (trial / RUN_FILE).write_text(json.dumps({"best_checkpoint": None}))
+    with pytest.raises(CvaeError, match="names no best checkpoint"):
+        load_checkpoint(trial)
