@@ -118,6 +118,10 @@ class TrainConfig:
     # costs as much as the whole frame's squared error and the latent stays empty; SVG uses 1e-4
     # with the same reductions.
     kl_weight: float = 1.0
+    # "Free bits": each predicted frame's KL costs max(KL, free_bits) nats, so below that the
+    # posterior is not pulled towards the prior (0: off, the lab's). The latent may then carry
+    # up to this many nats per frame at no cost, which the prior cannot give a rollout.
+    free_bits: float = 0.0
     per_save: int = 3  # also keep checkpoints/epoch_<n>.pt every n epochs (0: never)
     max_steps_per_epoch: int = 0  # 0: the whole epoch; >0 caps it (smoke tests, benchmarks)
     # Autocast: "auto" is bf16 on a GPU (its tensor cores; weights and the loss stay fp32) and
@@ -348,6 +352,7 @@ def _validate_train(t: TrainConfig) -> None:
         f"must be one of {list(KL_ANNEAL_TYPES)}",
     )
     _check(t.kl_weight >= 0, "train.kl_weight", t.kl_weight, "must be >= 0")
+    _check(t.free_bits >= 0, "train.free_bits", t.free_bits, "must be >= 0")
     _check(t.kl_anneal_cycle >= 1, "train.kl_anneal_cycle", t.kl_anneal_cycle, "must be >= 1")
     _check(0 <= t.kl_anneal_ratio <= 1, "train.kl_anneal_ratio", t.kl_anneal_ratio,
            "must be in [0, 1]")

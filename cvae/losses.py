@@ -6,24 +6,32 @@ import torch
 import torch.nn.functional as F
 
 
-def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, batch_size: int) -> torch.Tensor:
-    """KL(N(mu, e^logvar) || N(0, I)) summed over every latent element, divided by the batch."""
-    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / batch_size
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, batch_size: int,
+                  per_step: bool = False) -> torch.Tensor:
+    """KL(N(mu, e^logvar) || N(0, I)) summed over every latent element, divided by the batch;
+    per_step: mu, logvar [B,S,...] -> one sum per step, [S]."""
+    terms = 1 + logvar - mu.pow(2) - logvar.exp()
+    return -0.5 * (terms.flatten(2).sum((0, 2)) if per_step else terms.sum()) / batch_size
 
 
 def clip_loss(pred: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-              beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              beta: float, free_bits: float = 0.0) -> tuple[torch.Tensor, ...]:
     """pred, target [B,S,3,H,W]; mu, logvar [B,S,N,H,W].
 
     Returns (loss, mse, kl), each summed over the S steps (one loss per step, added up):
-    MSE_t is the mean over the batch and pixels, KL_t is summed over latents / B.
+    MSE_t is the mean over the batch and pixels, KL_t is summed over latents / B. With
+    `free_bits` > 0 the loss takes max(KL_t, free_bits) for each step (no cost, and no pull
+    towards the prior, below that many nats per frame); `kl` stays the true KL.
     """
     steps = pred.shape[1]
     # Every step's MSE averages the same number of elements, so the sum of per-step means is
     # steps * (mean over everything).
     mse = F.mse_loss(pred.float(), target.float()) * steps
-    kl = kl_divergence(mu.float(), logvar.float(), pred.shape[0])
-    return mse + beta * kl, mse, kl
+    if free_bits <= 0:
+        kl = kl_divergence(mu.float(), logvar.float(), pred.shape[0])
+        return mse + beta * kl, mse, kl
+    per_step = kl_divergence(mu.float(), logvar.float(), pred.shape[0], per_step=True)  # [S]
+    return mse + beta * per_step.clamp_min(free_bits).sum(), mse, per_step.sum()
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

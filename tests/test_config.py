@@ -292,6 +292,7 @@ def test_wrong_type_in_yaml(tmp_path):
         ("train.kl_anneal_cycle=0", "train.kl_anneal_cycle"),
         ("test.samples=0", "test.samples"),
         ("train.kl_weight=-0.5", "train.kl_weight"),
+        ("train.free_bits=-1", "train.free_bits"),
         ("data.partial=0", "data.partial"),
         ("data.partial=1.5", "data.partial"),
         ("data.partial=-0.2", "data.partial"),

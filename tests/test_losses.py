@@ -42,6 +42,24 @@ def test_clip_loss_is_per_step_mse_sum_plus_beta_kl():
     assert loss.item() == pytest.approx(per_step.item() + 0.3 * hand_kl.item(), rel=1e-6)
 
 
+def test_free_bits_floor_each_steps_kl_in_the_loss_and_stop_its_gradient_below():
+    """train.free_bits: the loss takes max(KL_t, free_bits) per step; the reported KL is the
+    true one; a step under the floor gets no gradient from the KL term."""
+    pred = target = torch.zeros(1, 2, 3, 2, 2)
+    mu = torch.zeros(1, 2, 1, 2, 2)
+    mu[:, 1] = 2.0  # step 0: KL 0; step 1: 0.5 * 4 * 4 elements = 8 nats
+    logvar = torch.zeros_like(mu)
+    mu.requires_grad_(True)
+    loss, mse, kl = clip_loss(pred, target, mu, logvar, beta=0.5, free_bits=3.0)
+    assert kl.item() == pytest.approx(8.0)
+    assert loss.item() == pytest.approx(0.5 * (3.0 + 8.0))  # step 0 floored at 3
+    loss.backward()
+    assert mu.grad[:, 0].abs().max().item() == 0.0  # under the floor: no pull to the prior
+    assert mu.grad[:, 1].abs().min().item() > 0.0
+    off = clip_loss(pred, target, mu.detach(), logvar, beta=0.5)
+    assert off[0].item() == pytest.approx(4.0) and off[2].item() == pytest.approx(8.0)
+
+
 def test_psnr_of_identical_images_is_large():
     x = torch.rand(5, 3, 8, 8)
     values = psnr(x, x)

@@ -252,9 +252,9 @@ def test_build_model_resolves_chunking_and_init():
 def _nan_on_call(n: int):
     calls = []
 
-    def patched(pred, target, mu, logvar, beta):
+    def patched(*args, **kwargs):
         calls.append(1)
-        loss, mse, kl = clip_loss(pred, target, mu, logvar, beta)
+        loss, mse, kl = clip_loss(*args, **kwargs)
         if len(calls) == n:
             loss = loss * math.nan
         return loss, mse, kl
@@ -429,3 +429,14 @@ def test_setup_scales_beta_by_train_kl_weight():
         betas.append(state.kl_annealing.beta)
         state.kl_annealing.update()
     assert betas == pytest.approx([0.0, 0.5e-4, 1e-4])
+
+
+def test_step_options_carry_train_free_bits():
+    from conftest import TINY_MODEL_SETS
+
+    from cvae.config import load_config
+
+    cfg = load_config(overrides=[*TINY_MODEL_SETS, "train.free_bits=2.5"])
+    assert training.step_options(cfg, torch.device("cpu"), progress=False).free_bits == 2.5
+    assert training.step_options(load_config(overrides=TINY_MODEL_SETS), torch.device("cpu"),
+                                 progress=False).free_bits == 0.0
