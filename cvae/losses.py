@@ -27,11 +27,10 @@ def clip_loss(pred: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar
     # Every step's MSE averages the same number of elements, so the sum of per-step means is
     # steps * (mean over everything).
     mse = F.mse_loss(pred.float(), target.float()) * steps
-    if free_bits <= 0:
-        kl = kl_divergence(mu.float(), logvar.float(), pred.shape[0])
-        return mse + beta * kl, mse, kl
-    per_step = kl_divergence(mu.float(), logvar.float(), pred.shape[0], per_step=True)  # [S]
-    return mse + beta * per_step.clamp_min(free_bits).sum(), mse, per_step.sum()
+    floored = free_bits > 0
+    kl = kl_divergence(mu.float(), logvar.float(), pred.shape[0], per_step=floored)  # [S] or []
+    charged = kl.clamp_min(free_bits) if floored else kl
+    return mse + beta * charged.sum(), mse, kl.sum()
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
