@@ -49,6 +49,7 @@ def cluster(s3):
     inherit its credentials."""
     import ray
     import ray._private.ray_constants as ray_constants
+    from ray._private.authentication.authentication_token_setup import ensure_token_if_auth_enabled
     from ray.cluster_utils import Cluster
 
     saved = {k: os.environ.get(k) for k in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
@@ -57,6 +58,9 @@ def cluster(s3):
     patch = pytest.MonkeyPatch()
     patch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
     ray.shutdown()
+    # With RAY_AUTH_MODE=token, ray.init makes the token on a machine that has none, but
+    # Cluster() does not: its head would wait for one until it times out.
+    ensure_token_if_auth_enabled()
     # The dashboard: Tune + Train free a stopped trial's workers through the State API, found
     # through RAY_API_SERVER_ADDRESS.
     port = common.free_port()
@@ -109,11 +113,12 @@ def bucket_pack(s3, tiny_lab) -> str:
 
 
 def watch(batches, epoch: int, *, rank: int, out: str, stall_rank: int | None = None,
-          stall_epoch: int | None = 1):
+          stall_epoch: int | None = 1, pace: float = 0.0):
     """A worker's epoch iterator, watched: the node each rank trains on goes to
     <out>/nodes/epoch<E>_rank<R>.txt; rank `stall_rank` stops at the first step of epoch
     index `stall_epoch` (None: of whichever epoch it first trains) and waits (<out>/.stalled
-    names its node) until the test removes that node."""
+    names its node) until the test removes that node. Until then the other ranks take `pace`
+    seconds a step, so that a run that starts with fewer workers lasts until it grows."""
     node = ray.get_runtime_context().get_node_id()
     folder = Path(out) / "nodes"
     folder.mkdir(parents=True, exist_ok=True)
@@ -124,6 +129,8 @@ def watch(batches, epoch: int, *, rank: int, out: str, stall_rank: int | None = 
                 and not marker.exists():
             marker.write_text(node)
             time.sleep(120)  # the node is removed meanwhile; a restart finds the marker
+        elif rank != stall_rank and not marker.exists():
+            time.sleep(pace)
         yield batch
 
 
@@ -156,6 +163,15 @@ def assert_complete_run_folder(out: Path) -> None:
                  "run.json"):
         assert (out / name).is_file(), name
     assert list((out / "tb").glob("events.*")), "no TensorBoard events"
+
+
+def wait_for_free_cpus(cpus: int, timeout: float = 60.0) -> None:
+    """Wait until the cluster has `cpus` CPUs free: an earlier test's workers may still hold
+    some, and a node added back may not have reported its own yet."""
+    deadline = time.monotonic() + timeout
+    while ray.available_resources().get("CPU", 0) < cpus:
+        assert time.monotonic() < deadline, f"never {cpus} free CPUs: {ray.available_resources()}"
+        time.sleep(0.5)
 
 
 def remove_when_stalled(cluster, out: Path) -> threading.Thread:
@@ -231,17 +247,20 @@ def test_an_elastic_run_trains_on_with_fewer_workers_when_a_node_goes(
     worker (every epoch once), and metrics.csv says how many workers trained each epoch.
 
     Ray 2.60 starts an elastic group with the workers it finds room for at once (one or two
-    here) and grows it at its next look (every ELASTIC_RESIZE_INTERVAL, 10 s here); after the
-    loss its first restart may still count the lost node and wait for Ray Train's worker-group
-    start timeout (60 s) before it starts the one worker that fits."""
+    here, even with both nodes free) and grows it at its next look (every
+    ELASTIC_RESIZE_INTERVAL, 10 s here): until rank 1 has trained, rank 0 takes 1 s a step so
+    that a group of one cannot finish the 4 epochs before it grows. After the loss its first
+    restart may still count the lost node and wait for Ray Train's worker-group start timeout
+    (60 s) before it starts the one worker that fits."""
     monkeypatch.setattr(common, "ELASTIC_RESIZE_INTERVAL", 10.0)
+    wait_for_free_cpus(2 * NODE_CPUS)
     out = tmp_path / "out"
     remover = remove_when_stalled(cluster, out)
     try:
         code, stdout, err = run_train(
             train_argv(cluster, bucket_pack, out, s3("elastic"), "--num-workers", "1-2",
                        "--cpus-per-worker", "2", "--epochs", "4"),
-            monkeypatch, capsys, stall_rank=1, stall_epoch=None)
+            monkeypatch, capsys, stall_rank=1, stall_epoch=None, pace=1.0)
     finally:
         remover.join(timeout=1)
         if len(cluster.list_all_nodes()) < 3:
