@@ -23,6 +23,7 @@ INITS = ("copy_last", "torch")
 DEVICES = ("auto", "cpu", "cuda")
 BEST_BY = ("val_psnr", "val_psnr_avg3", "epoch")  # validation.best_by
 PRIORS = ("fixed", "learned")  # model.prior
+HIDDEN_FILLS = ("generated", "surround")  # model.hidden_fill
 PRECISIONS = ("auto", "bf16", "fp32")  # train.precision
 
 
@@ -80,6 +81,11 @@ class ModelConfig:
     # cannot drift over any rollout. With blend_mask the learned mask acts inside those pixels
     # only. 0: off. No parameters added (cvae.regions.Composite).
     pose_region: int = 0
+    # With pose_region, the room behind frame 0's dancer (in no given frame): "generated" (the
+    # step that uncovers it paints it, and later steps keep that) or "surround" (filled once,
+    # before the first step, with a smooth blend of the room around it; each step then changes
+    # only the dancer's area now, so no paint is left behind on its path). No parameters.
+    hidden_fill: str = "generated"
     # What z is drawn from when no true frame is given (validation, the Tester) and what the
     # KL term pulls the posterior towards: "fixed" (N(0, I), the reference) or "learned" (a
     # Gaussian predicted from the previous frame's features and the pose, as SVG-LP's learned
@@ -332,6 +338,10 @@ def _validate_model(m: ModelConfig) -> None:
     _check(0 <= m.pose_region <= 64, "model.pose_region", m.pose_region,
            "must be between 0 (off) and 64 pixels")
     _check(m.prior in PRIORS, "model.prior", m.prior, f"must be one of {list(PRIORS)}")
+    _check(m.hidden_fill in HIDDEN_FILLS, "model.hidden_fill", m.hidden_fill,
+           f"must be one of {list(HIDDEN_FILLS)}")
+    _check(m.hidden_fill == "generated" or m.pose_region > 0, "model.hidden_fill",
+           m.hidden_fill, "needs model.pose_region > 0 (it fills frame 0's dancer's area)")
 
 
 def _validate_train(t: TrainConfig) -> None:

@@ -224,7 +224,7 @@ class CVAE(nn.Module):
         self.predict_change = cfg.predict_change
         self.blend_mask = cfg.blend_mask
         self.mask_init_logit = cfg.blend_mask_init
-        self.region_radius = cfg.pose_region
+        self.region_radius, self.hidden_fill = cfg.pose_region, cfg.hidden_fill
         self.frame_encoder = frame_encoder(F)
         self.prev_pose = cfg.prev_pose
         self.pose_encoder = pose_encoder(L, 6 if cfg.prev_pose else 3)
@@ -287,7 +287,9 @@ class CVAE(nn.Module):
 
     def composite(self, first: torch.Tensor, poses: torch.Tensor) -> Composite | None:
         """first [B,3,H,W], poses [B,T,3,H,W] -> the pose_region plan (None when off)."""
-        return Composite.plan(first, poses, self.region_radius) if self.region_radius else None
+        if not self.region_radius:
+            return None
+        return Composite.plan(first, poses, self.region_radius, self.hidden_fill)
 
     def forward(self, frames: torch.Tensor, poses: torch.Tensor, teacher_forced: bool,
                 noise: torch.Tensor | None = None, stepwise: bool = False) -> Prediction:

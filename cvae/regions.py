@@ -1,7 +1,9 @@
 """model.pose_region: what each predicted step may change, found from the poses alone.
 
 A pose image is a skeleton drawn on black; the pixels near it are the dancer's. A step keeps
-frame 0 where the dancer never was and replaces only the dancer's area (`Composite`).
+frame 0 where the dancer never was and replaces only the dancer's area (`Composite`). The room
+behind frame 0's dancer is in no given frame: it is painted by the step that uncovers it, or
+(model.hidden_fill=surround) filled once from the room around it (`fill_from_surround`).
 
 Shapes: B batch, T frames per clip, S = T-1 predicted steps, H x W frame size.
 """
@@ -29,34 +31,64 @@ def skeleton_area(pose: torch.Tensor, radius: int) -> torch.Tensor:
     return area.reshape(*lead, *area.shape[-3:])
 
 
+def fill_from_surround(image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """`image` with its holes filled from the pixels around them (push-pull): the known pixels
+    are averaged down a pyramid of halvings until every coarse pixel has some, and each hole
+    pixel takes the bilinear upsampling of the first level that covers it. Known pixels are
+    kept exactly; a hole gets a smooth blend of its surround's colours, not its texture.
+
+    image [B,C,H,W], hole [B,1,H,W] (1: unknown) -> [B,C,H,W]. An image without a known pixel
+    is filled with 0.
+    """
+    known = 1.0 - hole
+    levels = [(image * known, known)]  # (colour x weight, weight) per level, finest first
+    while bool((levels[-1][1] == 0).any()) and min(levels[-1][1].shape[-2:]) > 1:
+        levels.append(tuple(F_nn.avg_pool2d(x, 2, ceil_mode=True) for x in levels[-1]))
+    filled = None
+    for colour, weight in reversed(levels):  # coarsest first
+        mean = colour / weight.clamp_min(1e-12)
+        if filled is not None:
+            up = F_nn.interpolate(filled, size=mean.shape[-2:], mode="bilinear",
+                                  align_corners=False)
+            mean = torch.where(weight > 0, mean, up)
+        filled = mean
+    return torch.where(hole > 0, filled, image)
+
+
 @dataclass
 class Composite:
     """model.pose_region: what a step may change and what it keeps, from the poses alone.
 
-    `hidden` [B,1,H,W] is the dancer's area in frame 0 (the only place where frame 0 does not
-    show the static background); `change` [B,S,1,H,W] is, for each predicted step, the dancer's
-    area now plus, inside `hidden`, its area one frame before (background the dancer uncovers
-    there is not in frame 0). A step keeps frame 0 outside `hidden` and the previous frame
-    inside it, and replaces that with the generated frame where `change` is 1.
+    `background` [B,3,H,W] is frame 0, or with model.hidden_fill=surround frame 0 with its
+    dancer's area filled from the room around it. `hidden` [B,1,H,W] is where the background
+    is not the room: frame 0's dancer's area (empty with a filled background). `change`
+    [B,S,1,H,W] is, for each predicted step, the dancer's area now plus, inside `hidden`, its
+    area one frame before (background the dancer uncovers there is not in frame 0). A step
+    keeps the background outside `hidden` and the previous frame inside it, and replaces that
+    with the generated frame where `change` is 1.
     """
 
-    first: torch.Tensor  # frame 0 [B,3,H,W]
+    background: torch.Tensor
     hidden: torch.Tensor
     change: torch.Tensor
 
     @classmethod
-    def plan(cls, first: torch.Tensor, poses: torch.Tensor, radius: int) -> Composite:
-        """first [B,3,H,W], poses [B,T,3,H,W] (pose 0 is frame 0's)."""
+    def plan(cls, first: torch.Tensor, poses: torch.Tensor, radius: int,
+             hidden_fill: str = "generated") -> Composite:
+        """first [B,3,H,W] frame 0, poses [B,T,3,H,W] (pose 0 is frame 0's); hidden_fill:
+        "generated" (frame 0's dancer's area is painted by the steps) or "surround"."""
         area = skeleton_area(poses, radius)  # [B,T,1,H,W]
         hidden = area[:, 0]
+        if hidden_fill == "surround":
+            return cls(fill_from_surround(first, hidden), torch.zeros_like(hidden), area[:, 1:])
         return cls(first, hidden, torch.maximum(area[:, 1:], area[:, :-1] * hidden[:, None]))
 
     def base(self, prev: torch.Tensor) -> torch.Tensor:
-        """What a step keeps: frame 0 outside `hidden`, prev inside. prev [B,3,H,W] or
+        """What a step keeps: the background outside `hidden`, prev inside. prev [B,3,H,W] or
         [B,S,3,H,W]."""
-        first, hidden = (self.first, self.hidden) if prev.dim() == 4 else \
-            (self.first[:, None], self.hidden[:, None])
-        return first + hidden * (prev - first)
+        background, hidden = (self.background, self.hidden) if prev.dim() == 4 else \
+            (self.background[:, None], self.hidden[:, None])
+        return background + hidden * (prev - background)
 
     def step_args(self, t: int | slice, prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(change, base) for step t (a slice: several steps, prev [B,S,3,H,W]) from prev."""
