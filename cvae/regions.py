@@ -38,11 +38,14 @@ def fill_from_surround(image: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
     kept exactly; a hole gets a smooth blend of its surround's colours, not its texture.
 
     image [B,C,H,W], hole [B,1,H,W] (1: unknown) -> [B,C,H,W]. An image without a known pixel
-    is filled with 0.
+    is filled with 0. No host synchronisation: the pyramid's depth follows from the shape.
     """
     known = 1.0 - hole
     levels = [(image * known, known)]  # (colour x weight, weight) per level, finest first
-    while bool((levels[-1][1] == 0).any()) and min(levels[-1][1].shape[-2:]) > 1:
+    # Down to 1 pixel whatever the holes: a level under one without holes changes nothing (the
+    # where() below keeps every covered pixel), and a loop that looked at the weights would
+    # wait on the device once per level in every training step.
+    while min(levels[-1][1].shape[-2:]) > 1:
         levels.append(tuple(F_nn.avg_pool2d(x, 2, ceil_mode=True) for x in levels[-1]))
     filled = None
     for colour, weight in reversed(levels):  # coarsest first
