@@ -63,16 +63,21 @@ class Composite:
     """model.pose_region: what a step may change and what it keeps, from the poses alone.
 
     `background` [B,3,H,W] is frame 0, or with model.hidden_fill=surround frame 0 with its
-    dancer's area filled from the room around it. `hidden` [B,1,H,W] is where the background
-    is not the room: frame 0's dancer's area (empty with a filled background). `change`
-    [B,S,1,H,W] is, for each predicted step, the dancer's area now plus, inside `hidden`, its
-    area one frame before (background the dancer uncovers there is not in frame 0). A step
-    keeps the background outside `hidden` and the previous frame inside it, and replaces that
-    with the generated frame where `change` is 1.
+    dancer's area filled from the room around it. A step keeps the previous frame where `keep`
+    [B,S,1,H,W] is 1 and the background elsewhere, and replaces that with the generated frame
+    where `change` [B,S,1,H,W] is 1.
+
+    - generated: `keep` is frame 0's dancer's area (the background there is the dancer), and
+      `change` is the dancer's area now plus, inside that, its area one frame before (the room
+      the dancer uncovers there is in no given frame).
+    - surround: `change` is the dancer's area now, and `keep` is everywhere the dancer was not
+      one frame before. In a rollout every kept pixel is then the filled background; from a true
+      previous frame (one step, teacher forcing) it is that frame's room, what the dancer has
+      uncovered since frame 0 included.
     """
 
     background: torch.Tensor
-    hidden: torch.Tensor
+    keep: torch.Tensor
     change: torch.Tensor
 
     @classmethod
@@ -81,21 +86,18 @@ class Composite:
         """first [B,3,H,W] frame 0, poses [B,T,3,H,W] (pose 0 is frame 0's); hidden_fill:
         "generated" (frame 0's dancer's area is painted by the steps) or "surround"."""
         area = skeleton_area(poses, radius)  # [B,T,1,H,W]
-        hidden = area[:, 0]
+        hidden = area[:, :1]  # [B,1,1,H,W] frame 0's dancer's area
         if hidden_fill == "surround":
-            return cls(fill_from_surround(first, hidden), torch.zeros_like(hidden), area[:, 1:])
-        return cls(first, hidden, torch.maximum(area[:, 1:], area[:, :-1] * hidden[:, None]))
-
-    def base(self, prev: torch.Tensor) -> torch.Tensor:
-        """What a step keeps: the background outside `hidden`, prev inside. prev [B,3,H,W] or
-        [B,S,3,H,W]."""
-        background, hidden = (self.background, self.hidden) if prev.dim() == 4 else \
-            (self.background[:, None], self.hidden[:, None])
-        return background + hidden * (prev - background)
+            return cls(fill_from_surround(first, hidden[:, 0]), 1.0 - area[:, :-1], area[:, 1:])
+        return cls(first, hidden.expand_as(area[:, 1:]),
+                   torch.maximum(area[:, 1:], area[:, :-1] * hidden))
 
     def step_args(self, t: int | slice, prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(change, base) for step t (a slice: several steps, prev [B,S,3,H,W]) from prev."""
-        return self.change[:, t], self.base(prev)
+        """(change, base) for step t (a slice: several steps, prev [B,S,3,H,W]) from prev
+        [B,3,H,W]: base is what the step keeps."""
+        keep = self.keep[:, t]
+        background = self.background if prev.dim() == 4 else self.background[:, None]
+        return self.change[:, t], background + keep * (prev - background)
 
 
 def composite_args(comp: Composite | None, t: int | slice, prev: torch.Tensor) -> tuple:

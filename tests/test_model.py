@@ -585,7 +585,8 @@ def test_composite_plan_changes_the_dancer_now_and_what_it_uncovers_in_frame_0()
     comp = Composite.plan(frames[:, 0], poses, radius=1)
     hidden = torch.zeros(10, 16)
     hidden[3:6, 1:4] = 1  # around frame 0's pixel (4, 2)
-    torch.testing.assert_close(comp.hidden[0, 0], hidden, rtol=0, atol=0)
+    for t in range(comp.keep.shape[1]):  # every step keeps the previous frame there
+        torch.testing.assert_close(comp.keep[0, t, 0], hidden, rtol=0, atol=0)
     step1 = torch.zeros(10, 16)
     step1[3:6, 3:6] = 1  # the dancer at frame 1 (4, 4)...
     step1[3:6, 1:4] = 1  # ...and frame 0's area, which lies in `hidden`
@@ -594,8 +595,8 @@ def test_composite_plan_changes_the_dancer_now_and_what_it_uncovers_in_frame_0()
     step3[3:6, 7:10] = 1  # frame 3 (4, 8); frame 2's area (4, 6) is outside `hidden`
     torch.testing.assert_close(comp.change[0, 2, 0], step3, rtol=0, atol=0)
     prev = torch.rand(2, 3, 10, 16)
-    base = comp.base(prev)
-    inside = comp.hidden.bool().expand_as(prev)
+    base = comp.step_args(0, prev)[1]
+    inside = comp.keep[:, 0].bool().expand_as(prev)
     assert torch.equal(base[inside], prev[inside])
     assert torch.equal(base[~inside], frames[:, 0][~inside])
 
@@ -621,7 +622,7 @@ def test_pose_region_keeps_frame_0_wherever_the_dancer_never_was(blend):
         rollout = model.generate(frames[:, 0], poses)[:, 1:]
     # teacher-forced: outside each step's change area, that step's base exactly
     keep = (comp.change == 0).expand_as(tf)
-    base = comp.base(frames[:, :-1])
+    base = comp.step_args(slice(None), frames[:, :-1])[1]
     assert torch.equal(tf[keep], base[keep])
     assert not torch.allclose(tf[~keep], base[~keep])
     # rolled out: frame 0 wherever no step may change the frame

@@ -59,12 +59,18 @@ def test_surround_plan_fills_frame_0_s_dancer_and_changes_only_the_dancer_now():
     frames, poses, room = _dancer_clip()
     plan = Composite.plan(frames[:, 0], poses, 1, hidden_fill="surround")
     torch.testing.assert_close(plan.background, room[:, 0], rtol=0, atol=1e-6)
-    assert not plan.hidden.any()
-    torch.testing.assert_close(plan.change, skeleton_area(poses, 1)[:, 1:], rtol=0, atol=0)
-    # the base of every step is the filled room, whatever the previous frame
-    torch.testing.assert_close(plan.base(torch.rand(2, 3, 10, 16)), plan.background)
+    area = skeleton_area(poses, 1)
+    torch.testing.assert_close(plan.change, area[:, 1:], rtol=0, atol=0)
+    # a step keeps the previous frame wherever the dancer was not a frame before, and the
+    # filled room where it was
+    prev = torch.rand(2, 3, 10, 16)
+    change, base = plan.step_args(2, prev)
+    before = area[:, 2].expand_as(prev) > 0
+    assert torch.equal(base[~before], prev[~before])
+    torch.testing.assert_close(base[before], room[:, 0][before], rtol=0, atol=1e-6)
     generated = Composite.plan(frames[:, 0], poses, 1)  # today's default, unchanged
-    assert torch.equal(generated.background, frames[:, 0]) and generated.hidden.any()
+    assert torch.equal(generated.background, frames[:, 0])
+    assert torch.equal(generated.keep, area[:, :1].expand_as(generated.keep))
 
 
 def test_an_untrained_model_with_the_surround_fill_rolls_out_the_empty_room():
@@ -83,6 +89,30 @@ def test_an_untrained_model_with_the_surround_fill_rolls_out_the_empty_room():
                                rtol=0, atol=1e-6)
     torch.testing.assert_close(tf[change == 0], room[:, 1:][change == 0], rtol=0, atol=1e-6)
     torch.testing.assert_close(tf[change > 0], frames[:, :-1][change > 0], rtol=0, atol=1e-6)
+
+
+def test_with_the_surround_fill_a_step_from_the_true_frame_keeps_the_uncovered_room():
+    """A room with texture, which the fill cannot restore: one step from the true previous
+    frame keeps the room the dancer has uncovered since frame 0 exactly, and a rollout keeps
+    the fill wherever no step changes the frame."""
+    frames, poses, _ = _dancer_clip()
+    room = torch.rand(2, 1, 3, 10, 16).expand_as(frames)
+    area = skeleton_area(poses, 1)
+    frames = torch.where(area > 0, frames, room)
+    model = make_tiny_model(predict_change=True, pose_region=1, hidden_fill="surround")
+    init_copy_last(model)
+    with torch.no_grad():
+        rollout = model.eval().generate(frames[:, 0], poses)[:, 1:]
+        tf = model(frames, poses, True).pred
+    kept = ((area[:, 1:] == 0) & (area[:, :-1] == 0)).expand_as(tf)
+    uncovered = kept & (area[:, :1] > 0).expand_as(tf)  # frame 0's dancer has left
+    assert uncovered.any()
+    torch.testing.assert_close(tf[kept], room[:, 1:][kept], rtol=0, atol=1e-6)
+    fill = Composite.plan(frames[:, 0], poses, 1, hidden_fill="surround").background
+    still = (area[:, 1:] == 0).expand_as(tf)
+    torch.testing.assert_close(rollout[still], fill[:, None].expand_as(tf)[still],
+                               rtol=0, atol=1e-6)
+    assert not torch.allclose(rollout[uncovered], room[:, 1:][uncovered], atol=1e-3)
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
