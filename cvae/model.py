@@ -286,10 +286,14 @@ class CVAE(nn.Module):
         return torch.cat([poses[:, 1:], poses[:, :-1]], dim=2)
 
     def composite(self, first: torch.Tensor, poses: torch.Tensor) -> Composite | None:
-        """first [B,3,H,W], poses [B,T,3,H,W] -> the pose_region plan (None when off)."""
+        """first [B,3,H,W], poses [B,T,3,H,W] -> the pose_region plan (None when off). Out of
+        training a step from a true previous frame keeps the room it shows; in training it keeps
+        what a rollout's step keeps (the surround fill: Composite), so teacher forcing teaches
+        the steps a rollout will take."""
         if not self.region_radius:
             return None
-        return Composite.plan(first, poses, self.region_radius, self.hidden_fill)
+        return Composite.plan(first, poses, self.region_radius, self.hidden_fill,
+                              keep_room=not self.training)
 
     def forward(self, frames: torch.Tensor, poses: torch.Tensor, teacher_forced: bool,
                 noise: torch.Tensor | None = None, stepwise: bool = False) -> Prediction:

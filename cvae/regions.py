@@ -70,10 +70,12 @@ class Composite:
     - generated: `keep` is frame 0's dancer's area (the background there is the dancer), and
       `change` is the dancer's area now plus, inside that, its area one frame before (the room
       the dancer uncovers there is in no given frame).
-    - surround: `change` is the dancer's area now, and `keep` is everywhere the dancer was not
-      one frame before. In a rollout every kept pixel is then the filled background; from a true
-      previous frame (one step, teacher forcing) it is that frame's room, what the dancer has
-      uncovered since frame 0 included.
+    - surround: `change` is the dancer's area now. With `keep_room`, `keep` is everywhere the
+      dancer was not one frame before: from a true previous frame (one step) a kept pixel is
+      that frame's room, what the dancer has uncovered since frame 0 included. Without it,
+      `keep` is 0: every step keeps the filled background. A rollout is the same either way
+      (its previous frame is the filled background wherever the dancer was not); training's
+      teacher-forced steps go without, so that they are given what a rollout's steps are.
     """
 
     background: torch.Tensor
@@ -82,13 +84,15 @@ class Composite:
 
     @classmethod
     def plan(cls, first: torch.Tensor, poses: torch.Tensor, radius: int,
-             hidden_fill: str = "generated") -> Composite:
+             hidden_fill: str = "generated", keep_room: bool = True) -> Composite:
         """first [B,3,H,W] frame 0, poses [B,T,3,H,W] (pose 0 is frame 0's); hidden_fill:
-        "generated" (frame 0's dancer's area is painted by the steps) or "surround"."""
+        "generated" (frame 0's dancer's area is painted by the steps) or "surround";
+        keep_room: see the class (surround only)."""
         area = skeleton_area(poses, radius)  # [B,T,1,H,W]
         hidden = area[:, :1]  # [B,1,1,H,W] frame 0's dancer's area
         if hidden_fill == "surround":
-            return cls(fill_from_surround(first, hidden[:, 0]), 1.0 - area[:, :-1], area[:, 1:])
+            keep = 1.0 - area[:, :-1] if keep_room else torch.zeros_like(area[:, 1:])
+            return cls(fill_from_surround(first, hidden[:, 0]), keep, area[:, 1:])
         return cls(first, hidden.expand_as(area[:, 1:]),
                    torch.maximum(area[:, 1:], area[:, :-1] * hidden))
 

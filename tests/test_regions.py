@@ -113,6 +113,29 @@ def test_with_the_surround_fill_a_step_from_the_true_frame_keeps_the_uncovered_r
     torch.testing.assert_close(rollout[still], fill[:, None].expand_as(tf)[still],
                                rtol=0, atol=1e-6)
     assert not torch.allclose(rollout[uncovered], room[:, 1:][uncovered], atol=1e-3)
+    # in training the same step keeps the fill there, as a rollout's step does
+    with torch.no_grad():
+        tf_train = model.train()(frames, poses, True).pred
+    torch.testing.assert_close(tf_train[kept], fill[:, None].expand_as(tf)[kept],
+                               rtol=0, atol=1e-6)
+
+
+def test_keeping_the_room_or_not_gives_the_same_rollout():
+    """A rollout's previous frame is the fill wherever the dancer was not, so keeping it
+    (keep_room, out of training) or the fill (training) is the same step there."""
+    frames, poses, _ = _dancer_clip(7)
+    plans = [Composite.plan(frames[:, 0], poses, 1, "surround", keep_room=k) for k in (True, False)]
+    assert torch.equal(plans[1].keep, torch.zeros_like(plans[1].keep))
+    painted = torch.rand(2, 6, 3, 10, 16)  # what the generator paints at each step
+    rollouts = []
+    for plan in plans:
+        prev, steps = frames[:, 0], []
+        for t in range(6):
+            change, base = plan.step_args(t, prev)
+            prev = base + change * (painted[:, t] - base)
+            steps.append(prev)
+        rollouts.append(torch.stack(steps, 1))
+    assert torch.equal(rollouts[0], rollouts[1])
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
