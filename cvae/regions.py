@@ -73,13 +73,13 @@ class Composite:
     - surround: `change` is the dancer's area now. With `keep_room`, `keep` is everywhere the
       dancer was not one frame before: from a true previous frame (one step) a kept pixel is
       that frame's room, what the dancer has uncovered since frame 0 included. Without it,
-      `keep` is 0: every step keeps the filled background. A rollout is the same either way
+      `keep` is None: every step keeps the filled background. A rollout is the same either way
       (its previous frame is the filled background wherever the dancer was not); training's
       teacher-forced steps go without, so that they are given what a rollout's steps are.
     """
 
     background: torch.Tensor
-    keep: torch.Tensor
+    keep: torch.Tensor | None  # None: keep the background everywhere
     change: torch.Tensor
 
     @classmethod
@@ -91,7 +91,7 @@ class Composite:
         area = skeleton_area(poses, radius)  # [B,T,1,H,W]
         hidden = area[:, :1]  # [B,1,1,H,W] frame 0's dancer's area
         if hidden_fill == "surround":
-            keep = 1.0 - area[:, :-1] if keep_room else torch.zeros_like(area[:, 1:])
+            keep = 1.0 - area[:, :-1] if keep_room else None
             return cls(fill_from_surround(first, hidden[:, 0]), keep, area[:, 1:])
         return cls(first, hidden.expand_as(area[:, 1:]),
                    torch.maximum(area[:, 1:], area[:, :-1] * hidden))
@@ -99,9 +99,10 @@ class Composite:
     def step_args(self, t: int | slice, prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(change, base) for step t (a slice: several steps, prev [B,S,3,H,W]) from prev
         [B,3,H,W]: base is what the step keeps."""
-        keep = self.keep[:, t]
         background = self.background if prev.dim() == 4 else self.background[:, None]
-        return self.change[:, t], background + keep * (prev - background)
+        if self.keep is None:  # no work per step: what a rollout keeps is the background
+            return self.change[:, t], background.expand_as(prev)
+        return self.change[:, t], background + self.keep[:, t] * (prev - background)
 
 
 def composite_args(comp: Composite | None, t: int | slice, prev: torch.Tensor) -> tuple:
