@@ -18,7 +18,9 @@ sharp as the truth, a smear far below 1). See `box_scores`.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -148,7 +150,7 @@ def copy_previous_baseline(frames: torch.Tensor) -> list[float]:
 
 @torch.no_grad()
 def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, short_len: int,
-             device: torch.device, seed: int = 0, progress=None) -> Validation:
+             device: torch.device, seed: int = 0, progress=None, threads: int = 0) -> Validation:
     """frames, poses: float in [0,1], one video [T,3,H,W] or V videos of one length
     [V,T,3,H,W], rolled out together as one batch. Every per-frame score is the mean over the
     videos (a score the videos agree on, not one video's luck); `pred` and `target` are the
@@ -161,7 +163,29 @@ def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, short_le
     each whenever one frame's noise (N*H*W values) is a multiple of 16, as at every preset
     (32x64 frames): PyTorch's CPU sampler fills 16 values at a time and redraws a ragged tail.
     Other sizes draw other (still seeded, deterministic) values.
+
+    threads: torch's CPU threads for this call (0: as they are), e.g. the cores of the workers
+    that wait while one validates; the figures agree to float rounding (~1e-7).
     """
+    with torch_threads(threads):
+        return _validate(model, frames, poses, short_len=short_len, device=device, seed=seed,
+                         progress=progress)
+
+
+@contextlib.contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op CPU threads set to `count` inside the block (0: left as they are)."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, short_len: int,
+              device: torch.device, seed: int, progress) -> Validation:
     if frames.dim() == 4:
         frames, poses = frames[None], poses[None]
     videos, length = frames.shape[:2]

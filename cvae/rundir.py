@@ -142,3 +142,19 @@ def _pred_vs_true(validation: Validation, frames: int = 8) -> torch.Tensor:
     n = min(frames, validation.pred.shape[0] - 1)
     tiles = torch.cat([validation.pred[1 : n + 1], validation.target[1 : n + 1]])
     return make_grid(tiles, nrow=n, padding=1)
+
+
+def epoch_line(m: dict[str, Any], epochs: int) -> str:
+    """The one line an epoch prints."""
+    line = (f"epoch {m['epoch']}/{epochs}  loss {m['loss']:.4f} (mse {m['mse']:.4f}, "
+            f"kl {m['kl']:.2f})  beta {m['beta']:.3g}  tfr {m['tfr']:.2f}  {m['seconds']:.0f}s")
+    if "workers" in m:
+        line += f"  {m['workers']} worker" + ("s" if m["workers"] != 1 else "")
+    if "val_psnr" in m:
+        line += (f"  val_psnr {m['val_psnr']:.2f} (baseline {m['baseline_psnr']:.2f})"
+                 f"  short {m['val_psnr_short']:.2f} (baseline {m['baseline_psnr_short']:.2f})"
+                 f"  one-step {m['val_psnr_one_step']:.2f} (baseline "
+                 f"{m['baseline_psnr_one_step']:.2f})")
+    if "val_ssim" in m:
+        line += f"  ssim {m['val_ssim']:.3f} (baseline {m['baseline_ssim']:.3f})"
+    return line

@@ -30,7 +30,7 @@ from cvae.evaluate import validate
 from cvae.losses import clip_loss
 from cvae.model import CVAE, init_copy_last, unwrap
 from cvae.prefetch import Primed
-from cvae.rundir import RunDir
+from cvae.rundir import RunDir, epoch_line
 from cvae.schedules import KLAnnealing, TeacherForcing
 from cvae.smoothing import SMOOTHED, smoothed_psnr
 
@@ -390,7 +390,8 @@ def check_finite(model: torch.nn.Module, metrics: dict[str, Any]) -> None:
 
 
 def end_epoch(state: TrainingState, cfg: Config, metrics: dict[str, Any], run: RunDir,
-              val: tuple[torch.Tensor, torch.Tensor] | None, device: torch.device) -> Path:
+              val: tuple[torch.Tensor, torch.Tensor] | None, device: torch.device,
+              val_threads: int = 0) -> Path:
     """Rank 0 after an epoch: validate, keep the best (by validation.best_by), write the run
     folder, then the checkpoints (a metrics row is written before the checkpoint that claims
     it: a crash between the two leaves a row that --resume drops and redoes, never a checkpoint
@@ -402,7 +403,8 @@ def end_epoch(state: TrainingState, cfg: Config, metrics: dict[str, Any], run: R
     if val is not None and (epoch % cfg.validation.every == 0 or epoch == epochs):
         start = time.perf_counter()
         validation = validate(unwrap(state.wrapped), *val, device=device, seed=cfg.validation.seed,
-                              short_len=cfg.validation.short_horizon(cfg.data.clip_len))
+                              short_len=cfg.validation.short_horizon(cfg.data.clip_len),
+                              threads=val_threads)
         metrics.update(validation.metrics())
         metrics["val_seconds"] = round(time.perf_counter() - start, 3)  # rollout and scores
         check_finite(state.model, metrics)
@@ -439,13 +441,14 @@ def fit(cfg: Config, *, data: EpochData, val_videos: tuple[torch.Tensor, torch.T
         resume_state: dict[str, Any] | None = None,
         init_weights: dict[str, Any] | None = None,
         progress_bar: Callable[..., Any] | None = None, world: int = 1,
-        lr_scale: float = 1.0) -> dict[str, Any]:
+        lr_scale: float = 1.0, val_threads: int = 0) -> dict[str, Any]:
     """Train `cfg.train.epochs` epochs. Rank 0 validates and writes the run folder.
 
     val_videos: (frames, poses) uint8 [V,T,3,H,W] (rank 0 only), rolled out together;
     init_weights: the model's state_dict to start from (`train.init_from`, read by the caller);
     world: the DDP workers training now (each epoch's row records it); lr_scale: see
-    lr_scale_for. Returns a summary dict.
+    lr_scale_for; val_threads: rank 0's CPU threads while it validates (0: as in training).
+    Returns a summary dict.
     """
     state = setup(cfg, device, prepare_model, resume_state, init_weights, lr_scale)
     run = RunDir(cfg.run.out, cfg, resume_epoch=state.start_epoch) if rank == 0 else None
@@ -469,7 +472,8 @@ def fit(cfg: Config, *, data: EpochData, val_videos: tuple[torch.Tensor, torch.T
             metrics = {"epoch": epoch + 1, "loss": stats.loss, "mse": stats.mse, "kl": stats.kl,
                        "beta": plan.beta, "tfr": plan.tfr, "lr": plan.lr, "workers": world,
                        "seconds": stats.seconds}
-            last = end_epoch(state, cfg, metrics, run, val, device) if run is not None else None
+            last = (end_epoch(state, cfg, metrics, run, val, device, val_threads)
+                    if run is not None else None)
             done = epoch + 1
             if report is not None:
                 report(metrics, last)
@@ -482,19 +486,3 @@ def fit(cfg: Config, *, data: EpochData, val_videos: tuple[torch.Tensor, torch.T
     return {"epochs": cfg.train.epochs, "best_val_psnr": state.best_psnr,
             "best_epoch": state.best_epoch, "best_by": cfg.validation.best_by, "last": metrics,
             "out": str(cfg.run.out)}
-
-
-def epoch_line(m: dict[str, Any], epochs: int) -> str:
-    """The one line an epoch prints."""
-    line = (f"epoch {m['epoch']}/{epochs}  loss {m['loss']:.4f} (mse {m['mse']:.4f}, "
-            f"kl {m['kl']:.2f})  beta {m['beta']:.3g}  tfr {m['tfr']:.2f}  {m['seconds']:.0f}s")
-    if "workers" in m:
-        line += f"  {m['workers']} worker" + ("s" if m["workers"] != 1 else "")
-    if "val_psnr" in m:
-        line += (f"  val_psnr {m['val_psnr']:.2f} (baseline {m['baseline_psnr']:.2f})"
-                 f"  short {m['val_psnr_short']:.2f} (baseline {m['baseline_psnr_short']:.2f})"
-                 f"  one-step {m['val_psnr_one_step']:.2f} (baseline "
-                 f"{m['baseline_psnr_one_step']:.2f})")
-    if "val_ssim" in m:
-        line += f"  ssim {m['val_ssim']:.3f} (baseline {m['baseline_ssim']:.3f})"
-    return line

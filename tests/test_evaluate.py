@@ -136,6 +136,30 @@ def test_validation_is_deterministic_for_a_seed_at_any_frame_size():
     assert not torch.equal(runs[0].pred, runs[2].pred)
 
 
+def test_validation_on_more_threads_agrees_and_gives_the_threads_back():
+    """threads=2 (the cores of the workers that wait for rank 0) changes no figure beyond float
+    rounding, and torch's thread count is what it was afterwards, also after an error."""
+    from cvae.evaluate import validate
+
+    model = _random_tiny_model()
+    g = torch.Generator().manual_seed(0)
+    frames, poses = torch.rand(2, 7, 3, 8, 12, generator=g), torch.rand(2, 7, 3, 8, 12, generator=g)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one, two = (validate(model, frames, poses, short_len=2, device=torch.device("cpu"),
+                             seed=1, threads=threads) for threads in (0, 2))
+        assert torch.get_num_threads() == 1
+        assert torch.allclose(one.pred, two.pred, atol=1e-5)
+        assert two.metrics() == pytest.approx(one.metrics(), rel=1e-5)
+        with pytest.raises(RuntimeError):
+            validate(model, frames[..., :4], poses, short_len=2, device=torch.device("cpu"),
+                     threads=2)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_several_videos_roll_out_together_and_score_the_mean_per_frame():
     """[V,T,...] videos: each rolls out on its own slice of the noise (the first video's is
     what it gets alone), every per-frame score is the mean over the videos, and the figures'

@@ -15,7 +15,7 @@ import torch
 
 from cvae.checkpoint import CHECKPOINT_FILE, FORMAT
 from cvae.errors import CvaeError
-from ray_jobs.worker import checkpoint_state
+from ray_jobs.worker import checkpoint_state, validation_threads
 
 RANKS = 3  # processes that load one checkpoint at once, as the ranks of one node do
 ROUNDS = 2
@@ -144,3 +144,14 @@ def test_a_truncated_checkpoint_in_storage_is_one_error_naming_it(tmp_path):
     checkpoint = ray.train.Checkpoint(str(folder), filesystem=pafs.PyFileSystem(SlowStorage(0)))
     with pytest.raises(CvaeError, match=rf"{CHECKPOINT_FILE}: not a readable checkpoint"):
         checkpoint_state(checkpoint)
+
+
+def test_rank_0_validates_on_the_cores_of_its_nodes_waiting_workers():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert validation_threads(torch.device("cpu"), 2) == 2
+        assert validation_threads(torch.device("cpu"), 1) == 1
+        assert validation_threads(torch.device("cuda", 0), 4) == 0  # a GPU: threads unchanged
+    finally:
+        torch.set_num_threads(before)
