@@ -16,10 +16,13 @@ PRESET ?= small
 # (tfr -0.1 per epoch); beta = 1 (KL None: the posterior stays at the prior validation samples
 # from); lr 5e-4 divided by 10 after epochs 9 and 11; 40 steps per worker per epoch (half of the
 # 16 training videos' clips, drawn anew each epoch); the pose encoder sees pose t-1 beside pose t
-# (model.prev_pose: where the two agree the dancer stood still). Validation (the 4 validation
-# videos' 630-frame rollouts, the best epoch's choice) every 2 epochs and after the last.
+# (model.prev_pose: where the two agree the dancer stood still); the room frame 0's dancer hides
+# is filled once from the room around it (model.hidden_fill=surround) and the decoder sees frame
+# 0's features at every step (model.first_frame_skip). Validation (the 4 validation videos'
+# 630-frame rollouts, the best epoch's choice) every 2 epochs and after the last.
 TRAIN_SETTINGS ?= --set model.predict_change=true --set model.pose_region=1 \
-	--set model.prev_pose=true --set train.batch_size=1 --set validation.every=2 \
+	--set model.prev_pose=true --set model.hidden_fill=surround --set model.first_frame_skip=true \
+	--set train.batch_size=1 --set validation.every=2 \
 	--set train.kl_anneal_type=None --set train.lr=5e-4 --set train.lr_milestones=[9,11] \
 	--set train.tfr_sde=3 --set train.tfr_d_step=0.1 --set train.max_steps_per_epoch=40
 
@@ -33,6 +36,7 @@ LONG_EPOCHS ?= 20
 LONG_SETTINGS ?= --set train.init_from=$(OUT)/train --set data.clip_len=80 \
 	--set validation.short_len=15 --set train.augment=true --set train.tfr=0 \
 	--set model.predict_change=true --set model.pose_region=1 --set model.prev_pose=true \
+	--set model.hidden_fill=surround --set model.first_frame_skip=true \
 	--set train.batch_size=1 --set train.kl_anneal_type=None \
 	--set train.lr=2e-4 --set train.lr_milestones=[9] --set train.max_steps_per_epoch=8 \
 	--set validation.best_by=epoch --set validation.every=5
