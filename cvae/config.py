@@ -128,6 +128,11 @@ class TrainConfig:
     # posterior is not pulled towards the prior (0: off, the lab's). The latent may then carry
     # up to this many nats per frame at no cost, which the prior cannot give a rollout.
     free_bits: float = 0.0
+    # Add edge_weight x the gradient difference loss (cvae.losses.gradient_difference, per
+    # predicted frame as the MSE) against the blur the squared error prefers: a step's MSE is
+    # ~5e-4 to 1.3e-3 and its gradient difference ~0.008 to 0.014 at the quickstart's recipe,
+    # so 0.05 weighs them about alike. 0: off, the lab's loss.
+    edge_weight: float = 0.0
     per_save: int = 3  # also keep checkpoints/epoch_<n>.pt every n epochs (0: never)
     max_steps_per_epoch: int = 0  # 0: the whole epoch; >0 caps it (smoke tests, benchmarks)
     # Autocast: "auto" is bf16 on a GPU (its tensor cores; weights and the loss stay fp32) and
@@ -363,6 +368,7 @@ def _validate_train(t: TrainConfig) -> None:
     )
     _check(t.kl_weight >= 0, "train.kl_weight", t.kl_weight, "must be >= 0")
     _check(t.free_bits >= 0, "train.free_bits", t.free_bits, "must be >= 0")
+    _check(t.edge_weight >= 0, "train.edge_weight", t.edge_weight, "must be >= 0")
     _check(t.kl_anneal_cycle >= 1, "train.kl_anneal_cycle", t.kl_anneal_cycle, "must be >= 1")
     _check(0 <= t.kl_anneal_ratio <= 1, "train.kl_anneal_ratio", t.kl_anneal_ratio,
            "must be in [0, 1]")

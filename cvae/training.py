@@ -83,7 +83,8 @@ def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool) ->
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames: torch.Tensor,
                poses: torch.Tensor, *, beta: float, teacher_forced: bool, grad_clip: float,
                autocast_dtype: torch.dtype | None = None,
-               mask_penalty: float = 0.0, free_bits: float = 0.0) -> tuple[torch.Tensor, ...]:
+               mask_penalty: float = 0.0, free_bits: float = 0.0,
+               edge_weight: float = 0.0) -> tuple[torch.Tensor, ...]:
     """One clip: forward, the loss (cvae.losses.clip_loss, plus mask_penalty x the mean blend
     mask summed over the steps), one backward, grad-norm clip, Adam step.
 
@@ -93,7 +94,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames:
     with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16,
                         enabled=autocast_dtype is not None):
         out = model(frames, poses, teacher_forced)  # a cvae.model.Prediction
-    loss, mse, kl = clip_loss(out.pred, frames[:, 1:], out.mu, out.logvar, beta, free_bits)
+    loss, mse, kl = clip_loss(out.pred, frames[:, 1:], out.mu, out.logvar, beta, free_bits,
+                              edge_weight)
     if mask_penalty > 0:
         mask = out.mask  # [B,S,1,H,W] in [0,1]
         loss = loss + mask_penalty * mask.float().mean() * mask.shape[1]
@@ -117,6 +119,7 @@ class StepOptions:
     progress: bool = True  # a progress bar per epoch
     mask_penalty: float = 0.0  # train.mask_penalty
     free_bits: float = 0.0  # train.free_bits
+    edge_weight: float = 0.0  # train.edge_weight
     # Makes the bar: tqdm's signature (total=, desc=); a Ray worker passes one that renders on
     # the driver's terminal.
     progress_bar: Callable[..., Any] | None = None
@@ -165,7 +168,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batche
                 model, optimizer, frames, poses, beta=plan.beta,
                 teacher_forced=tf_rng.random() < plan.tfr, grad_clip=options.grad_clip,
                 autocast_dtype=options.autocast_dtype, mask_penalty=options.mask_penalty,
-                free_bits=options.free_bits,
+                free_bits=options.free_bits, edge_weight=options.edge_weight,
             )))
             clips += frames.shape[0]
             bar.update(1)
@@ -350,7 +353,7 @@ def step_options(cfg: Config, device: torch.device, progress: bool) -> StepOptio
                        autocast_dtype=autocast_dtype_for(cfg, device),
                        check_every=cfg.train.check_every,
                        progress=progress, mask_penalty=cfg.train.mask_penalty,
-                       free_bits=cfg.train.free_bits)
+                       free_bits=cfg.train.free_bits, edge_weight=cfg.train.edge_weight)
 
 
 def run_epoch(state: TrainingState, cfg: Config, batches: Iterable[Batch], plan: EpochPlan,

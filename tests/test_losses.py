@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from cvae.losses import clip_loss, kl_divergence, psnr
+from cvae.losses import clip_loss, gradient_difference, kl_divergence, psnr
 
 
 def test_kl_divergence_matches_a_hand_computation():
@@ -58,6 +58,33 @@ def test_free_bits_floor_each_steps_kl_in_the_loss_and_stop_its_gradient_below()
     assert mu.grad[:, 1].abs().min().item() > 0.0
     off = clip_loss(pred, target, mu.detach(), logvar, beta=0.5)
     assert off[0].item() == pytest.approx(4.0) and off[2].item() == pytest.approx(8.0)
+
+
+def test_gradient_difference_by_hand_and_zero_for_the_same_edges_at_another_level():
+    target = torch.tensor([[0.0, 1.0, 1.0], [0.0, 1.0, 1.0]])  # one vertical edge of height 1
+    blur = torch.tensor([[0.0, 0.5, 1.0], [0.0, 0.5, 1.0]])  # the edge spread over two pixels
+    # right neighbours: target |1|,|0| vs blur |.5|,|.5| -> .5 + .5 per row, mean over 4 = .5;
+    # downwards: all 0 on both sides
+    assert gradient_difference(blur, target).item() == pytest.approx(0.5)
+    assert gradient_difference(target, target).item() == 0.0
+    # an edge 0.8 high: 0.2 per row on the edge, mean over 4 = 0.1; the same edges at another
+    # level (what the squared error charges) cost nothing
+    brighter = target * 0.8 + 0.2
+    assert gradient_difference(brighter, target).item() == pytest.approx(0.1)
+    assert gradient_difference(target - 0.3, target).item() == 0.0  # shifted: same edges
+    assert gradient_difference(1.0 - target, target).item() == 0.0  # the edge's sign is free
+
+
+def test_edge_weight_adds_the_gradient_difference_per_step_and_leaves_mse_and_kl():
+    g = torch.Generator().manual_seed(1)
+    pred, target = torch.rand(2, 3, 3, 4, 4, generator=g), torch.rand(2, 3, 3, 4, 4, generator=g)
+    mu, logvar = torch.randn(2, 3, 4, 4, 4, generator=g), torch.randn(2, 3, 4, 4, 4, generator=g)
+    plain = clip_loss(pred, target, mu, logvar, beta=0.3)
+    edged = clip_loss(pred, target, mu, logvar, beta=0.3, edge_weight=0.05)
+    per_step = sum(gradient_difference(pred[:, s], target[:, s]) for s in range(3))
+    assert edged[0].item() == pytest.approx(plain[0].item() + 0.05 * per_step.item(), rel=1e-6)
+    assert per_step.item() > 0
+    assert edged[1].item() == plain[1].item() and edged[2].item() == plain[2].item()
 
 
 def test_psnr_of_identical_images_is_large():

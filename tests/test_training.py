@@ -431,12 +431,15 @@ def test_setup_scales_beta_by_train_kl_weight():
     assert betas == pytest.approx([0.0, 0.5e-4, 1e-4])
 
 
-def test_step_options_carry_train_free_bits():
+def test_step_options_carry_train_free_bits_and_edge_weight():
     from conftest import TINY_MODEL_SETS
 
     from cvae.config import load_config
 
-    cfg = load_config(overrides=[*TINY_MODEL_SETS, "train.free_bits=2.5"])
-    assert training.step_options(cfg, torch.device("cpu"), progress=False).free_bits == 2.5
-    assert training.step_options(load_config(overrides=TINY_MODEL_SETS), torch.device("cpu"),
-                                 progress=False).free_bits == 0.0
+    cfg = load_config(overrides=[*TINY_MODEL_SETS, "train.free_bits=2.5",
+                                 "train.edge_weight=0.05"])
+    options = training.step_options(cfg, torch.device("cpu"), progress=False)
+    assert (options.free_bits, options.edge_weight) == (2.5, 0.05)
+    default = training.step_options(load_config(overrides=TINY_MODEL_SETS), torch.device("cpu"),
+                                    progress=False)
+    assert (default.free_bits, default.edge_weight) == (0.0, 0.0)
