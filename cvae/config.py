@@ -175,6 +175,11 @@ class ValidationConfig:
     # (the mean of the epoch's rollout and the two before), or epoch (the last one: the end of
     # the lr schedule, which the validation video does not choose).
     best_by: str = "val_psnr"
+    # torch's CPU threads while rank 0 validates in a Ray run: -1, the cores of every worker on
+    # its node (they wait for it meanwhile; ~1.7x faster on a quiet machine, but two OpenMP
+    # threads on cores that other work keeps busy can be several times slower than one); 0, as
+    # in training; n > 0, n. A single process (cvae-train) already has all of torch's threads.
+    threads: int = -1
 
     def short_horizon(self, clip_len: int) -> int:
         """Frames in the short-horizon mean (val_psnr_short)."""
@@ -386,6 +391,8 @@ def _validate_train(t: TrainConfig) -> None:
 def _validate_run(v: ValidationConfig, te: TestConfig, r: RunConfig) -> None:
     _check(v.val_len >= 2, "validation.val_len", v.val_len, "must be >= 2")
     _check(v.every >= 1, "validation.every", v.every, "must be >= 1")
+    _check(v.threads >= -1, "validation.threads", v.threads,
+           "must be -1 (the node's waiting workers' cores), 0 (as in training) or a count")
     _check(v.short_len >= 0, "validation.short_len", v.short_len,
            "must be >= 0 (0: data.clip_len - 1)")
     _check(v.best_by in BEST_BY, "validation.best_by", v.best_by, f"must be one of {list(BEST_BY)}")

@@ -66,13 +66,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             init_weights=loop_config.get("init_weights"), progress_bar=_ray_progress_bar,
             # An elastic run may train on fewer workers than its largest size for a while.
             world=world, lr_scale=lr_scale_for(world, loop_config.get("max_workers", world)),
-            val_threads=validation_threads(device, ctx.get_local_world_size()))
+            val_threads=validation_threads(cfg.validation.threads, device,
+                                           ctx.get_local_world_size()))
 
 
-def validation_threads(device, local_workers: int) -> int:
-    """Rank 0's CPU threads while it validates: on a CPU, the cores of every worker on its
-    node, since they wait for it meanwhile (about halves a validation with 2 workers); 0
-    (unchanged) on a GPU."""
+def validation_threads(setting: int, device, local_workers: int) -> int:
+    """Rank 0's CPU threads while it validates (validation.threads): n >= 0 as set; -1: on a
+    CPU the cores of every worker on its node, since they wait for it meanwhile (about halves a
+    validation with 2 workers on a quiet machine), 0 (unchanged) on a GPU."""
+    if setting >= 0:
+        return setting
     return torch.get_num_threads() * local_workers if device.type == "cpu" else 0
 
 

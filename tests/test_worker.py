@@ -150,8 +150,10 @@ def test_rank_0_validates_on_the_cores_of_its_nodes_waiting_workers():
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert validation_threads(torch.device("cpu"), 2) == 2
-        assert validation_threads(torch.device("cpu"), 1) == 1
-        assert validation_threads(torch.device("cuda", 0), 4) == 0  # a GPU: threads unchanged
+        assert validation_threads(-1, torch.device("cpu"), 2) == 2
+        assert validation_threads(-1, torch.device("cpu"), 1) == 1
+        assert validation_threads(-1, torch.device("cuda", 0), 4) == 0  # a GPU: unchanged
+        assert validation_threads(0, torch.device("cpu"), 2) == 0  # as in training
+        assert validation_threads(3, torch.device("cpu"), 2) == 3
     finally:
         torch.set_num_threads(before)
