@@ -20,9 +20,10 @@ PRESET ?= small
 # is filled once from the room around it (model.hidden_fill=surround) and the decoder sees frame
 # 0's features at every step (model.first_frame_skip). Validation (the 4 validation videos'
 # 630-frame rollouts, the best epoch's choice) every 2 epochs and after the last.
-TRAIN_SETTINGS ?= --set model.predict_change=true --set model.pose_region=1 \
-	--set model.prev_pose=true --set model.hidden_fill=surround --set model.first_frame_skip=true \
-	--set train.batch_size=1 --set validation.every=2 \
+# MODEL_SETTINGS is the architecture both stages share (make long loads make run's weights).
+MODEL_SETTINGS ?= --set model.predict_change=true --set model.pose_region=1 \
+	--set model.prev_pose=true --set model.hidden_fill=surround --set model.first_frame_skip=true
+TRAIN_SETTINGS ?= $(MODEL_SETTINGS) --set train.batch_size=1 --set validation.every=2 \
 	--set train.kl_anneal_type=None --set train.lr=5e-4 --set train.lr_milestones=[9,11] \
 	--set train.tfr_sde=3 --set train.tfr_d_step=0.1 --set train.max_steps_per_epoch=40
 
@@ -34,9 +35,7 @@ TRAIN_SETTINGS ?= --set model.predict_change=true --set model.pose_region=1 \
 LONG_OUT ?= runs/long
 LONG_EPOCHS ?= 20
 LONG_SETTINGS ?= --set train.init_from=$(OUT)/train --set data.clip_len=80 \
-	--set validation.short_len=15 --set train.augment=true --set train.tfr=0 \
-	--set model.predict_change=true --set model.pose_region=1 --set model.prev_pose=true \
-	--set model.hidden_fill=surround --set model.first_frame_skip=true \
+	--set validation.short_len=15 --set train.augment=true --set train.tfr=0 $(MODEL_SETTINGS) \
 	--set train.batch_size=1 --set train.kl_anneal_type=None \
 	--set train.lr=2e-4 --set train.lr_milestones=[9] --set train.max_steps_per_epoch=8 \
 	--set validation.best_by=epoch --set validation.every=5

@@ -321,24 +321,10 @@ def temp_dir(prefix: str) -> Iterator[Path]:
         yield Path(d)
 
 
-@contextlib.contextmanager
-def torch_threads(threads: int):
-    """Set torch's intra-op threads for the block (0 leaves torch's default)."""
-    import torch
-
-    if threads <= 0:
-        yield
-        return
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def with_threads(fn, threads: int):
     """`fn` run with `threads` torch threads (the previous count restored after)."""
+
+    from cvae.evaluate import torch_threads
 
     def run():
         with torch_threads(threads):

@@ -175,10 +175,11 @@ class ValidationConfig:
     # (the mean of the epoch's rollout and the two before), or epoch (the last one: the end of
     # the lr schedule, which the validation video does not choose).
     best_by: str = "val_psnr"
-    # torch's CPU threads while rank 0 validates in a Ray run: -1, the cores of every worker on
-    # its node (they wait for it meanwhile; ~1.7x faster on a quiet machine, but two OpenMP
-    # threads on cores that other work keeps busy can be several times slower than one); 0, as
-    # in training; n > 0, n. A single process (cvae-train) already has all of torch's threads.
+    # torch's CPU threads while rank 0 validates: -1, in a Ray run the CPUs reserved for every
+    # worker on its node (they wait for it meanwhile; ~1.5x faster with 2 workers on a quiet
+    # machine, but two OpenMP threads on cores that other work keeps busy can be several times
+    # slower than one), in cvae-train as in training (it has all of torch's threads already);
+    # 0, as in training; n > 0, n.
     threads: int = -1
 
     def short_horizon(self, clip_len: int) -> int:

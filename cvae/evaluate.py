@@ -174,9 +174,10 @@ def validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, short_le
 
 @contextlib.contextmanager
 def torch_threads(count: int) -> Iterator[None]:
-    """torch's intra-op CPU threads set to `count` inside the block (0: left as they are)."""
+    """torch's intra-op CPU threads set to `count` inside the block (0 or less: left as they
+    are), and back to what they were after it."""
     before = torch.get_num_threads()
-    if count:
+    if count > 0:
         torch.set_num_threads(count)
     try:
         yield

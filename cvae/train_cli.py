@@ -46,7 +46,8 @@ def train(cfg: Config, args: argparse.Namespace) -> int:
           f"{cfg.data.clip_len} frames, {datasets.describe_videos(val[0])}, "
           f"device {device}, run folder {cfg.run.out}", file=sys.stderr)
     summary = fit(cfg, data=datasets.loader_epochs(dataset, cfg, device), val_videos=val,
-                  device=device, resume_state=resume, init_weights=init_weights)
+                  device=device, resume_state=resume, init_weights=init_weights,
+                  val_threads=max(cfg.validation.threads, 0))  # -1 (all of a node's): as is
     cli.print_summary(summary)
     return 0
 

@@ -66,17 +66,19 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             init_weights=loop_config.get("init_weights"), progress_bar=_ray_progress_bar,
             # An elastic run may train on fewer workers than its largest size for a while.
             world=world, lr_scale=lr_scale_for(world, loop_config.get("max_workers", world)),
-            val_threads=validation_threads(cfg.validation.threads, device,
-                                           ctx.get_local_world_size()))
+            val_threads=validation_threads(
+                cfg.validation.threads, device, ctx.get_local_world_size(),
+                ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)))
 
 
-def validation_threads(setting: int, device, local_workers: int) -> int:
+def validation_threads(setting: int, device, local_workers: int, worker_cpus: float) -> int:
     """Rank 0's CPU threads while it validates (validation.threads): n >= 0 as set; -1: on a
-    CPU the cores of every worker on its node, since they wait for it meanwhile (about halves a
-    validation with 2 workers on a quiet machine), 0 (unchanged) on a GPU."""
+    CPU the CPUs reserved for every worker on its node (at least 1), since they wait for it
+    meanwhile (~1.5x faster with 2 workers of 1 CPU on a quiet machine); 0 (unchanged) on a
+    GPU. Workers of a fraction of a CPU (trials sharing a node) add up to what they reserved."""
     if setting >= 0:
         return setting
-    return torch.get_num_threads() * local_workers if device.type == "cpu" else 0
+    return max(1, math.floor(worker_cpus * local_workers + 1e-9)) if device.type == "cpu" else 0
 
 
 # In the run folder when training diverged: a replay from the last checkpoint, with the same

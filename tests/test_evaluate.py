@@ -136,11 +136,21 @@ def test_validation_is_deterministic_for_a_seed_at_any_frame_size():
     assert not torch.equal(runs[0].pred, runs[2].pred)
 
 
-def test_validation_on_more_threads_agrees_and_gives_the_threads_back():
-    """threads=2 (the cores of the workers that wait for rank 0) changes no figure beyond float
-    rounding, and torch's thread count is what it was afterwards, also after an error."""
+def test_validation_on_more_threads_agrees_and_gives_the_threads_back(monkeypatch):
+    """threads=2 (the cores of the workers that wait for rank 0) runs the validation on 2
+    threads, changes no figure beyond float rounding, and torch's thread count is what it was
+    afterwards, also after an error."""
+    from cvae import evaluate
     from cvae.evaluate import validate
 
+    seen = []
+    inner = evaluate._validate
+
+    def counting(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "_validate", counting)
     model = _random_tiny_model()
     g = torch.Generator().manual_seed(0)
     frames, poses = torch.rand(2, 7, 3, 8, 12, generator=g), torch.rand(2, 7, 3, 8, 12, generator=g)
@@ -149,7 +159,7 @@ def test_validation_on_more_threads_agrees_and_gives_the_threads_back():
     try:
         one, two = (validate(model, frames, poses, short_len=2, device=torch.device("cpu"),
                              seed=1, threads=threads) for threads in (0, 2))
-        assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 1 and seen == [1, 2]
         assert torch.allclose(one.pred, two.pred, atol=1e-5)
         assert two.metrics() == pytest.approx(one.metrics(), rel=1e-5)
         with pytest.raises(RuntimeError):

@@ -513,16 +513,26 @@ def test_summarise_takes_the_best_sample_by_psnr_with_its_own_ssim():
     assert s["test_samples_spread_psnr"] == pytest.approx((2.0 + 0.0) / 2)
 
 
-def test_gif_frames_keep_their_colours(tmp_path):
-    """Each frame is quantized to its own palette (fast octree): every frame of the file reads
-    back within a few levels of its RGB frame, a dancer's colours included."""
+def test_gif_frames_keep_their_colours(tmp_path, monkeypatch):
+    """Each frame is quantized to its own palette by fast octree, and every frame of the file
+    reads back within a few levels of its RGB frame, a flat frame and a patch included."""
     from cvae.montage import write_gif
+
+    methods = []
+    quantize = Image.Image.quantize
+
+    def spy(self, *args, **kwargs):
+        methods.append(kwargs.get("method"))
+        return quantize(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "quantize", spy)
 
     g = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (4, 3, 8, 12), generator=g, dtype=torch.uint8).numpy()
     frames[2] = 40  # a flat frame
     frames[3, :, 2:6, 3:7] = np.array([200, 30, 90], np.uint8)[:, None, None]  # a patch
     path = write_gif(frames, tmp_path / "a.gif", fps=10, scale=1)
+    assert methods == [Image.Quantize.FASTOCTREE] * 4
     with Image.open(path) as im:
         assert im.n_frames == 4
         for t in range(4):

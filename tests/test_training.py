@@ -199,6 +199,7 @@ def _fit_with_validation(tmp_path, best_by: str, monkeypatch) -> tuple[dict, lis
     offsets = iter([0.0, 3.0, 0.0, 2.5, 2.5])
 
     def shifted(*args, **kwargs):
+        assert kwargs["threads"] == 2  # fit's val_threads reaches the validation
         validation = training_validate(*args, **kwargs)
         offset = next(offsets)
         validation.psnr = [p + offset for p in validation.psnr]
@@ -214,7 +215,7 @@ def _fit_with_validation(tmp_path, best_by: str, monkeypatch) -> tuple[dict, lis
     data = EpochData(lambda epoch: _batches(2, t=3), steps_per_epoch=2)
     video = next(_batches(1, t=5))  # frames, poses uint8 [V=1,5,3,8,8]
     summary = fit(cfg, data=data, val_videos=(video[0], video[1]),
-                  device=torch.device("cpu"))
+                  device=torch.device("cpu"), val_threads=2)
     return summary, metrics(tmp_path / best_by)
 
 

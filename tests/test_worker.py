@@ -146,14 +146,12 @@ def test_a_truncated_checkpoint_in_storage_is_one_error_naming_it(tmp_path):
         checkpoint_state(checkpoint)
 
 
-def test_rank_0_validates_on_the_cores_of_its_nodes_waiting_workers():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert validation_threads(-1, torch.device("cpu"), 2) == 2
-        assert validation_threads(-1, torch.device("cpu"), 1) == 1
-        assert validation_threads(-1, torch.device("cuda", 0), 4) == 0  # a GPU: unchanged
-        assert validation_threads(0, torch.device("cpu"), 2) == 0  # as in training
-        assert validation_threads(3, torch.device("cpu"), 2) == 3
-    finally:
-        torch.set_num_threads(before)
+def test_rank_0_validates_on_the_cpus_its_nodes_waiting_workers_reserved():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert validation_threads(-1, cpu, 2, 1.0) == 2  # the quickstart: 2 workers of 1 CPU
+    assert validation_threads(-1, cpu, 1, 2.0) == 2
+    assert validation_threads(-1, cpu, 4, 0.25) == 1  # 4 workers sharing one CPU
+    assert validation_threads(-1, cpu, 3, 0.25) == 1  # at least 1
+    assert validation_threads(-1, gpu, 4, 1.0) == 0  # a GPU: unchanged
+    assert validation_threads(0, cpu, 2, 1.0) == 0  # as in training
+    assert validation_threads(3, cpu, 2, 1.0) == 3
