@@ -26,15 +26,16 @@ def clip_loss(pred: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar
     `edge_weight` > 0 the loss adds edge_weight x `gradient_difference` per step.
     """
     steps = pred.shape[1]
+    pred, target = pred.float(), target.float()  # once: bf16 autocast outputs are copied here
     # Every step's MSE averages the same number of elements, so the sum of per-step means is
     # steps * (mean over everything); the same holds for the gradient difference.
-    mse = F.mse_loss(pred.float(), target.float()) * steps
+    mse = F.mse_loss(pred, target) * steps
     floored = free_bits > 0
     kl = kl_divergence(mu.float(), logvar.float(), pred.shape[0], per_step=floored)  # [S] or []
     charged = kl.clamp_min(free_bits) if floored else kl
     loss = mse + beta * charged.sum()
     if edge_weight > 0:
-        loss = loss + edge_weight * gradient_difference(pred.float(), target.float()) * steps
+        loss = loss + edge_weight * gradient_difference(pred, target) * steps
     return loss, mse, kl.sum()
 
 
