@@ -1,9 +1,31 @@
-"""The training loss: sum over the clip's predicted frames of MSE + beta * KL."""
+"""The training loss: sum over the clip's predicted frames of MSE + beta * KL, and the optional
+terms a run's config adds (LossTerms)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LossTerms:
+    """The loss's optional terms, each off at 0 (the lab's loss); cvae.config.TrainConfig says
+    what each does. A new term is a field here, read in `from_train` and added in clip_loss."""
+
+    free_bits: float = 0.0  # train.free_bits: nats per step below which KL costs nothing
+    edge_weight: float = 0.0  # train.edge_weight: x the gradient difference per step
+    mask_penalty: float = 0.0  # train.mask_penalty: x the mean blend mask per step
+
+    @classmethod
+    def from_train(cls, train) -> LossTerms:
+        """The terms a cvae.config.TrainConfig sets."""
+        return cls(free_bits=train.free_bits, edge_weight=train.edge_weight,
+                   mask_penalty=train.mask_penalty)
+
+
+NO_TERMS = LossTerms()  # the lab's loss: MSE + beta * KL alone
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, batch_size: int,
@@ -15,16 +37,19 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, batch_size: int,
 
 
 def clip_loss(pred: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
-              beta: float, free_bits: float = 0.0,
-              edge_weight: float = 0.0) -> tuple[torch.Tensor, ...]:
-    """pred, target [B,S,3,H,W]; mu, logvar [B,S,N,H,W].
+              beta: float, terms: LossTerms = NO_TERMS,
+              mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
+    """pred, target [B,S,3,H,W]; mu, logvar [B,S,N,H,W]; mask [B,S,1,H,W] in [0,1] (the
+    model's blend mask, needed by terms.mask_penalty only).
 
     Returns (loss, mse, kl), each summed over the S steps (one loss per step, added up):
     MSE_t is the mean over the batch and pixels, KL_t is summed over latents / B. With
-    `free_bits` > 0 the loss takes max(KL_t, free_bits) for each step (no cost, and no pull
-    towards the prior, below that many nats per frame); `kl` stays the true KL. With
-    `edge_weight` > 0 the loss adds edge_weight x `gradient_difference` per step.
+    `terms.free_bits` > 0 the loss takes max(KL_t, free_bits) for each step (no cost, and no
+    pull towards the prior, below that many nats per frame); `kl` stays the true KL. With
+    `terms.edge_weight` > 0 the loss adds edge_weight x `gradient_difference` per step, with
+    `terms.mask_penalty` > 0 mask_penalty x the mean mask per step.
     """
+    free_bits, edge_weight = terms.free_bits, terms.edge_weight
     steps = pred.shape[1]
     pred, target = pred.float(), target.float()  # once: bf16 autocast outputs are copied here
     # Every step's MSE averages the same number of elements, so the sum of per-step means is
@@ -36,6 +61,10 @@ def clip_loss(pred: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar
     loss = mse + beta * charged.sum()
     if edge_weight > 0:
         loss = loss + edge_weight * gradient_difference(pred, target) * steps
+    if terms.mask_penalty > 0:
+        if mask is None:
+            raise ValueError("clip_loss: terms.mask_penalty needs the model's blend mask")
+        loss = loss + terms.mask_penalty * mask.float().mean() * steps
     return loss, mse, kl.sum()
 
 

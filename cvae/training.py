@@ -27,7 +27,7 @@ from cvae.checkpoint import load_weights, save_checkpoint
 from cvae.config import Config
 from cvae.errors import CvaeError
 from cvae.evaluate import validate
-from cvae.losses import clip_loss
+from cvae.losses import NO_TERMS, LossTerms, clip_loss
 from cvae.model import CVAE, init_copy_last, unwrap
 from cvae.prefetch import Primed
 from cvae.rundir import RunDir, epoch_line
@@ -83,10 +83,9 @@ def to_device(batch: torch.Tensor, device: torch.device, channels_last: bool) ->
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames: torch.Tensor,
                poses: torch.Tensor, *, beta: float, teacher_forced: bool, grad_clip: float,
                autocast_dtype: torch.dtype | None = None,
-               mask_penalty: float = 0.0, free_bits: float = 0.0,
-               edge_weight: float = 0.0) -> tuple[torch.Tensor, ...]:
-    """One clip: forward, the loss (cvae.losses.clip_loss, plus mask_penalty x the mean blend
-    mask summed over the steps), one backward, grad-norm clip, Adam step.
+               terms: LossTerms = NO_TERMS) -> tuple[torch.Tensor, ...]:
+    """One clip: forward, the loss (cvae.losses.clip_loss with the run's optional `terms`), one
+    backward, grad-norm clip, Adam step.
 
     frames, poses: float [B,T,3,H,W]. Returns detached (loss, mse, kl).
     """
@@ -94,11 +93,8 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, frames:
     with torch.autocast(device_type, dtype=autocast_dtype or torch.bfloat16,
                         enabled=autocast_dtype is not None):
         out = model(frames, poses, teacher_forced)  # a cvae.model.Prediction
-    loss, mse, kl = clip_loss(out.pred, frames[:, 1:], out.mu, out.logvar, beta, free_bits,
-                              edge_weight)
-    if mask_penalty > 0:
-        mask = out.mask  # [B,S,1,H,W] in [0,1]
-        loss = loss + mask_penalty * mask.float().mean() * mask.shape[1]
+    loss, mse, kl = clip_loss(out.pred, frames[:, 1:], out.mu, out.logvar, beta, terms,
+                              out.mask)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -117,9 +113,7 @@ class StepOptions:
     autocast_dtype: torch.dtype | None = None  # bf16 autocast (train.precision)
     check_every: int = 20  # train.check_every
     progress: bool = True  # a progress bar per epoch
-    mask_penalty: float = 0.0  # train.mask_penalty
-    free_bits: float = 0.0  # train.free_bits
-    edge_weight: float = 0.0  # train.edge_weight
+    terms: LossTerms = NO_TERMS  # the loss's optional terms (train.free_bits, ...)
     # Makes the bar: tqdm's signature (total=, desc=); a Ray worker passes one that renders on
     # the driver's terminal.
     progress_bar: Callable[..., Any] | None = None
@@ -167,8 +161,7 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batche
             tally.add(torch.stack(train_step(
                 model, optimizer, frames, poses, beta=plan.beta,
                 teacher_forced=tf_rng.random() < plan.tfr, grad_clip=options.grad_clip,
-                autocast_dtype=options.autocast_dtype, mask_penalty=options.mask_penalty,
-                free_bits=options.free_bits, edge_weight=options.edge_weight,
+                autocast_dtype=options.autocast_dtype, terms=options.terms,
             )))
             clips += frames.shape[0]
             bar.update(1)
@@ -352,8 +345,7 @@ def step_options(cfg: Config, device: torch.device, progress: bool) -> StepOptio
                        channels_last=cfg.train.channels_last,
                        autocast_dtype=autocast_dtype_for(cfg, device),
                        check_every=cfg.train.check_every,
-                       progress=progress, mask_penalty=cfg.train.mask_penalty,
-                       free_bits=cfg.train.free_bits, edge_weight=cfg.train.edge_weight)
+                       progress=progress, terms=LossTerms.from_train(cfg.train))
 
 
 def run_epoch(state: TrainingState, cfg: Config, batches: Iterable[Batch], plan: EpochPlan,

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from cvae.losses import clip_loss, gradient_difference, kl_divergence, psnr
+from cvae.losses import LossTerms, clip_loss, gradient_difference, kl_divergence, psnr
 
 
 def test_kl_divergence_matches_a_hand_computation():
@@ -50,7 +50,7 @@ def test_free_bits_floor_each_steps_kl_in_the_loss_and_stop_its_gradient_below()
     mu[:, 1] = 2.0  # step 0: KL 0; step 1: 0.5 * 4 * 4 elements = 8 nats
     logvar = torch.zeros_like(mu)
     mu.requires_grad_(True)
-    loss, mse, kl = clip_loss(pred, target, mu, logvar, beta=0.5, free_bits=3.0)
+    loss, mse, kl = clip_loss(pred, target, mu, logvar, beta=0.5, terms=LossTerms(free_bits=3.0))
     assert kl.item() == pytest.approx(8.0)
     assert loss.item() == pytest.approx(0.5 * (3.0 + 8.0))  # step 0 floored at 3
     loss.backward()
@@ -80,7 +80,7 @@ def test_edge_weight_adds_the_gradient_difference_per_step_and_leaves_mse_and_kl
     pred, target = torch.rand(2, 3, 3, 4, 4, generator=g), torch.rand(2, 3, 3, 4, 4, generator=g)
     mu, logvar = torch.randn(2, 3, 4, 4, 4, generator=g), torch.randn(2, 3, 4, 4, 4, generator=g)
     plain = clip_loss(pred, target, mu, logvar, beta=0.3)
-    edged = clip_loss(pred, target, mu, logvar, beta=0.3, edge_weight=0.05)
+    edged = clip_loss(pred, target, mu, logvar, beta=0.3, terms=LossTerms(edge_weight=0.05))
     per_step = sum(gradient_difference(pred[:, s], target[:, s]) for s in range(3))
     assert edged[0].item() == pytest.approx(plain[0].item() + 0.05 * per_step.item(), rel=1e-6)
     assert per_step.item() > 0
@@ -109,3 +109,17 @@ def test_psnr_is_per_frame():
     values = psnr(pred, target)
     assert values[0].item() == pytest.approx(100.0)
     assert values[1].item() == pytest.approx(20.0, rel=1e-4)
+
+
+def test_clip_loss_adds_the_mask_penalty_per_step_and_needs_the_mask():
+    g = torch.Generator().manual_seed(3)
+    pred, target = torch.rand(2, 3, 3, 4, 5, generator=g), torch.rand(2, 3, 3, 4, 5, generator=g)
+    mu, logvar = torch.randn(2, 3, 2, 4, 5, generator=g), torch.randn(2, 3, 2, 4, 5, generator=g)
+    mask = torch.rand(2, 3, 1, 4, 5, generator=g)
+    plain = clip_loss(pred, target, mu, logvar, beta=0.3)
+    penalised = clip_loss(pred, target, mu, logvar, beta=0.3, terms=LossTerms(mask_penalty=0.2),
+                          mask=mask)
+    torch.testing.assert_close(penalised[0], plain[0] + 0.2 * mask.mean() * 3)
+    torch.testing.assert_close(penalised[1:], plain[1:])
+    with pytest.raises(ValueError, match="mask_penalty"):
+        clip_loss(pred, target, mu, logvar, beta=0.3, terms=LossTerms(mask_penalty=0.2))

@@ -14,7 +14,7 @@ import cvae.training as training
 from cvae.batches import EpochData
 from cvae.config import load_config
 from cvae.errors import CvaeError
-from cvae.losses import clip_loss
+from cvae.losses import LossTerms, clip_loss
 from cvae.train_cli import main as train_main
 from cvae.training import EpochPlan, StepOptions, fit, train_epoch, train_step
 
@@ -375,7 +375,7 @@ def test_mask_penalty_adds_the_mean_mask_to_the_loss():
         torch.manual_seed(2)
         results[penalty] = training.train_step(model, optimizer, frames, poses, beta=1.0,
                                                teacher_forced=True, grad_clip=1.0,
-                                               mask_penalty=penalty)
+                                               terms=LossTerms(mask_penalty=penalty))
     (loss0, mse0, kl0), (loss1, mse1, kl1) = results[0.0], results[0.5]
     torch.testing.assert_close((mse1, kl1), (mse0, kl0))
     closed = torch.sigmoid(torch.tensor(-4.0))  # the untrained mask, everywhere
@@ -432,15 +432,16 @@ def test_setup_scales_beta_by_train_kl_weight():
     assert betas == pytest.approx([0.0, 0.5e-4, 1e-4])
 
 
-def test_step_options_carry_train_free_bits_and_edge_weight():
+def test_step_options_carry_the_configs_loss_terms():
     from conftest import TINY_MODEL_SETS
 
     from cvae.config import load_config
 
     cfg = load_config(overrides=[*TINY_MODEL_SETS, "train.free_bits=2.5",
-                                 "train.edge_weight=0.05"])
+                                 "train.edge_weight=0.05", "model.blend_mask=true",
+                                 "train.mask_penalty=1e-3"])
     options = training.step_options(cfg, torch.device("cpu"), progress=False)
-    assert (options.free_bits, options.edge_weight) == (2.5, 0.05)
+    assert options.terms == LossTerms(free_bits=2.5, edge_weight=0.05, mask_penalty=1e-3)
     default = training.step_options(load_config(overrides=TINY_MODEL_SETS), torch.device("cpu"),
                                     progress=False)
-    assert (default.free_bits, default.edge_weight) == (0.0, 0.0)
+    assert default.terms == LossTerms()
