@@ -101,6 +101,12 @@ class ModelConfig:
     # dancer's look can be copied from frame 0 instead of carried through t-1 generated frames.
     # The reference has no such input (false). Widens the decoder fusion's input by F channels.
     first_frame_skip: bool = False
+    # With first_frame_skip and pose_region: inside the dancer's area now, the frame-0 features
+    # the decoder sees are taken by attention from frame 0's dancer, each pixel from where its
+    # body part was in frame 0 (queries: the step's pose features; keys: pose 0's), instead of
+    # from the same pixel of frame 0, which the dancer has left (cvae.appearance). Adds two
+    # 1x1 projections of the pose features (2 x 17 x L weights); the fusion keeps its width.
+    first_frame_attend: bool = False
 
 
 @dataclass
@@ -353,6 +359,10 @@ def _validate_model(m: ModelConfig) -> None:
            f"must be one of {list(HIDDEN_FILLS)}")
     _check(m.hidden_fill == "generated" or m.pose_region > 0, "model.hidden_fill",
            m.hidden_fill, "needs model.pose_region > 0 (it fills frame 0's dancer's area)")
+    _check(not m.first_frame_attend or (m.first_frame_skip and m.pose_region > 0),
+           "model.first_frame_attend", m.first_frame_attend,
+           "needs model.first_frame_skip: true and model.pose_region > 0 (it moves frame 0's "
+           "features into the dancer's area)")
 
 
 def _validate_train(t: TrainConfig) -> None:

@@ -1,6 +1,6 @@
 """The conditional VAE: frame and pose encoders, a Gaussian posterior, a decoder fusion and a
-generator, block for block as the reference architecture (1,585,620 parameters at the default
-widths; README, "Where the model comes from").
+generator (their blocks: cvae.blocks), block for block as the reference architecture (1,585,620
+parameters at the default widths; README, "Where the model comes from").
 
 Shapes: B batch, T frames per clip, F/L/N/D channel widths (frame, label, latent, decoder),
 H x W frame size. Every block keeps H x W.
@@ -13,186 +13,24 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from cvae.appearance import FirstFrameAttention, FirstFrameLook
+from cvae.blocks import (
+    ConvFFN,
+    DecoderFusion,
+    DepthConv,
+    Posterior,
+    ResidualBlock,
+    frame_encoder,
+    generator,
+    pose_encoder,
+    relative_to_prior,
+    reparameterize,
+)
 from cvae.config import ModelConfig
 from cvae.regions import Composite, composite_args
-
-
-class ResidualBlock(nn.Module):
-    """3x3 conv -> LeakyReLU -> 3x3 conv -> LeakyReLU, plus identity or a 1x1 adaptor."""
-
-    def __init__(self, in_ch: int, out_ch: int, slope: float = 0.01):
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
-        self.act = nn.LeakyReLU(slope)
-        self.adaptor = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.adaptor is None else self.adaptor(x)
-        return self.act(self.conv2(self.act(self.conv1(x)))) + identity
-
-
-class DepthConv(nn.Module):
-    """1x1 conv -> LeakyReLU -> depthwise 3x3 -> 1x1 conv, plus identity or a 1x1 adaptor."""
-
-    def __init__(self, in_ch: int, out_ch: int, slope: float = 0.01):
-        super().__init__()
-        self.conv1 = nn.Sequential(nn.Conv2d(in_ch, in_ch, 1), nn.LeakyReLU(slope))
-        self.depth_conv = nn.Conv2d(in_ch, in_ch, 3, padding=1, groups=in_ch)
-        self.conv2 = nn.Conv2d(in_ch, out_ch, 1)
-        self.adaptor = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.adaptor is None else self.adaptor(x)
-        return self.conv2(self.depth_conv(self.conv1(x))) + identity
-
-
-class ConvFFN(nn.Module):
-    """Gated 1x1 feed-forward: c -> 4c, a * LeakyReLU(0.1)(b), 2c -> c, plus identity."""
-
-    def __init__(self, ch: int, slope: float = 0.1):
-        super().__init__()
-        hidden = max(min(ch * 4, 1024), ch * 2)  # the template's width rule (4c for c <= 256)
-        self.conv = nn.Conv2d(ch, hidden, 1)
-        self.conv_out = nn.Conv2d(hidden // 2, ch, 1)
-        self.act = nn.LeakyReLU(slope)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        a, b = self.conv(x).chunk(2, dim=1)
-        return x + self.conv_out(a * self.act(b))
-
-
-class DepthConvBlock(nn.Sequential):
-    def __init__(self, in_ch: int, out_ch: int):
-        super().__init__(DepthConv(in_ch, out_ch), ConvFFN(out_ch))
-
-
-def frame_encoder(out_ch: int) -> nn.Sequential:
-    """RGB frame [*,3,H,W] -> features [*,F,H,W]."""
-    return nn.Sequential(
-        ResidualBlock(3, out_ch // 8),
-        DepthConvBlock(out_ch // 8, out_ch // 8),
-        ResidualBlock(out_ch // 8, out_ch // 4),
-        DepthConvBlock(out_ch // 4, out_ch // 4),
-        ResidualBlock(out_ch // 4, out_ch // 2),
-        DepthConvBlock(out_ch // 2, out_ch // 2),
-        nn.Conv2d(out_ch // 2, out_ch, 3, padding=1),
-    )
-
-
-def pose_encoder(out_ch: int, in_ch: int = 3) -> nn.Sequential:
-    """Pose skeleton image [*,3,H,W] (with model.prev_pose: pose t and pose t-1 stacked,
-    [*,6,H,W]) -> features [*,L,H,W]."""
-    return nn.Sequential(
-        nn.ReflectionPad2d(3),
-        nn.Conv2d(in_ch, out_ch // 2, 7),
-        nn.BatchNorm2d(out_ch // 2),
-        # Negative slope 1.0 makes this LeakyReLU an identity: the reference architecture passes
-        # `True` here, kept so that parameter count and outputs match it.
-        nn.LeakyReLU(1.0),
-        ResidualBlock(out_ch // 2, out_ch),
-    )
-
-
-class Posterior(nn.Sequential):
-    """(frame features, pose features) -> z, mu, logvar, each [*,N,H,W] (the Gaussian predictor)."""
-
-    def __init__(self, in_ch: int, out_ch: int):
-        super().__init__(
-            ResidualBlock(in_ch, out_ch // 4),
-            DepthConvBlock(out_ch // 4, out_ch // 4),
-            ResidualBlock(out_ch // 4, out_ch // 2),
-            DepthConvBlock(out_ch // 2, out_ch // 2),
-            ResidualBlock(out_ch // 2, out_ch),
-            nn.LeakyReLU(1.0),  # an identity: the reference passes `True` as the slope
-            nn.Conv2d(out_ch, out_ch * 2, 1),
-        )
-
-    def gaussian(self, frame_feat: torch.Tensor, pose_feat: torch.Tensor):
-        """mu, logvar [*,N,H,W] of the Gaussian, without drawing z."""
-        return super().forward(torch.cat([frame_feat, pose_feat], dim=1)).chunk(2, dim=1)
-
-    def forward(self, frame_feat: torch.Tensor, pose_feat: torch.Tensor,
-                eps: torch.Tensor | None = None):
-        mu, logvar = self.gaussian(frame_feat, pose_feat)
-        if eps is None:
-            eps = torch.randn_like(mu)
-        return reparameterize(mu, logvar, eps), mu, logvar
-
-
-def reparameterize(mu, logvar, eps):
-    """z = mu + std * eps, std = exp(logvar / 2): a draw of N(mu, e^logvar). All [*,N,H,W]."""
-    return mu + torch.exp(0.5 * logvar) * eps
-
-
-def relative_to_prior(mu, logvar, prior_mu, prior_logvar):
-    """The posterior N(mu, e^logvar) expressed against the prior N(prior_mu, e^prior_logvar):
-    both moved by the same affine map that takes the prior to N(0, I). KL divergence does not
-    change under a shared invertible map, so KL(N(mu', e^logvar') || N(0, I)) of the returned
-    pair is KL(posterior || prior): the loss's KL term needs no second form. All [*,N,H,W]."""
-    return (mu - prior_mu) * torch.exp(-0.5 * prior_logvar), logvar - prior_logvar
-
-
-class DecoderFusion(nn.Sequential):
-    """(prev frame features, pose features, z) [*,F+L+N,H,W] -> [*,D,H,W]; with
-    model.first_frame_skip the frame features are the previous frame's and frame 0's, [*,2F,H,W]."""
-
-    def __init__(self, in_ch: int, out_ch: int):
-        super().__init__(
-            DepthConvBlock(in_ch, in_ch),
-            ResidualBlock(in_ch, in_ch // 4),
-            DepthConvBlock(in_ch // 4, in_ch // 2),
-            ResidualBlock(in_ch // 2, in_ch // 2),
-            DepthConvBlock(in_ch // 2, out_ch // 2),
-            nn.Conv2d(out_ch // 2, out_ch, 1),
-        )
-
-    def forward(self, frame_feat, pose_feat, z):
-        return super().forward(torch.cat([frame_feat, pose_feat, z], dim=1))
-
-
-def generator(in_ch: int, activation: str, out_ch: int = 3) -> nn.Sequential:
-    """Decoder features [*,D,H,W] -> RGB frame [*,3,H,W] (plus a mask logit [*,1,H,W] as a 4th
-    channel with `out_ch=4`: model.blend_mask)."""
-    layers: list[nn.Module] = [
-        DepthConvBlock(in_ch, in_ch),
-        ResidualBlock(in_ch, in_ch // 2),
-        DepthConvBlock(in_ch // 2, in_ch // 2),
-        ResidualBlock(in_ch // 2, in_ch // 4),
-        DepthConvBlock(in_ch // 4, in_ch // 4),
-        ResidualBlock(in_ch // 4, in_ch // 8),
-        DepthConvBlock(in_ch // 8, in_ch // 8),
-        nn.Conv2d(in_ch // 8, out_ch, 1),
-    ]
-    if activation == "sigmoid":
-        layers.append(nn.Sigmoid())
-    return nn.Sequential(*layers)
-
+from cvae.steps import in_chunks, stack_steps
 
 PARTS = ("frame_encoder", "pose_encoder", "posterior", "decoder_fusion", "generator")
-def in_chunks(fn, chunk: int, *tensors: torch.Tensor):
-    """fn(*tensors) computed `chunk` items (dim 0) at a time and concatenated; 0: one call.
-
-    Same math either way; on a CPU, chunks of a few frames keep each layer's activations in the
-    caches, which the whole folded clip (B*T frames) overflows (BENCHMARKS.md, section 1).
-    """
-    if chunk <= 0 or tensors[0].shape[0] <= chunk:
-        return fn(*tensors)
-    outs = [fn(*parts) for parts in zip(*(t.split(chunk) for t in tensors), strict=True)]
-    if isinstance(outs[0], tuple):  # an output that is None (no mask) stays None
-        return tuple(None if group[0] is None else torch.cat(group)
-                     for group in zip(*outs, strict=True))
-    return torch.cat(outs)
-
-
-def stack_steps(values: list, dim: int = 1):
-    """Per-step outputs stacked along `dim`: tensors, tuples of tensors (each stacked), or
-    None (every step's None: None)."""
-    if values[0] is None:
-        return None
-    if isinstance(values[0], tuple):
-        return tuple(torch.stack(group, dim) for group in zip(*values, strict=True))
-    return torch.stack(values, dim)
 
 
 class Prediction(NamedTuple):
@@ -231,6 +69,8 @@ class CVAE(nn.Module):
         self.posterior = Posterior(F + L, N)
         self.first_frame_skip = cfg.first_frame_skip
         self.decoder_fusion = DecoderFusion(F * (2 if cfg.first_frame_skip else 1) + L + N, D)
+        # model.first_frame_attend: frame 0's features moved into the dancer's area now.
+        self.attention = FirstFrameAttention(L) if cfg.first_frame_attend else None
         self.generator = generator(D, cfg.output_activation, 4 if cfg.blend_mask else 3)
         # model.prior=learned: p(z_t | frame t-1, pose t), the posterior's architecture fed the
         # previous frame's features instead of the current one's. None: z ~ N(0, I).
@@ -278,6 +118,39 @@ class CVAE(nn.Module):
         come first: init_copy_last's identity path keeps the leading channels."""
         return prev_feat if first_feat is None else torch.cat([prev_feat, first_feat], dim=1)
 
+    def first_look(self, pose0_feat, first_feat, comp: Composite | None) -> FirstFrameLook | None:
+        """model.first_frame_attend's keys and values (None when off): pose0_feat [B,L,H,W],
+        first_feat [B,F,H,W] frame 0's features."""
+        if self.attention is None:
+            return None
+        return self.attention.look(pose0_feat, first_feat, comp.first_area)
+
+    def step_first_features(self, first_feat, look: FirstFrameLook | None, pose_feat,
+                            change) -> torch.Tensor | None:
+        """The frame-0 features a step's decoder sees [M,F,H,W]: first_feat itself, or with
+        model.first_frame_attend frame 0's dancer moved into the step's dancer area `change`
+        [M,1,H,W] by attention from pose_feat [M,L,H,W] (cvae.appearance)."""
+        if look is None:
+            return first_feat
+        return self.attention(pose_feat, first_feat, change, look)
+
+    def first_pose(self, poses: torch.Tensor) -> torch.Tensor:
+        """The pose encoder's input for pose 0: [B,T,3,H,W] -> [B,1,3,H,W] (model.prev_pose:
+        [B,1,6,H,W], pose 0 beside itself: the dancer stood still)."""
+        first = poses[:, :1]
+        return torch.cat([first, first], dim=2) if self.prev_pose else first
+
+    def encode_poses(self, poses: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """poses [B,T,3,H,W] -> the pose features of steps 1..T-1 [B*S,L,H,W] and, with
+        model.first_frame_attend, pose 0's [B,L,H,W] (else None). One pass: the BatchNorm
+        sees every pose of the clip as one batch, on the batched and the per-frame path alike."""
+        steps = self.step_poses(poses)  # [B,S,C,H,W]
+        if self.attention is None:
+            return self.pose_encoder(steps.flatten(0, 1)), None
+        both = torch.cat([self.first_pose(poses), steps], dim=1)  # [B,T,C,H,W]
+        feat = self.pose_encoder(both.flatten(0, 1)).unflatten(0, both.shape[:2])
+        return feat[:, 1:].flatten(0, 1), feat[:, 0]
+
     def step_poses(self, poses: torch.Tensor) -> torch.Tensor:
         """The pose encoder's input for steps 1..T-1: poses [B,T,3,H,W] -> [B,T-1,3,H,W], pose t
         (with model.prev_pose [B,T-1,6,H,W]: pose t, then pose t-1)."""
@@ -316,7 +189,7 @@ class CVAE(nn.Module):
         comp = self.composite(frames[:, 0], poses)
         # The pose encoder's BatchNorm sees all S*B poses of the clip as one batch on both
         # paths, which is what makes them equal.
-        pose_feat = self.pose_encoder(self.step_poses(poses).flatten(0, 1))  # [B*S,L,H,W]
+        pose_feat, pose0_feat = self.encode_poses(poses)  # [B*S,L,H,W], [B,L,H,W] or None
         if batched:
             feat = in_chunks(self.frame_encoder, k, frames.flatten(0, 1))
             feat = feat.unflatten(0, (B, T))  # [B,T,F,H,W]
@@ -330,18 +203,22 @@ class CVAE(nn.Module):
         z, mu, logvar = in_chunks(self.posterior, k, true_feat, pose_feat, noise.flatten(0, 1))
         mu, logvar = mu.unflatten(0, (B, S)), logvar.unflatten(0, (B, S))
         if batched:
-            pred, mask, prior = self._teacher_forced(frames, prev_feat, pose_feat, z, comp)
+            pred, mask, prior = self._teacher_forced(frames, prev_feat, pose_feat, z, comp,
+                                                     pose0_feat)
         else:
             pred, mask, prior = self._free_run(frames, pose_feat.unflatten(0, (B, S)),
-                                               z.unflatten(0, (B, S)), comp, teacher_forced)
+                                               z.unflatten(0, (B, S)), comp, teacher_forced,
+                                               pose0_feat)
         if prior is not None:
             mu, logvar = relative_to_prior(mu, logvar, *prior)
         return Prediction(pred, mu, logvar, mask)
 
-    def _teacher_forced(self, frames, prev_feat, pose_feat, z, comp: Composite | None):
+    def _teacher_forced(self, frames, prev_feat, pose_feat, z, comp: Composite | None,
+                        pose0_feat=None):
         """Every step at once from the true previous frame, time folded into the batch.
 
-        frames [B,T,3,H,W]; prev_feat [B*S,F,H,W], pose_feat [B*S,L,H,W], z [B*S,N,H,W] ->
+        frames [B,T,3,H,W]; prev_feat [B*S,F,H,W], pose_feat [B*S,L,H,W], z [B*S,N,H,W],
+        pose0_feat [B,L,H,W] (model.first_frame_attend) or None ->
         (pred [B,S,3,H,W], mask [B,S,1,H,W] or None, the learned prior's (mu, logvar)
         [B,S,N,H,W] or None).
         """
@@ -350,8 +227,12 @@ class CVAE(nn.Module):
         extra = [x.flatten(0, 1) for x in composite_args(comp, slice(None), frames[:, :-1])]
         first_feat = None
         if self.first_frame_skip:  # frame 0's features (step 0's prev_feat), for every step
-            first_feat = prev_feat.unflatten(0, (B, S))[:, :1].expand(-1, S, -1, -1, -1)
-            first_feat = first_feat.flatten(0, 1)  # [B*S,F,H,W]
+            first = prev_feat.unflatten(0, (B, S))[:, 0]  # [B,F,H,W]
+            first_feat = first[:, None].expand(-1, S, -1, -1, -1).flatten(0, 1)  # [B*S,F,H,W]
+            look = self.first_look(pose0_feat, first, comp)
+            first_feat = self.step_first_features(
+                first_feat, None if look is None else look.per_step(S), pose_feat,
+                None if comp is None else comp.change.flatten(0, 1))
         fusion_feat = self.fusion_features(prev_feat, first_feat)
         pred, mask = in_chunks(self._step, k, prev, fusion_feat, pose_feat, z, *extra)
         prior = None if self.prior is None else \
@@ -359,17 +240,22 @@ class CVAE(nn.Module):
         fold = lambda x: None if x is None else x.unflatten(0, (B, S))
         return fold(pred), fold(mask), None if prior is None else tuple(map(fold, prior))
 
-    def _free_run(self, frames, pose_feat, z, comp: Composite | None, teacher_forced: bool):
+    def _free_run(self, frames, pose_feat, z, comp: Composite | None, teacher_forced: bool,
+                  pose0_feat=None):
         """The per-frame loop: each step from the true previous frame (teacher_forced) or from
-        the last prediction. frames [B,T,3,H,W], pose_feat [B,S,L,H,W], z [B,S,N,H,W] ->
+        the last prediction. frames [B,T,3,H,W], pose_feat [B,S,L,H,W], z [B,S,N,H,W],
+        pose0_feat [B,L,H,W] (model.first_frame_attend) or None ->
         (pred [B,S,3,H,W], mask [B,S,1,H,W] or None, the learned prior's (mu, logvar)
         [B,S,N,H,W] at each step, from the frame the step was given, or None without one)."""
         steps = []
         prev = frames[:, 0]
         first_feat = self.first_features(prev)
+        look = self.first_look(pose0_feat, first_feat, comp)
         for t in range(pose_feat.shape[1]):
+            step_first = self.step_first_features(first_feat, look, pose_feat[:, t],
+                                                  None if comp is None else comp.change[:, t])
             pred, mask, prior = self._next_frame(prev, pose_feat[:, t], comp, t, z=z[:, t],
-                                                 first_feat=first_feat)
+                                                 first_feat=step_first)
             steps.append((pred, mask, prior))
             # Fed back as a rollout feeds it (generate): clamped to the image range, so a
             # prediction that overshoots cannot compound (with predict_change it would).
@@ -432,6 +318,8 @@ class CVAE(nn.Module):
         noise = None if noise is None else noise.to(first_frame)  # one copy
         comp = self.composite(first_frame, poses)
         first_feat = self.first_features(first_frame)
+        look = None if self.attention is None else self.first_look(
+            self.pose_encoder(self.first_pose(poses)[:, 0]), first_feat, comp)
         frames = [first_frame]
         prev = first_frame
         for t in range(1, T):
@@ -440,8 +328,10 @@ class CVAE(nn.Module):
             eps = noise[:, t - 1] if noise is not None else torch.randn(
                 B, self.latent_channels, H, W, generator=rng,
                 device="cpu" if rng is None else rng.device).to(first_frame)
+            step_first = self.step_first_features(first_feat, look, pose_feat,
+                                                  None if comp is None else comp.change[:, t - 1])
             prev = self._next_frame(prev, pose_feat, comp, t - 1, eps=eps,
-                                    first_feat=first_feat)[0].clamp(0.0, 1.0)
+                                    first_feat=step_first)[0].clamp(0.0, 1.0)
             frames.append(prev)
             if progress is not None:
                 progress.update(B)
@@ -490,8 +380,10 @@ def init_copy_last(model: CVAE) -> None:
 
 
 def parameter_table(model: CVAE) -> list[tuple[str, int]]:
-    """(part, parameter count) for the five parts (and the learned prior), then ("total", n)."""
-    parts = PARTS + (() if model.prior is None else ("prior",))
+    """(part, parameter count) for the five parts (and the learned prior, first_frame_attend's
+    attention), then ("total", n)."""
+    parts = PARTS + (() if model.prior is None else ("prior",)) \
+        + (() if model.attention is None else ("attention",))
     rows = [(name, sum(p.numel() for p in getattr(model, name).parameters())) for name in parts]
     rows.append(("total", sum(p.numel() for p in model.parameters())))
     return rows

@@ -81,6 +81,7 @@ class Composite:
     background: torch.Tensor
     keep: torch.Tensor | None  # None: keep the background everywhere
     change: torch.Tensor
+    first_area: torch.Tensor  # [B,1,H,W] frame 0's dancer's area
 
     @classmethod
     def plan(cls, first: torch.Tensor, poses: torch.Tensor, radius: int,
@@ -92,9 +93,9 @@ class Composite:
         hidden = area[:, :1]  # [B,1,1,H,W] frame 0's dancer's area
         if hidden_fill == "surround":
             keep = 1.0 - area[:, :-1] if keep_room else None
-            return cls(fill_from_surround(first, hidden[:, 0]), keep, area[:, 1:])
+            return cls(fill_from_surround(first, hidden[:, 0]), keep, area[:, 1:], hidden[:, 0])
         return cls(first, hidden.expand_as(area[:, 1:]),
-                   torch.maximum(area[:, 1:], area[:, :-1] * hidden))
+                   torch.maximum(area[:, 1:], area[:, :-1] * hidden), hidden[:, 0])
 
     def step_args(self, t: int | slice, prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(change, base) for step t (a slice: several steps, prev [B,S,3,H,W]) from prev
