@@ -139,6 +139,11 @@ class TrainConfig:
     # ~5e-4 to 1.3e-3 and its gradient difference ~0.008 to 0.014 at the quickstart's recipe,
     # so 0.05 weighs them about alike. 0: off, the lab's loss.
     edge_weight: float = 0.0
+    # Keep an exponential moving average of the weights (Polyak averaging; torch's AveragedModel,
+    # BatchNorm's statistics averaged alike): after each step avg = ema_decay x avg + (1 -
+    # ema_decay) x weights. Validation, best.pt, the Tester and train.init_from take the average;
+    # training steps the weights themselves. 0: off (the lab's).
+    ema_decay: float = 0.0
     per_save: int = 3  # also keep checkpoints/epoch_<n>.pt every n epochs (0: never)
     max_steps_per_epoch: int = 0  # 0: the whole epoch; >0 caps it (smoke tests, benchmarks)
     # Autocast: "auto" is bf16 on a GPU (its tensor cores; weights and the loss stay fp32) and
@@ -385,6 +390,7 @@ def _validate_train(t: TrainConfig) -> None:
     _check(t.kl_weight >= 0, "train.kl_weight", t.kl_weight, "must be >= 0")
     _check(t.free_bits >= 0, "train.free_bits", t.free_bits, "must be >= 0")
     _check(t.edge_weight >= 0, "train.edge_weight", t.edge_weight, "must be >= 0")
+    _check(0 <= t.ema_decay < 1, "train.ema_decay", t.ema_decay, "must be in [0, 1)")
     _check(t.kl_anneal_cycle >= 1, "train.kl_anneal_cycle", t.kl_anneal_cycle, "must be >= 1")
     _check(0 <= t.kl_anneal_ratio <= 1, "train.kl_anneal_ratio", t.kl_anneal_ratio,
            "must be in [0, 1]")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from cvae.augment import augment
@@ -33,6 +34,7 @@ from cvae.prefetch import Primed
 from cvae.rundir import RunDir, epoch_line
 from cvae.schedules import KLAnnealing, TeacherForcing
 from cvae.smoothing import SMOOTHED, smoothed_psnr
+from cvae.train_state import EpochPlan, TrainingState
 
 
 class TrainingDiverged(CvaeError):
@@ -120,18 +122,6 @@ class StepOptions:
 
 
 @dataclass
-class EpochPlan:
-    """What one epoch trains with: the schedules' values and how many steps."""
-
-    epoch: int  # 0-based
-    epochs: int
-    beta: float
-    tfr: float
-    lr: float = 0.0
-    max_steps: int | None = None  # None: all the batches
-
-
-@dataclass
 class EpochStats:
     loss: float
     mse: float
@@ -143,9 +133,11 @@ class EpochStats:
 
 def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batches: Iterable[Batch],
                 plan: EpochPlan, options: StepOptions, *, tf_rng: random.Random,
-                augment_rng: random.Random | None = None) -> EpochStats:
+                augment_rng: random.Random | None = None,
+                average: AveragedModel | None = None) -> EpochStats:
     """Train one epoch. Each clip is teacher-forced with probability `plan.tfr` (a Bernoulli
-    draw); with `augment_rng`, clips are augmented (cvae.augment)."""
+    draw); with `augment_rng`, clips are augmented (cvae.augment); `average` (train.ema_decay)
+    takes in the weights after every step."""
     model.train()
     start = time.perf_counter()
     tally = LossTally(options.device, options.check_every, plan.epoch)
@@ -163,6 +155,8 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batche
                 teacher_forced=tf_rng.random() < plan.tfr, grad_clip=options.grad_clip,
                 autocast_dtype=options.autocast_dtype, terms=options.terms,
             )))
+            if average is not None:
+                average.update_parameters(unwrap(model))
             clips += frames.shape[0]
             bar.update(1)
     finally:
@@ -227,84 +221,6 @@ def _progress_bar(plan: EpochPlan, options: StepOptions):
     return tqdm(total=plan.max_steps, desc=desc, leave=False, dynamic_ncols=True)
 
 
-@dataclass
-class TrainingState:
-    """What fit() steps and a checkpoint holds: the model, its optimizer, the schedules."""
-
-    model: CVAE
-    wrapped: torch.nn.Module  # the model as prepare_model returned it (e.g. DDP)
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.MultiStepLR
-    kl_annealing: KLAnnealing
-    teacher_forcing: TeacherForcing
-    start_epoch: int = 0
-    best_psnr: float = -math.inf  # val_psnr of best_epoch
-    best_epoch: int = 0
-    best_score: float = -math.inf  # best_epoch's validation.best_by figure
-    lr_scale: float = 1.0  # the lr is this times train.lr's schedule (see rescale_lr)
-
-    def plan(self, cfg: Config, epoch: int, steps_per_epoch: int) -> EpochPlan:
-        d, t = cfg.data, cfg.train
-        fraction = d.fast_partial if d.fast_train and epoch < d.fast_train_epochs else 1.0
-        max_steps = max(1, math.ceil(steps_per_epoch * fraction))
-        if t.max_steps_per_epoch:
-            max_steps = min(max_steps, t.max_steps_per_epoch)
-        return EpochPlan(epoch, t.epochs, self.kl_annealing.beta, self.teacher_forcing.ratio,
-                         self.optimizer.param_groups[0]["lr"], max_steps)
-
-    def step_schedules(self) -> None:
-        self.scheduler.step()
-        self.kl_annealing.update()
-        self.teacher_forcing.update()
-
-    def checkpoint(self, cfg: Config, epoch: int, metrics: dict[str, Any]) -> dict[str, Any]:
-        """The checkpoint of a finished epoch (1-based `epoch`): plain data only."""
-        return {
-            "config": cfg.to_dict(), "epoch": epoch,
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "kl_annealing": self.kl_annealing.state_dict(),
-            "teacher_forcing": self.teacher_forcing.state_dict(),
-            "best_val_psnr": self.best_psnr, "best_epoch": self.best_epoch,
-            "best_score": self.best_score, "lr_scale": self.lr_scale,
-            "metrics": {k: v for k, v in metrics.items() if v is not None},
-        }
-
-    def load(self, state: dict[str, Any]) -> None:
-        """Continue from a checkpoint (`--resume`, or Ray Train's after a worker failure)."""
-        load_weights(self.model, state["model"], f"the checkpoint to resume (epoch "
-                                                 f"{state['epoch']})")
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.kl_annealing.load_state_dict(state["kl_annealing"])
-        self.teacher_forcing.load_state_dict(state["teacher_forcing"])
-        self.start_epoch = int(state["epoch"])
-        self.best_psnr = float(state.get("best_val_psnr", -math.inf))
-        self.best_epoch = int(state.get("best_epoch", 0))
-        # checkpoints from before validation.best_by chose on val_psnr
-        self.best_score = float(state.get("best_score", self.best_psnr))
-        self.lr_scale = float(state.get("lr_scale", 1.0))
-
-    def rescale_lr(self, scale: float) -> None:
-        """Make the lr `scale` times train.lr's schedule (the optimizer's current lr and the
-        scheduler's base, from whatever scale they had): a DDP run with fewer workers than its
-        full size trains on a smaller global batch (see cvae.training.lr_scale_for)."""
-        change = scale / self.lr_scale
-        if change != 1.0:
-            for group in self.optimizer.param_groups:
-                group["lr"] *= change
-            self.scheduler.base_lrs = [lr * change for lr in self.scheduler.base_lrs]
-        self.lr_scale = scale
-
-
-def lr_scale_for(world: int, full_world: int) -> float:
-    """The lr factor of a DDP run on `world` of its `full_world` workers: train.lr is the lr of
-    the full global batch (full_world x train.batch_size clips); a smaller batch takes
-    sqrt(world / full_world) of it, the square-root rule that keeps Adam's updates as noisy per
-    clip seen as at full size (a linear rule overshoots for adaptive optimizers)."""
-    return math.sqrt(world / full_world) if 0 < world < full_world else 1.0
-
-
 def setup(cfg: Config, device: torch.device,
           prepare_model: Callable[[torch.nn.Module], torch.nn.Module] | None = None,
           resume_state: dict[str, Any] | None = None,
@@ -312,7 +228,7 @@ def setup(cfg: Config, device: torch.device,
     """The model (same initial weights on every worker and every run), Adam, the lr, KL and
     teacher-forcing schedules; restored from `resume_state`, else started from `init_weights`
     (a state_dict the launcher read from `train.init_from`, so no worker reads that path); the
-    lr at `lr_scale` times its schedule (lr_scale_for)."""
+    lr at `lr_scale` times its schedule (cvae.train_state.lr_scale_for)."""
     t = cfg.train
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg, device)
@@ -323,6 +239,9 @@ def setup(cfg: Config, device: torch.device,
         KLAnnealing(t.kl_anneal_type, t.kl_anneal_cycle, t.kl_anneal_ratio, t.kl_weight),
         TeacherForcing(t.tfr, t.tfr_sde, t.tfr_d_step),
     )
+    if t.ema_decay:  # its first update copies the weights, wherever they start from
+        state.average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay),
+                                      use_buffers=True)
     if resume_state is not None:
         state.load(resume_state)
     elif init_weights is not None:
@@ -359,7 +278,8 @@ def run_epoch(state: TrainingState, cfg: Config, batches: Iterable[Batch], plan:
     tf_rng = random.Random(epoch_seed(seed + 1, plan.epoch))
     augment_rng = random.Random(epoch_seed(seed + 3, plan.epoch, rank))
     return train_epoch(state.wrapped, state.optimizer, batches, plan, options, tf_rng=tf_rng,
-                       augment_rng=augment_rng if cfg.train.augment else None)
+                       augment_rng=augment_rng if cfg.train.augment else None,
+                       average=state.average)
 
 
 def validation_frames(cfg: Config, val_videos: tuple[torch.Tensor, torch.Tensor] | None
@@ -397,7 +317,7 @@ def end_epoch(state: TrainingState, cfg: Config, metrics: dict[str, Any], run: R
     validation = None
     if val is not None and (epoch % cfg.validation.every == 0 or epoch == epochs):
         start = time.perf_counter()
-        validation = validate(unwrap(state.wrapped), *val, device=device, seed=cfg.validation.seed,
+        validation = validate(state.served(), *val, device=device, seed=cfg.validation.seed,
                               short_len=cfg.validation.short_horizon(cfg.data.clip_len),
                               threads=val_threads)
         metrics.update(validation.metrics())
@@ -442,7 +362,8 @@ def fit(cfg: Config, *, data: EpochData, val_videos: tuple[torch.Tensor, torch.T
     val_videos: (frames, poses) uint8 [V,T,3,H,W] (rank 0 only), rolled out together;
     init_weights: the model's state_dict to start from (`train.init_from`, read by the caller);
     world: the DDP workers training now (each epoch's row records it); lr_scale: see
-    lr_scale_for; val_threads: rank 0's CPU threads while it validates (0: as in training).
+    cvae.train_state.lr_scale_for; val_threads: rank 0's CPU threads while it validates (0: as
+    in training).
     Returns a summary dict.
     """
     state = setup(cfg, device, prepare_model, resume_state, init_weights, lr_scale)

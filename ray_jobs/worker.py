@@ -39,7 +39,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     import ray.train.torch
 
     from cvae.cli import configure_torch
-    from cvae.training import fit, lr_scale_for
+    from cvae.train_state import lr_scale_for
+    from cvae.training import fit
 
     cfg = Config.from_dict(loop_config["config"])
     run_folder = loop_config["run_folder"]

@@ -294,6 +294,8 @@ def test_wrong_type_in_yaml(tmp_path):
         ("train.kl_weight=-0.5", "train.kl_weight"),
         ("train.free_bits=-1", "train.free_bits"),
         ("train.edge_weight=-0.1", "train.edge_weight"),
+        ("train.ema_decay=1", "train.ema_decay"),
+        ("train.ema_decay=-0.1", "train.ema_decay"),
         ("validation.threads=-2", "validation.threads"),
         ("data.partial=0", "data.partial"),
         ("data.partial=1.5", "data.partial"),

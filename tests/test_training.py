@@ -16,7 +16,8 @@ from cvae.config import load_config
 from cvae.errors import CvaeError
 from cvae.losses import LossTerms, clip_loss
 from cvae.train_cli import main as train_main
-from cvae.training import EpochPlan, StepOptions, fit, train_epoch, train_step
+from cvae.train_state import EpochPlan
+from cvae.training import StepOptions, fit, train_epoch, train_step
 
 CPU = StepOptions(torch.device("cpu"), grad_clip=1.0, progress=False)
 
