@@ -269,3 +269,37 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def teacher_forced_both_ways(model, frames, poses, noise, beta):
+    """(pred, loss, mse, kl, gradients) of a teacher-forced clip through the batched pass, then
+    through the per-frame loop."""
+    from cvae.losses import clip_loss
+
+    results = []
+    for stepwise in (False, True):
+        model.zero_grad(set_to_none=True)
+        out = model(frames, poses, True, noise=noise, stepwise=stepwise)
+        pred = out.pred
+        loss, mse, kl = clip_loss(pred, frames[:, 1:], out.mu, out.logvar, beta=beta)
+        loss.backward()
+        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+        results.append((pred.detach(), loss.detach(), mse.detach(), kl.detach(), grads))
+    return results
+
+
+def float64_both_ways(frames, poses, **options):
+    """teacher_forced_both_ways in float64 for a tiny CVAE with the ModelConfig `options` (torch
+    seed 0, chunks of 2 frames, z's noise drawn from seed 2, beta 1)."""
+    import torch
+
+    from cvae.model import CVAE
+
+    torch.manual_seed(0)
+    model = CVAE(tiny_model_config(**options)).to(torch.float64).train()
+    model.chunk_frames = 2
+    frames, poses = frames.to(torch.float64), poses.to(torch.float64)
+    b, t, _, h, w = frames.shape
+    noise = torch.randn(b, t - 1, TINY_MODEL["latent_channels"], h, w,
+                        generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    return teacher_forced_both_ways(model, frames, poses, noise, beta=1.0)

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_MODEL, make_tiny_model, tiny_model_config
+from conftest import TINY_MODEL, float64_both_ways, make_tiny_model
 
 from cvae.appearance import MASKED_LOGIT, FirstFrameAttention, area_slots, slots
 from cvae.config import load_config
 from cvae.errors import CvaeError
-from cvae.losses import clip_loss
 from cvae.model import CVAE, init_copy_last
 
 B, T, H, W = 2, 4, 8, 12
@@ -91,20 +90,8 @@ def test_first_frame_attend_needs_the_skip_and_the_region():
 
 
 def test_batched_teacher_forcing_equals_the_per_frame_loop_and_the_attention_learns():
-    torch.manual_seed(0)
-    model = CVAE(tiny_model_config(**ATTEND)).to(torch.float64).train()
-    model.chunk_frames = 2
-    frames, poses = (x.to(torch.float64) for x in sparse_clip())
-    noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(2),
-                        dtype=torch.float64)
-    results = []
-    for stepwise in (False, True):
-        model.zero_grad(set_to_none=True)
-        out = model(frames, poses, True, noise=noise, stepwise=stepwise)
-        clip_loss(out.pred, frames[:, 1:], out.mu, out.logvar, beta=1.0)[0].backward()
-        results.append((out.pred.detach(),
-                        {n: p.grad.clone() for n, p in model.named_parameters()}))
-    (pred_b, grads_b), (pred_s, grads_s) = results
+    results = float64_both_ways(*sparse_clip(), **ATTEND)
+    (pred_b, _, _, _, grads_b), (pred_s, _, _, _, grads_s) = results
     torch.testing.assert_close(pred_b, pred_s, rtol=1e-10, atol=1e-10)
     for name, grad in grads_b.items():
         torch.testing.assert_close(grad, grads_s[name], rtol=1e-8, atol=1e-10, msg=name)

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import TINY_MODEL, make_tiny_model, tiny_model_config
+from conftest import (
+    TINY_MODEL,
+    float64_both_ways,
+    make_tiny_model,
+    teacher_forced_both_ways,
+    tiny_model_config,
+)
 
 from cvae.config import load_config
-from cvae.losses import clip_loss
 from cvae.model import (
     CVAE,
     PARTS,
@@ -391,21 +396,6 @@ def test_predict_change_with_sigmoid_is_refused():
 # ------------------------------------------------- batched vs per-frame teacher forcing
 
 
-def _teacher_forced_both_ways(model, frames, poses, noise, beta):
-    """(pred, loss, mse, kl, gradients) of a teacher-forced clip through the batched pass, then
-    through the per-frame loop."""
-    results = []
-    for stepwise in (False, True):
-        model.zero_grad(set_to_none=True)
-        out = model(frames, poses, True, noise=noise, stepwise=stepwise)
-        pred = out.pred
-        loss, mse, kl = clip_loss(pred, frames[:, 1:], out.mu, out.logvar, beta=beta)
-        loss.backward()
-        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
-        results.append((pred.detach(), loss.detach(), mse.detach(), kl.detach(), grads))
-    return results
-
-
 @pytest.mark.parametrize("predict_change", [False, True], ids=["frame", "change"])
 @pytest.mark.parametrize("chunk", [0, 1, 4], ids=["whole", "chunk1", "chunk4"])
 @pytest.mark.parametrize(
@@ -420,7 +410,7 @@ def test_batched_teacher_forcing_equals_the_per_frame_loop(dtype, tol, chunk, pr
     frames = torch.rand(b, t, 3, h, w, generator=g, dtype=dtype)
     poses = torch.rand(b, t, 3, h, w, generator=g, dtype=dtype)
     noise = torch.randn(b, t - 1, N, h, w, generator=g, dtype=dtype)
-    results = _teacher_forced_both_ways(model, frames, poses, noise, beta=0.5)
+    results = teacher_forced_both_ways(model, frames, poses, noise, beta=0.5)
     (pred_b, loss_b, mse_b, kl_b, grads_b), (pred_s, loss_s, mse_s, kl_s, grads_s) = results
     torch.testing.assert_close(pred_b, pred_s, rtol=tol, atol=tol)
     torch.testing.assert_close(loss_b, loss_s, rtol=tol, atol=tol)
@@ -695,13 +685,7 @@ def test_kl_against_the_learned_prior_is_the_gaussian_kl():
 @pytest.mark.parametrize("options", [{"prior": "learned"}, {"prior": "learned", "prev_pose": True}],
                          ids=["prior", "prior+prev_pose"])
 def test_learned_prior_batched_equals_per_frame_and_every_part_learns(options):
-    torch.manual_seed(0)
-    model = CVAE(tiny_model_config(**options)).to(torch.float64).train()
-    model.chunk_frames = 2
-    frames, poses = (x.to(torch.float64) for x in clip())
-    noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(2),
-                        dtype=torch.float64)
-    results = _teacher_forced_both_ways(model, frames, poses, noise, beta=1.0)
+    results = float64_both_ways(*clip(), **options)
     (pred_b, _, _, kl_b, grads_b), (pred_s, _, _, kl_s, _) = results
     torch.testing.assert_close(pred_b, pred_s, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(kl_b, kl_s, rtol=1e-10, atol=1e-10)
@@ -849,14 +833,8 @@ def test_frame_0_reaches_every_step_with_first_frame_skip_only():
 @pytest.mark.parametrize("options", [{}, {"pose_region": 1, "blend_mask": True},
                                      {"prior": "learned"}], ids=["plain", "region+mask", "prior"])
 def test_first_frame_skip_batched_equals_per_frame_and_every_part_learns(options):
-    torch.manual_seed(0)
-    model = CVAE(tiny_model_config(first_frame_skip=True, **options)).to(torch.float64).train()
-    model.chunk_frames = 2
-    frames, poses = (x.to(torch.float64) for x in clip())
-    noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(2),
-                        dtype=torch.float64)
     (pred_b, loss_b, _, _, grads_b), (pred_s, loss_s, _, _, grads_s) = \
-        _teacher_forced_both_ways(model, frames, poses, noise, beta=1.0)
+        float64_both_ways(*clip(), first_frame_skip=True, **options)
     torch.testing.assert_close(pred_b, pred_s, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(loss_b, loss_s, rtol=1e-10, atol=1e-10)
     for name, grad in grads_b.items():
