@@ -109,6 +109,7 @@ class TrainingState:
             self.scheduler.base_lrs = [lr * change for lr in self.scheduler.base_lrs]
         self.lr_scale = scale
 
+
 def lr_scale_for(world: int, full_world: int) -> float:
     """The lr factor of a DDP run on `world` of its `full_world` workers: train.lr is the lr of
     the full global batch (full_world x train.batch_size clips); a smaller batch takes
