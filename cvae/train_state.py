@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.optim.swa_utils import AveragedModel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from cvae.checkpoint import load_weights
 from cvae.config import Config
@@ -116,3 +116,9 @@ def lr_scale_for(world: int, full_world: int) -> float:
     sqrt(world / full_world) of it, the square-root rule that keeps Adam's updates as noisy per
     clip seen as at full size (a linear rule overshoots for adaptive optimizers)."""
     return math.sqrt(world / full_world) if 0 < world < full_world else 1.0
+
+
+def moving_average(model: CVAE, decay: float) -> AveragedModel:
+    """train.ema_decay's average of `model`'s weights, BatchNorm's running statistics averaged
+    alike; its first update copies the weights, wherever they start from."""
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)

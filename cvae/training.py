@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from tqdm import tqdm
 
 from cvae.augment import augment
@@ -34,7 +34,7 @@ from cvae.prefetch import Primed
 from cvae.rundir import RunDir, epoch_line
 from cvae.schedules import KLAnnealing, TeacherForcing
 from cvae.smoothing import SMOOTHED, smoothed_psnr
-from cvae.train_state import EpochPlan, TrainingState
+from cvae.train_state import EpochPlan, TrainingState, moving_average
 
 
 class TrainingDiverged(CvaeError):
@@ -239,9 +239,8 @@ def setup(cfg: Config, device: torch.device,
         KLAnnealing(t.kl_anneal_type, t.kl_anneal_cycle, t.kl_anneal_ratio, t.kl_weight),
         TeacherForcing(t.tfr, t.tfr_sde, t.tfr_d_step),
     )
-    if t.ema_decay:  # its first update copies the weights, wherever they start from
-        state.average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema_decay),
-                                      use_buffers=True)
+    if t.ema_decay:
+        state.average = moving_average(model, t.ema_decay)
     if resume_state is not None:
         state.load(resume_state)
     elif init_weights is not None:

@@ -303,3 +303,18 @@ def float64_both_ways(frames, poses, **options):
     noise = torch.randn(b, t - 1, TINY_MODEL["latent_channels"], h, w,
                         generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     return teacher_forced_both_ways(model, frames, poses, noise, beta=1.0)
+
+
+def uint8_batches(n: int, *, fetched: list | None = None, t: int = 3, size: int = 8):
+    """n batches of one random uint8 clip (frames, poses [1,t,3,size,size], ids [1]), batch i
+    drawn from seed i; `fetched` records which were fetched."""
+    import torch
+
+    for i in range(n):
+        if fetched is not None:
+            fetched.append(i)
+        g = torch.Generator().manual_seed(i)
+        shape = (1, t, 3, size, size)
+        yield (torch.randint(0, 256, shape, generator=g, dtype=torch.uint8),
+               torch.randint(0, 256, shape, generator=g, dtype=torch.uint8),
+               torch.tensor([i]))

@@ -7,7 +7,7 @@ import random
 
 import pytest
 import torch
-from conftest import TINY_MODEL_SETS
+from conftest import TINY_MODEL_SETS, uint8_batches
 from conftest import metrics_rows as metrics
 
 import cvae.training as training
@@ -83,23 +83,12 @@ def test_train_step_clips_the_gradient_norm(monkeypatch, tiny_model):
 # ------------------------------------------------------------------------ train_epoch
 
 
-def _batches(n: int, *, fetched: list | None = None, t: int = 3, size: int = 8):
-    for i in range(n):
-        if fetched is not None:
-            fetched.append(i)
-        g = torch.Generator().manual_seed(i)
-        shape = (1, t, 3, size, size)
-        yield (torch.randint(0, 256, shape, generator=g, dtype=torch.uint8),
-               torch.randint(0, 256, shape, generator=g, dtype=torch.uint8),
-               torch.tensor([i]))
-
-
 def test_train_epoch_stops_at_max_steps_without_fetching_more(tiny_model):
     model = tiny_model
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     fetched: list[int] = []
-    stats = train_epoch(model, optimizer, _batches(10, fetched=fetched), plan(max_steps=3), CPU,
-                        tf_rng=random.Random(0))
+    stats = train_epoch(model, optimizer, uint8_batches(10, fetched=fetched),
+                        plan(max_steps=3), CPU, tf_rng=random.Random(0))
     assert stats.steps == 3 and stats.clips == 3
     assert fetched == [0, 1, 2]
     assert math.isfinite(stats.loss) and stats.loss == pytest.approx(stats.mse)
@@ -115,7 +104,7 @@ def test_train_epoch_teacher_forces_with_probability_tfr(monkeypatch, tfr, expec
         return torch.tensor(1.0), torch.tensor(1.0), torch.tensor(0.0)
 
     monkeypatch.setattr(training, "train_step", fake_step)
-    train_epoch(torch.nn.Linear(1, 1), None, _batches(6), plan(tfr=tfr), CPU,
+    train_epoch(torch.nn.Linear(1, 1), None, uint8_batches(6), plan(tfr=tfr), CPU,
                 tf_rng=random.Random(0))
     assert set(seen) == expected and len(seen) == 6
 
@@ -124,7 +113,7 @@ def test_train_epoch_mixes_at_half_tfr(monkeypatch):
     seen = []
     monkeypatch.setattr(training, "train_step", lambda *a, teacher_forced, **kw: (
         seen.append(teacher_forced) or (torch.tensor(1.0),) * 3))
-    train_epoch(torch.nn.Linear(1, 1), None, _batches(40, size=4), plan(tfr=0.5), CPU,
+    train_epoch(torch.nn.Linear(1, 1), None, uint8_batches(40, size=4), plan(tfr=0.5), CPU,
                 tf_rng=random.Random(0))
     assert 8 <= sum(seen) <= 32
 
@@ -145,14 +134,14 @@ def test_train_epoch_stops_on_nan_naming_epoch_and_step(monkeypatch):
     monkeypatch.setattr(training, "train_step", fake_step)
     every_step = StepOptions(torch.device("cpu"), progress=False, check_every=1)
     with pytest.raises(training.TrainingDiverged, match="epoch 5, step 3"):
-        train_epoch(torch.nn.Linear(1, 1), None, _batches(6), plan(4), every_step,
+        train_epoch(torch.nn.Linear(1, 1), None, uint8_batches(6), plan(4), every_step,
                     tf_rng=random.Random(0))
     assert len(calls) == 3
     # Read on the host every train.check_every steps (20 by default): the epoch's end reads it
     # here, and the step named is still the first non-finite one.
     calls.clear()
     with pytest.raises(training.TrainingDiverged, match="epoch 5, step 3"):
-        train_epoch(torch.nn.Linear(1, 1), None, _batches(6), plan(4), CPU,
+        train_epoch(torch.nn.Linear(1, 1), None, uint8_batches(6), plan(4), CPU,
                     tf_rng=random.Random(0))
     assert len(calls) == 6
 
@@ -181,7 +170,7 @@ def test_fit_without_validation(tmp_path):
         *TINY_MODEL_SETS, "train.epochs=2", f"run.out={tmp_path / 'run'}",
         "run.progress=false", "train.per_save=0",
     ])
-    data = EpochData(lambda epoch: _batches(2, t=3), steps_per_epoch=2)
+    data = EpochData(lambda epoch: uint8_batches(2, t=3), steps_per_epoch=2)
     summary = fit(cfg, data=data, val_videos=None, device=torch.device("cpu"))
     out = tmp_path / "run"
     rows = metrics(out)
@@ -213,8 +202,8 @@ def _fit_with_validation(tmp_path, best_by: str, monkeypatch) -> tuple[dict, lis
         "run.progress=false", "train.per_save=0", "data.height=8", "data.width=8",
         "validation.val_len=5", f"validation.best_by={best_by}",
     ])
-    data = EpochData(lambda epoch: _batches(2, t=3), steps_per_epoch=2)
-    video = next(_batches(1, t=5))  # frames, poses uint8 [V=1,5,3,8,8]
+    data = EpochData(lambda epoch: uint8_batches(2, t=3), steps_per_epoch=2)
+    video = next(uint8_batches(1, t=5))  # frames, poses uint8 [V=1,5,3,8,8]
     summary = fit(cfg, data=data, val_videos=(video[0], video[1]),
                   device=torch.device("cpu"), val_threads=2)
     return summary, metrics(tmp_path / best_by)

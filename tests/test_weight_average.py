@@ -5,22 +5,14 @@ from __future__ import annotations
 import random
 
 import torch
-from conftest import TINY_MODEL_SETS, make_tiny_model
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from conftest import TINY_MODEL_SETS, make_tiny_model, uint8_batches
 
 import cvae.training as training
 from cvae.batches import EpochData
+from cvae.checkpoint import load_checkpoint
 from cvae.config import load_config
-from cvae.train_state import EpochPlan
+from cvae.train_state import EpochPlan, moving_average
 from cvae.training import StepOptions, fit, train_epoch
-
-
-def _batches(n: int, t: int = 3, size: int = 8):
-    for i in range(n):
-        g = torch.Generator().manual_seed(i)
-        shape = (1, t, 3, size, size)
-        yield (torch.randint(0, 256, shape, generator=g, dtype=torch.uint8),
-               torch.randint(0, 256, shape, generator=g, dtype=torch.uint8), torch.tensor([i]))
 
 
 def _float_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -30,7 +22,7 @@ def _float_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def test_the_average_takes_in_the_weights_after_every_step(monkeypatch):
     model = make_tiny_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    average = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(0.75), use_buffers=True)
+    average = moving_average(model, 0.75)
     after: list[dict[str, torch.Tensor]] = []  # the weights after each step
     step = training.train_step
 
@@ -40,7 +32,7 @@ def test_the_average_takes_in_the_weights_after_every_step(monkeypatch):
         return out
 
     monkeypatch.setattr(training, "train_step", recorded)
-    train_epoch(model, optimizer, _batches(3), EpochPlan(0, 1, beta=0.0, tfr=1.0),
+    train_epoch(model, optimizer, uint8_batches(3), EpochPlan(0, 1, beta=0.0, tfr=1.0),
                 StepOptions(torch.device("cpu"), progress=False), tf_rng=random.Random(0),
                 average=average)
     assert len(after) == 3 and int(average.n_averaged) == 3
@@ -62,10 +54,9 @@ def _fit(tmp_path, epochs: int, resume: dict | None = None, name: str = "run") -
         *TINY_MODEL_SETS, f"train.epochs={epochs}", f"run.out={tmp_path / name}",
         "run.progress=false", "train.per_save=0", "train.ema_decay=0.5", "train.lr=1e-2",
     ])
-    data = EpochData(lambda epoch: _batches(2), steps_per_epoch=2)
+    data = EpochData(lambda epoch: uint8_batches(2), steps_per_epoch=2)
     fit(cfg, data=data, val_videos=None, device=torch.device("cpu"), resume_state=resume)
-    return torch.load(tmp_path / name / "checkpoints" / "last.pt", map_location="cpu",
-                      weights_only=True)
+    return load_checkpoint(tmp_path / name / "checkpoints" / "last.pt")
 
 
 def test_checkpoints_serve_the_average_and_resume_continues_both(tmp_path):
@@ -92,7 +83,7 @@ def test_without_an_average_the_checkpoint_holds_the_weights_alone(tmp_path):
         *TINY_MODEL_SETS, "train.epochs=1", f"run.out={tmp_path / 'run'}",
         "run.progress=false", "train.per_save=0",
     ])
-    fit(cfg, data=EpochData(lambda epoch: _batches(2), steps_per_epoch=2), val_videos=None,
+    fit(cfg, data=EpochData(lambda epoch: uint8_batches(2), steps_per_epoch=2), val_videos=None,
         device=torch.device("cpu"))
-    state = torch.load(tmp_path / "run" / "checkpoints" / "last.pt", weights_only=True)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert "train_model" not in state and "ema_updates" not in state
