@@ -9,6 +9,7 @@ keeps H x W.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F_nn
 from torch import nn
 
 
@@ -90,9 +91,12 @@ def pose_encoder(out_ch: int, in_ch: int = 3) -> nn.Sequential:
 
 
 class Posterior(nn.Sequential):
-    """(frame features, pose features) -> z, mu, logvar, each [*,N,H,W] (the Gaussian predictor)."""
+    """(frame features, pose features) -> z, mu, logvar, each [*,N,h,w] (the Gaussian
+    predictor): h x w = H x W at `cell` 1, H/cell x W/cell (each value the mean over its cell)
+    at a coarser cell, 1 x 1 at 0 (model.latent_cell)."""
 
-    def __init__(self, in_ch: int, out_ch: int):
+    def __init__(self, in_ch: int, out_ch: int, cell: int = 1):
+        self.cell = cell
         super().__init__(
             ResidualBlock(in_ch, out_ch // 4),
             DepthConvBlock(out_ch // 4, out_ch // 4),
@@ -104,8 +108,15 @@ class Posterior(nn.Sequential):
         )
 
     def gaussian(self, frame_feat: torch.Tensor, pose_feat: torch.Tensor):
-        """mu, logvar [*,N,H,W] of the Gaussian, without drawing z."""
-        return super().forward(torch.cat([frame_feat, pose_feat], dim=1)).chunk(2, dim=1)
+        """mu, logvar [*,N,h,w] of the Gaussian, without drawing z."""
+        out = super().forward(torch.cat([frame_feat, pose_feat], dim=1))  # [*,2N,H,W]
+        # The head is a 1x1 convolution, so averaging its output over a cell is averaging its
+        # input: the cell's features decide its one Gaussian.
+        if self.cell == 0:
+            out = out.mean((-2, -1), keepdim=True)
+        elif self.cell > 1:
+            out = F_nn.avg_pool2d(out, self.cell)
+        return out.chunk(2, dim=1)
 
     def forward(self, frame_feat: torch.Tensor, pose_feat: torch.Tensor,
                 eps: torch.Tensor | None = None):
@@ -116,7 +127,7 @@ class Posterior(nn.Sequential):
 
 
 def reparameterize(mu, logvar, eps):
-    """z = mu + std * eps, std = exp(logvar / 2): a draw of N(mu, e^logvar). All [*,N,H,W]."""
+    """z = mu + std * eps, std = exp(logvar / 2): a draw of N(mu, e^logvar). All [*,N,h,w]."""
     return mu + torch.exp(0.5 * logvar) * eps
 
 
@@ -124,7 +135,7 @@ def relative_to_prior(mu, logvar, prior_mu, prior_logvar):
     """The posterior N(mu, e^logvar) expressed against the prior N(prior_mu, e^prior_logvar):
     both moved by the same affine map that takes the prior to N(0, I). KL divergence does not
     change under a shared invertible map, so KL(N(mu', e^logvar') || N(0, I)) of the returned
-    pair is KL(posterior || prior): the loss's KL term needs no second form. All [*,N,H,W]."""
+    pair is KL(posterior || prior): the loss's KL term needs no second form. All [*,N,h,w]."""
     return (mu - prior_mu) * torch.exp(-0.5 * prior_logvar), logvar - prior_logvar
 
 

@@ -58,6 +58,12 @@ class ModelConfig:
     frame_channels: int = 128  # F: frame encoder output
     label_channels: int = 32  # L: pose encoder output
     latent_channels: int = 12  # N: z channels
+    # z's grain: one draw of N channels per latent_cell x latent_cell pixels, shared by the
+    # cell's pixels (the posterior's mean and log-variance averaged over the cell). 1: one per
+    # pixel (the reference: a 32 x 64 frame's z has 32 x 64 x N elements, enough to pass the
+    # whole true frame on); 8: a 4 x 8 grid at 32 x 64; 0: one z for the whole frame. Must
+    # divide data.height and data.width. No parameters added.
+    latent_cell: int = 1
     decoder_channels: int = 192  # D: decoder fusion output
     output_activation: str = "none"  # "none" (the reference architecture), or "sigmoid"
     # Initial weights: "copy_last" (the untrained model predicts the previous frame and its
@@ -309,6 +315,10 @@ def validate(cfg: Config) -> None:
     _validate_run(cfg.validation, cfg.test, cfg.run)
     _check(not (cfg.train.mask_penalty and not cfg.model.blend_mask), "train.mask_penalty",
            cfg.train.mask_penalty, "needs model.blend_mask: true (it penalises the mask)")
+    cell, (h, w) = cfg.model.latent_cell, (cfg.data.height, cfg.data.width)
+    _check(cell >= 0, "model.latent_cell", cell, "must be >= 0 (0: one z for the whole frame)")
+    _check(cell == 0 or (h % cell == 0 and w % cell == 0), "model.latent_cell", cell,
+           f"must divide data.height and data.width ({h} x {w}), or be 0")
 
 
 def _check_finite(cfg: Config) -> None:

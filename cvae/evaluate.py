@@ -195,8 +195,8 @@ def _validate(model: CVAE, frames: torch.Tensor, poses: torch.Tensor, *, short_l
     model.eval()
     try:
         rng = torch.Generator(device="cpu").manual_seed(seed)
-        latent = (model.latent_channels, *frames.shape[-2:])  # N,H,W
-        noise = torch.randn(videos, length - 1, *latent, generator=rng)  # [V,T-1,N,H,W]
+        latent = model.latent_shape(*frames.shape[-2:])  # N,h,w
+        noise = torch.randn(videos, length - 1, *latent, generator=rng)  # [V,T-1,N,h,w]
         pred = model.generate(frames[:, 0].to(device), poses.to(device),
                               noise=noise.to(device), progress=progress).float().cpu()
         # One step from the true previous frame over the short horizon: what the model learned

@@ -39,7 +39,7 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, batch_size: int,
 def clip_loss(pred: torch.Tensor, target: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor,
               beta: float, terms: LossTerms = NO_TERMS,
               mask: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
-    """pred, target [B,S,3,H,W]; mu, logvar [B,S,N,H,W]; mask [B,S,1,H,W] in [0,1] (the
+    """pred, target [B,S,3,H,W]; mu, logvar [B,S,N,h,w]; mask [B,S,1,H,W] in [0,1] (the
     model's blend mask, needed by terms.mask_penalty only).
 
     Returns (loss, mse, kl), each summed over the S steps (one loss per step, added up):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F_nn
 from torch import nn
 
 from cvae.appearance import FirstFrameAttention, FirstFrameLook
@@ -37,7 +38,8 @@ class Prediction(NamedTuple):
     """What CVAE.forward returns for a clip of T frames (S = T-1 predicted steps).
 
     pred: [B,S,3,H,W] the predictions of frames 1..T-1.
-    mu, logvar: [B,S,N,H,W] the posterior's Gaussian; with a learned prior, expressed against
+    mu, logvar: [B,S,N,h,w] the posterior's Gaussian (h x w: CVAE.latent_shape); with a
+        learned prior, expressed against
         it (relative_to_prior), so that the KL of (mu, logvar) to N(0, I) is the KL to the
         prior either way.
     mask: [B,S,1,H,W] in [0,1], where each step replaced its base by the generated frame: the
@@ -59,6 +61,7 @@ class CVAE(nn.Module):
         F, L = cfg.frame_channels, cfg.label_channels
         N, D = cfg.latent_channels, cfg.decoder_channels
         self.latent_channels = N
+        self.latent_cell = cfg.latent_cell
         self.predict_change = cfg.predict_change
         self.blend_mask = cfg.blend_mask
         self.mask_init_logit = cfg.blend_mask_init
@@ -66,7 +69,7 @@ class CVAE(nn.Module):
         self.frame_encoder = frame_encoder(F)
         self.prev_pose = cfg.prev_pose
         self.pose_encoder = pose_encoder(L, 6 if cfg.prev_pose else 3)
-        self.posterior = Posterior(F + L, N)
+        self.posterior = Posterior(F + L, N, cfg.latent_cell)
         self.first_frame_skip = cfg.first_frame_skip
         self.decoder_fusion = DecoderFusion(F * (2 if cfg.first_frame_skip else 1) + L + N, D)
         # model.first_frame_attend: frame 0's features moved into the dancer's area now.
@@ -74,16 +77,26 @@ class CVAE(nn.Module):
         self.generator = generator(D, cfg.output_activation, 4 if cfg.blend_mask else 3)
         # model.prior=learned: p(z_t | frame t-1, pose t), the posterior's architecture fed the
         # previous frame's features instead of the current one's. None: z ~ N(0, I).
-        self.prior = Posterior(F + L, N) if cfg.prior == "learned" else None
+        self.prior = Posterior(F + L, N, cfg.latent_cell) if cfg.prior == "learned" else None
         # Frames per chunk of the teacher-forced batched pass (0: the whole clip at once). A
         # speed setting, not architecture: `cvae.training.build_model` sets it from the config.
         self.chunk_frames = 0
         # The per-frame step as torch.compile made it (`compile_frames`), or None: eager.
         self.compiled_frame = None
 
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """z's shape (N, h, w) for frames of height x width (model.latent_cell)."""
+        cell = self.latent_cell
+        if cell == 0:
+            return self.latent_channels, 1, 1
+        return self.latent_channels, height // cell, width // cell
+
     def generated_and_mask(self, prev, prev_feat, pose_feat, z):
         """The generator's frame [*,3,H,W] and, with blend_mask, the mask sigmoid(m) [*,1,H,W]
-        in [0,1] (else None). prev [*,3,H,W]; features and z [*,C,H,W]."""
+        in [0,1] (else None). prev [*,3,H,W]; features [*,C,H,W]; z [*,N,h,w], each value
+        spread over its cell's pixels."""
+        if z.shape[-2:] != prev.shape[-2:]:
+            z = F_nn.interpolate(z, size=prev.shape[-2:], mode="nearest")  # [*,N,H,W]
         out = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))  # [*,3(+1),H,W]
         mask = None
         if self.blend_mask:
@@ -172,9 +185,9 @@ class CVAE(nn.Module):
                 noise: torch.Tensor | None = None, stepwise: bool = False) -> Prediction:
         """Predict frames 1..T-1 of a clip.
 
-        frames, poses: [B,T,3,H,W] in [0,1]; noise: eps [B,T-1,N,H,W] (drawn if None).
-        Returns a Prediction: pred [B,T-1,3,H,W], the posterior's mu and logvar
-        [B,T-1,N,H,W] and the masks [B,T-1,1,H,W] (or None); see Prediction.
+        frames, poses: [B,T,3,H,W] in [0,1]; noise: eps [B,T-1,N,h,w] (drawn if None; h x w:
+        latent_shape). Returns a Prediction: pred [B,T-1,3,H,W], the posterior's mu and logvar
+        [B,T-1,N,h,w] and the masks [B,T-1,1,H,W] (or None); see Prediction.
 
         Teacher-forced clips run as one batched pass (time folded into the batch): every input
         is ground truth, so each frame is encoded once. Free-running clips batch everything that
@@ -198,7 +211,7 @@ class CVAE(nn.Module):
             # [B*S,F,H,W]
             true_feat = in_chunks(self.frame_encoder, k, frames[:, 1:].flatten(0, 1))
         if noise is None:
-            noise = torch.randn(B, S, self.latent_channels, *frames.shape[-2:],
+            noise = torch.randn(B, S, *self.latent_shape(*frames.shape[-2:]),
                                 device=frames.device, dtype=true_feat.dtype)
         z, mu, logvar = in_chunks(self.posterior, k, true_feat, pose_feat, noise.flatten(0, 1))
         mu, logvar = mu.unflatten(0, (B, S)), logvar.unflatten(0, (B, S))
@@ -217,10 +230,10 @@ class CVAE(nn.Module):
                         pose0_feat=None):
         """Every step at once from the true previous frame, time folded into the batch.
 
-        frames [B,T,3,H,W]; prev_feat [B*S,F,H,W], pose_feat [B*S,L,H,W], z [B*S,N,H,W],
+        frames [B,T,3,H,W]; prev_feat [B*S,F,H,W], pose_feat [B*S,L,H,W], z [B*S,N,h,w],
         pose0_feat [B,L,H,W] (model.first_frame_attend) or None ->
         (pred [B,S,3,H,W], mask [B,S,1,H,W] or None, the learned prior's (mu, logvar)
-        [B,S,N,H,W] or None).
+        [B,S,N,h,w] or None).
         """
         B, S, k = frames.shape[0], frames.shape[1] - 1, self.chunk_frames
         prev = frames[:, :-1].flatten(0, 1)  # [B*S,3,H,W]
@@ -243,10 +256,10 @@ class CVAE(nn.Module):
     def _free_run(self, frames, pose_feat, z, comp: Composite | None, teacher_forced: bool,
                   pose0_feat=None):
         """The per-frame loop: each step from the true previous frame (teacher_forced) or from
-        the last prediction. frames [B,T,3,H,W], pose_feat [B,S,L,H,W], z [B,S,N,H,W],
+        the last prediction. frames [B,T,3,H,W], pose_feat [B,S,L,H,W], z [B,S,N,h,w],
         pose0_feat [B,L,H,W] (model.first_frame_attend) or None ->
         (pred [B,S,3,H,W], mask [B,S,1,H,W] or None, the learned prior's (mu, logvar)
-        [B,S,N,H,W] at each step, from the frame the step was given, or None without one)."""
+        [B,S,N,h,w] at each step, from the frame the step was given, or None without one)."""
         steps = []
         prev = frames[:, 0]
         first_feat = self.first_features(prev)
@@ -271,11 +284,11 @@ class CVAE(nn.Module):
 
         prev [B,3,H,W] the frame the step is given; pose_feat [B,L,H,W] the pose features of
         the frame to predict; comp the pose_region plan, t the step (0: predicting frame 1).
-        z [B,N,H,W] (the posterior's draw, in training) or eps [B,N,H,W] (a rollout's draw of
+        z [B,N,h,w] (the posterior's draw, in training) or eps [B,N,h,w] (a rollout's draw of
         N(0, I), then z = eps, or z = mu + std * eps from the learned prior); first_feat
         [B,F,H,W] frame 0's features (model.first_frame_skip) or None.
         Returns (pred [B,3,H,W], not clamped; mask [B,1,H,W] or None; the learned prior's
-        (mu, logvar) [B,N,H,W] given prev, or None without one).
+        (mu, logvar) [B,N,h,w] given prev, or None without one).
         """
         frame = self.compiled_frame or self._frame
         return frame(prev, pose_feat, z, eps, first_feat, *composite_args(comp, t, prev))
@@ -308,8 +321,9 @@ class CVAE(nn.Module):
         Predictions are clamped to [0,1] before being fed back: they are images, and a long
         rollout otherwise drifts out of range.
 
-        noise: eps [B,T-1,N,H,W], all the rollout's draws of N(0, I), moved to first_frame's
-        device and dtype at once. Without it, eps is drawn frame by frame ([B,N,H,W] each) from
+        noise: eps [B,T-1,N,h,w] (h x w: latent_shape), all the rollout's draws of N(0, I),
+        moved to first_frame's device and dtype at once. Without it, eps is drawn frame by frame
+        ([B,N,h,w] each) from
         `rng` (on rng's device; the global CPU generator if None) and copied over per frame.
         """
         B, T, _, H, W = poses.shape
@@ -326,7 +340,7 @@ class CVAE(nn.Module):
             # [B,L,H,W]
             pose_feat = self.pose_encoder(self.step_poses(poses[:, t - 1:t + 1])[:, 0])
             eps = noise[:, t - 1] if noise is not None else torch.randn(
-                B, self.latent_channels, H, W, generator=rng,
+                B, *self.latent_shape(H, W), generator=rng,
                 device="cpu" if rng is None else rng.device).to(first_frame)
             step_first = self.step_first_features(first_feat, look, pose_feat,
                                                   None if comp is None else comp.change[:, t - 1])

@@ -300,7 +300,7 @@ def float64_both_ways(frames, poses, **options):
     model.chunk_frames = 2
     frames, poses = frames.to(torch.float64), poses.to(torch.float64)
     b, t, _, h, w = frames.shape
-    noise = torch.randn(b, t - 1, TINY_MODEL["latent_channels"], h, w,
+    noise = torch.randn(b, t - 1, *model.latent_shape(h, w),
                         generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     return teacher_forced_both_ways(model, frames, poses, noise, beta=1.0)
 

@@ -307,6 +307,8 @@ def test_wrong_type_in_yaml(tmp_path):
         ("data.clip_len=1", "data.clip_len"),
         ("model.frame_channels=12", "model.frame_channels"),
         ("model.latent_channels=6", "model.latent_channels"),
+        ("model.latent_cell=3", "model.latent_cell"),
+        ("model.latent_cell=-1", "model.latent_cell"),
         ("model.label_channels=3", "model.label_channels"),
         ("model.decoder_channels=20", "model.decoder_channels"),
         ("model.output_activation=tanh", "model.output_activation"),
