@@ -145,6 +145,14 @@ def metrics_rows(run: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def saved_state(path) -> dict:
+    """A .pt file as written, read with torch.load (CPU, weights only), not with
+    cvae.checkpoint.load_checkpoint's checks, so the tests check the file itself."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def one_error_line(capsys) -> str:
     """The one `error: ...` line a command printed on stderr (and no traceback)."""
     captured = capsys.readouterr()

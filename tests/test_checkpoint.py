@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import metrics_rows as metrics
 from conftest import one_error_line
+from conftest import saved_state as load
 
 from cvae.checkpoint import (
     check_same_model,
@@ -27,10 +27,6 @@ from cvae.train_cli import main as train_main
 
 STATE_KEYS = {"model", "optimizer", "scheduler", "kl_annealing", "teacher_forcing", "config",
               "epoch"}
-
-
-def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 @pytest.mark.parametrize("name", ["last.pt", "best.pt", "epoch_3.pt"])

@@ -7,8 +7,8 @@ import struct
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import metrics_rows as metrics
+from conftest import saved_state as load
 from PIL import Image
 
 from cvae.config import Config, load_config
@@ -18,10 +18,6 @@ HEADER = ("epoch,loss,mse,kl,beta,tfr,lr,workers,val_psnr,val_psnr_short,val_psn
           "baseline_psnr,baseline_psnr_short,val_ssim,val_ssim_short,baseline_ssim,baseline_ssim_short,"
           "val_box_ssim,baseline_box_ssim,val_sharpness,baseline_sharpness,seconds,val_seconds")
 BOX_COLUMNS = ("val_box_ssim", "baseline_box_ssim", "val_sharpness", "baseline_sharpness")
-
-
-def load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def test_rundir_resume_forgets_rows_past_the_checkpoint(tmp_path):

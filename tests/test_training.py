@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import TINY_MODEL_SETS, uint8_batches
 from conftest import metrics_rows as metrics
+from conftest import saved_state as load
 
 import cvae.training as training
 from cvae.batches import EpochData
@@ -25,10 +26,6 @@ CPU = StepOptions(torch.device("cpu"), grad_clip=1.0, progress=False)
 def plan(epoch: int = 0, *, beta: float = 0.0, tfr: float = 1.0,
          max_steps: int | None = None) -> EpochPlan:
     return EpochPlan(epoch=epoch, epochs=epoch + 1, beta=beta, tfr=tfr, max_steps=max_steps)
-
-
-def load(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 # ------------------------------------------------------------------------------- the step
