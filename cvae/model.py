@@ -39,9 +39,8 @@ class Prediction(NamedTuple):
 
     pred: [B,S,3,H,W] the predictions of frames 1..T-1.
     mu, logvar: [B,S,N,h,w] the posterior's Gaussian (h x w: CVAE.latent_shape); with a
-        learned prior, expressed against
-        it (relative_to_prior), so that the KL of (mu, logvar) to N(0, I) is the KL to the
-        prior either way.
+        learned prior, expressed against it (relative_to_prior), so that the KL of (mu, logvar)
+        to N(0, I) is the KL to the prior either way.
     mask: [B,S,1,H,W] in [0,1], where each step replaced its base by the generated frame: the
         learned mask (model.blend_mask), limited to the change area with model.pose_region (the
         change area alone without blend_mask); None when the model has neither.

@@ -433,11 +433,13 @@ def test_tester_without_checkpoint(cli, capsys, tmp_path):
     (("model.blend_mask=true", "model.predict_change=true"),
      lambda model: model.generator[-1].out_channels == 4),
     (("model.prior=learned",), lambda model: model.prior is not None),
-], ids=["blend_mask", "learned_prior"])
+    (("model.latent_cell=0", "model.prior=learned"),
+     lambda model: model.latent_cell == 0 and model.prior.cell == model.posterior.cell == 0),
+], ids=["blend_mask", "learned_prior", "whole_frame_latent"])
 def test_a_checkpoint_with_model_options_reloads_and_tests(sets, rebuilt, tiny_train_argv,
                                                            tiny_data, tmp_path, cli):
     """A run trained with a model option: its checkpoint rebuilds the option's parts (the mask
-    channel, the learned prior) and cvae-test writes the submission."""
+    channel, the learned prior, z's grain) and cvae-test writes the submission."""
     from cvae.train_cli import main as cvae_train
 
     run = tmp_path / "run"
