@@ -96,7 +96,6 @@ class Posterior(nn.Sequential):
     at a coarser cell, 1 x 1 at 0 (model.latent_cell)."""
 
     def __init__(self, in_ch: int, out_ch: int, cell: int = 1):
-        self.cell = cell
         super().__init__(
             ResidualBlock(in_ch, out_ch // 4),
             DepthConvBlock(out_ch // 4, out_ch // 4),
@@ -106,6 +105,7 @@ class Posterior(nn.Sequential):
             nn.LeakyReLU(1.0),  # an identity: the reference passes `True` as the slope
             nn.Conv2d(out_ch, out_ch * 2, 1),
         )
+        self.cell = cell  # model.latent_cell: 1 per pixel, c per c x c pixels, 0 per frame
 
     def gaussian(self, frame_feat: torch.Tensor, pose_feat: torch.Tensor):
         """mu, logvar [*,N,h,w] of the Gaussian, without drawing z."""
