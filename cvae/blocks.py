@@ -112,10 +112,9 @@ class Posterior(nn.Sequential):
         out = super().forward(torch.cat([frame_feat, pose_feat], dim=1))  # [*,2N,H,W]
         # The head is a 1x1 convolution, so averaging its output over a cell is averaging its
         # input: the cell's features decide its one Gaussian.
-        if self.cell == 0:
-            out = out.mean((-2, -1), keepdim=True)
-        elif self.cell > 1:
-            out = F_nn.avg_pool2d(out, self.cell)
+        grid = latent_grid(self.cell, *out.shape[-2:])
+        if grid != tuple(out.shape[-2:]):
+            out = F_nn.adaptive_avg_pool2d(out, grid)
         return out.chunk(2, dim=1)
 
     def forward(self, frame_feat: torch.Tensor, pose_feat: torch.Tensor,
@@ -124,6 +123,12 @@ class Posterior(nn.Sequential):
         if eps is None:
             eps = torch.randn_like(mu)
         return reparameterize(mu, logvar, eps), mu, logvar
+
+
+def latent_grid(cell: int, height: int, width: int) -> tuple[int, int]:
+    """z's h x w for frames of height x width at model.latent_cell `cell` (0: one per frame;
+    the config checks that a cell divides the frame)."""
+    return (1, 1) if cell == 0 else (height // cell, width // cell)
 
 
 def reparameterize(mu, logvar, eps):

@@ -23,6 +23,7 @@ from cvae.blocks import (
     ResidualBlock,
     frame_encoder,
     generator,
+    latent_grid,
     pose_encoder,
     relative_to_prior,
     reparameterize,
@@ -60,7 +61,6 @@ class CVAE(nn.Module):
         F, L = cfg.frame_channels, cfg.label_channels
         N, D = cfg.latent_channels, cfg.decoder_channels
         self.latent_channels = N
-        self.latent_cell = cfg.latent_cell
         self.predict_change = cfg.predict_change
         self.blend_mask = cfg.blend_mask
         self.mask_init_logit = cfg.blend_mask_init
@@ -83,12 +83,14 @@ class CVAE(nn.Module):
         # The per-frame step as torch.compile made it (`compile_frames`), or None: eager.
         self.compiled_frame = None
 
+    @property
+    def latent_cell(self) -> int:
+        """model.latent_cell, as the posterior pools by it."""
+        return self.posterior.cell
+
     def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """z's shape (N, h, w) for frames of height x width (model.latent_cell)."""
-        cell = self.latent_cell
-        if cell == 0:
-            return self.latent_channels, 1, 1
-        return self.latent_channels, height // cell, width // cell
+        return self.latent_channels, *latent_grid(self.latent_cell, height, width)
 
     def generated_and_mask(self, prev, prev_feat, pose_feat, z):
         """The generator's frame [*,3,H,W] and, with blend_mask, the mask sigmoid(m) [*,1,H,W]
@@ -322,8 +324,8 @@ class CVAE(nn.Module):
 
         noise: eps [B,T-1,N,h,w] (h x w: latent_shape), all the rollout's draws of N(0, I),
         moved to first_frame's device and dtype at once. Without it, eps is drawn frame by frame
-        ([B,N,h,w] each) from
-        `rng` (on rng's device; the global CPU generator if None) and copied over per frame.
+        ([B,N,h,w] each) from `rng` (on rng's device; the global CPU generator if None) and
+        copied over per frame.
         """
         B, T, _, H, W = poses.shape
         if noise is not None and rng is not None:
