@@ -136,6 +136,9 @@ class TrainConfig:
     # costs as much as the whole frame's squared error and the latent stays empty; SVG uses 1e-4
     # with the same reductions.
     kl_weight: float = 1.0
+    # Epochs at beta 0 before the KL schedule starts (its epoch 0 is then this one): the decoder
+    # learns to read z while nothing pulls the posterior to the prior. 0: off (the lab's).
+    kl_warmup: int = 0
     # "Free bits": each predicted frame's KL costs max(KL, free_bits) nats, so below that the
     # posterior is not pulled towards the prior (0: off, the lab's). The latent may then carry
     # up to this many nats per frame at no cost, which the prior cannot give a rollout.
@@ -398,6 +401,7 @@ def _validate_train(t: TrainConfig) -> None:
         f"must be one of {list(KL_ANNEAL_TYPES)}",
     )
     _check(t.kl_weight >= 0, "train.kl_weight", t.kl_weight, "must be >= 0")
+    _check(t.kl_warmup >= 0, "train.kl_warmup", t.kl_warmup, "must be >= 0")
     _check(t.free_bits >= 0, "train.free_bits", t.free_bits, "must be >= 0")
     _check(t.edge_weight >= 0, "train.edge_weight", t.edge_weight, "must be >= 0")
     _check(0 <= t.ema_decay < 1, "train.ema_decay", t.ema_decay, "must be in [0, 1)")

@@ -9,21 +9,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-def kl_beta(epoch: int, anneal_type: str, cycle: int, ratio: float) -> float:
+def kl_beta(epoch: int, anneal_type: str, cycle: int, ratio: float, warmup: int = 0) -> float:
     """The KL weight at `epoch`.
 
+    The first `warmup` epochs are at 0 whatever the type; the schedule starts after them, its
+    epoch 0 being epoch `warmup`:
     Monotonic: rises linearly from 0 to 1 over the first cycle*ratio epochs, then stays 1.
     Cyclical: in each cycle of `cycle` epochs, rises over the first ratio*cycle epochs, then 1.
     None: always 1. A ramp of length 0 (ratio 0) means beta is 1 from the start.
     """
+    if anneal_type not in ("None", "Monotonic", "Cyclical"):
+        raise ValueError(f"unknown kl_anneal_type {anneal_type!r}")
+    if epoch < warmup:
+        return 0.0
+    epoch -= warmup
     if anneal_type == "None":
         return 1.0
     if anneal_type == "Monotonic":
         position = epoch
     elif anneal_type == "Cyclical":
         position = epoch % cycle
-    else:
-        raise ValueError(f"unknown kl_anneal_type {anneal_type!r}")
     ramp = cycle * ratio
     if ramp <= 0:
         return 1.0
@@ -59,11 +64,13 @@ class KLAnnealing(EpochCounter):
     cycle: int
     ratio: float
     weight: float = 1.0  # beta's top value (train.kl_weight)
+    warmup: int = 0  # epochs at beta 0 before the schedule starts (train.kl_warmup)
     epoch: int = 0
 
     @property
     def beta(self) -> float:
-        return self.weight * kl_beta(self.epoch, self.anneal_type, self.cycle, self.ratio)
+        return self.weight * kl_beta(self.epoch, self.anneal_type, self.cycle, self.ratio,
+                                     self.warmup)
 
 
 # The same shape as KLAnnealing on purpose: each schedule names its own parameters.

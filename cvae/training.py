@@ -236,7 +236,8 @@ def setup(cfg: Config, device: torch.device,
     state = TrainingState(
         model, model, optimizer,
         torch.optim.lr_scheduler.MultiStepLR(optimizer, t.lr_milestones, gamma=t.lr_gamma),
-        KLAnnealing(t.kl_anneal_type, t.kl_anneal_cycle, t.kl_anneal_ratio, t.kl_weight),
+        KLAnnealing(t.kl_anneal_type, t.kl_anneal_cycle, t.kl_anneal_ratio, t.kl_weight,
+                    t.kl_warmup),
         TeacherForcing(t.tfr, t.tfr_sde, t.tfr_d_step),
     )
     if t.ema_decay:

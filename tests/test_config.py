@@ -292,6 +292,7 @@ def test_wrong_type_in_yaml(tmp_path):
         ("train.kl_anneal_cycle=0", "train.kl_anneal_cycle"),
         ("test.samples=0", "test.samples"),
         ("train.kl_weight=-0.5", "train.kl_weight"),
+        ("train.kl_warmup=-1", "train.kl_warmup"),
         ("train.free_bits=-1", "train.free_bits"),
         ("train.edge_weight=-0.1", "train.edge_weight"),
         ("train.ema_decay=1", "train.ema_decay"),

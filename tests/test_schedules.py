@@ -82,9 +82,24 @@ def test_none_is_always_1(epoch):
     assert kl_beta(epoch, "None", 3, 0.0) == 1.0
 
 
+@pytest.mark.parametrize("kind", ["Monotonic", "Cyclical", "None"])
+def test_warmup_holds_beta_at_0_then_starts_the_schedule(kind):
+    betas = [kl_beta(e, kind, 4, 0.5, warmup=3) for e in range(12)]
+    assert betas[:3] == [0.0, 0.0, 0.0]
+    assert betas[3:] == [kl_beta(e, kind, 4, 0.5) for e in range(9)]
+
+
+def test_warmup_0_is_the_schedule_itself():
+    for kind in ("Monotonic", "Cyclical", "None"):
+        assert [kl_beta(e, kind, 5, 0.6, warmup=0) for e in range(20)] == [
+            kl_beta(e, kind, 5, 0.6) for e in range(20)]
+
+
 def test_unknown_type_raises():
     with pytest.raises(ValueError, match="Linear"):
         kl_beta(0, "Linear", 10, 1.0)
+    with pytest.raises(ValueError, match="Linear"):
+        kl_beta(0, "Linear", 10, 1.0, warmup=5)  # checked during the warm-up too
 
 
 # -------------------------------------------------------------------------------- tfr
@@ -142,6 +157,16 @@ def test_kl_weight_scales_the_annealed_beta():
         kl.update()
     assert seen == pytest.approx([0.0, 0.5e-4, 1e-4, 1e-4])
     assert KLAnnealing("None", 4, 0.5, weight=0.25).beta == 0.25
+
+
+def test_kl_annealing_object_warms_up_and_resumes_inside_the_warmup():
+    kl = KLAnnealing("None", 4, 0.5, weight=1e-4, warmup=2)
+    assert [kl.beta, (kl.update(), kl.beta)[1]] == [0.0, 0.0]
+    resumed = KLAnnealing("None", 4, 0.5, weight=1e-4, warmup=2)
+    resumed.load_state_dict(kl.state_dict())
+    assert resumed.beta == 0.0
+    resumed.update()
+    assert resumed.beta == pytest.approx(1e-4)
 
 
 def test_teacher_forcing_object_follows_the_function():

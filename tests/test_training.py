@@ -411,12 +411,30 @@ def test_setup_scales_beta_by_train_kl_weight():
     cfg = load_config(overrides=[*TINY_MODEL_SETS, "train.kl_weight=1e-4",
                                  "train.kl_anneal_type=Monotonic", "train.kl_anneal_cycle=2",
                                  "train.kl_anneal_ratio=1"])
-    state = training.setup(cfg, torch.device("cpu"))
+    assert _betas(training.setup(cfg, torch.device("cpu")), 3) == pytest.approx(
+        [0.0, 0.5e-4, 1e-4])
+
+
+def test_setup_holds_beta_at_0_for_train_kl_warmup():
+    """train.kl_warmup epochs at beta 0, then the schedule from its own epoch 0."""
+    from conftest import TINY_MODEL_SETS
+
+    from cvae.config import load_config
+
+    cfg = load_config(overrides=[*TINY_MODEL_SETS, "train.kl_weight=1e-4", "train.kl_warmup=3",
+                                 "train.kl_anneal_type=Monotonic", "train.kl_anneal_cycle=2",
+                                 "train.kl_anneal_ratio=1"])
+    assert _betas(training.setup(cfg, torch.device("cpu")), 6) == pytest.approx(
+        [0.0, 0.0, 0.0, 0.0, 0.5e-4, 1e-4])
+
+
+def _betas(state, epochs: int) -> list[float]:
+    """beta for each of the first `epochs` epochs, as training steps the schedule."""
     betas = []
-    for _ in range(3):
+    for _ in range(epochs):
         betas.append(state.kl_annealing.beta)
         state.kl_annealing.update()
-    assert betas == pytest.approx([0.0, 0.5e-4, 1e-4])
+    return betas
 
 
 def test_step_options_carry_the_configs_loss_terms():
