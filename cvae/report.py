@@ -6,6 +6,8 @@ them) or a single training run folder (`DIR/metrics.csv`). Every figure is drawn
 
 - loss_by_kl_strategy.png   training loss per epoch, one line per trial, labelled by KL type
 - beta_by_kl_strategy.png   the KL weight beta per epoch, one line per trial
+- kl_by_kl_strategy.png     the KL divergence (nats per clip) per epoch, one line per trial: whether
+                            the latent stays in use under each strategy
 - tfr_vs_loss.png           training loss (left axis) against the teacher-forcing ratio (right
                             axis) per epoch, per trial: loss rises as teacher forcing decays
 - best_psnr_per_frame.png   validation PSNR per frame of the best model (its best epoch; not
@@ -37,8 +39,8 @@ ERROR_FILE = "error.txt"  # written by a sweep trial whose training raised
 # Shown when no trial records which keys were searched (e.g. a single training run).
 DEFAULT_KEYS = ("train.kl_anneal_type", "train.kl_anneal_cycle", "train.kl_anneal_ratio",
                 "train.tfr_sde", "train.tfr_d_step", "train.lr")
-FIGURES = ("loss_by_kl_strategy.png", "beta_by_kl_strategy.png", "tfr_vs_loss.png",
-           "best_psnr_per_frame.png")
+FIGURES = ("loss_by_kl_strategy.png", "beta_by_kl_strategy.png", "kl_by_kl_strategy.png",
+           "tfr_vs_loss.png", "best_psnr_per_frame.png")
 RESULT_COLUMNS = ("val_psnr", SMOOTHED, "best_epoch", "epochs_run", "epochs", "stopped_early",
                   "status", "checkpoint")
 # What trials are ranked by: each trial's best value of it over its epochs, higher is better.
@@ -203,7 +205,7 @@ def report_data(folder: str | Path, metric: str = DEFAULT_METRIC) -> dict[str, A
     keys, rows = collect_trials(folder, metric)
     labels = _labels(rows)
     paths = dict(runs)
-    loss, beta, tfr_loss = {}, {}, {}
+    loss, beta, kl, tfr_loss = {}, {}, {}, {}
     for row in sorted(rows, key=lambda r: r["trial_id"]):
         metrics = read_metrics(paths[row["trial_id"]])
         label = labels[row["trial_id"]]
@@ -212,6 +214,8 @@ def report_data(folder: str | Path, metric: str = DEFAULT_METRIC) -> dict[str, A
                        "loss": [r.get("loss") for r in metrics]}
         beta[label] = {"trial_id": row["trial_id"], "epoch": epochs,
                        "beta": [r.get("beta") for r in metrics]}
+        kl[label] = {"trial_id": row["trial_id"], "epoch": epochs,
+                     "kl": [r.get("kl") for r in metrics]}
         tfr_loss[label] = {"trial_id": row["trial_id"], "epoch": epochs,
                            "tfr": [r.get("tfr") for r in metrics],
                            "loss": [r.get("loss") for r in metrics]}
@@ -230,6 +234,7 @@ def report_data(folder: str | Path, metric: str = DEFAULT_METRIC) -> dict[str, A
         "best": best["trial_id"] if best else None,
         "loss_by_kl_strategy": loss,
         "beta_by_kl_strategy": beta,
+        "kl_by_kl_strategy": kl,
         "tfr_vs_loss": tfr_loss,
         "psnr_per_frame": psnr,
     }
@@ -320,6 +325,10 @@ def write_figures(data: dict[str, Any], out: Path) -> dict[str, Path]:
         {k: _xy(s["epoch"], s["beta"]) for k, s in data["beta_by_kl_strategy"].items()},
         out / "beta_by_kl_strategy.png", xlabel="epoch", ylabel="KL weight beta",
         title="KL weight by annealing strategy")
+    written["kl_by_kl_strategy.png"] = plots.lines(
+        {k: _xy(s["epoch"], s["kl"]) for k, s in data["kl_by_kl_strategy"].items()},
+        out / "kl_by_kl_strategy.png", xlabel="epoch", ylabel="KL divergence (nats per clip)",
+        title="KL divergence by annealing strategy", logy=True)
     written["tfr_vs_loss.png"] = _tfr_vs_loss(data["tfr_vs_loss"], out / "tfr_vs_loss.png")
     curve = data["psnr_per_frame"]
     if curve is not None:
@@ -348,6 +357,7 @@ def _markdown(data: dict[str, Any], figures: dict[str, Path], out: Path) -> str:
     captions = {
         "loss_by_kl_strategy.png": "Training loss per epoch by KL-annealing strategy",
         "beta_by_kl_strategy.png": "KL weight beta per epoch by strategy",
+        "kl_by_kl_strategy.png": "KL divergence per epoch by strategy",
         "tfr_vs_loss.png": "Teacher-forcing ratio against training loss",
         "best_psnr_per_frame.png": "PSNR per frame of the best model (validation videos)",
     }

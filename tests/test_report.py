@@ -31,9 +31,9 @@ def make_run(folder: Path, *, kl: str, epochs: int, ran: int, psnr0: float, lr: 
     for e in range(ran):
         beta = kl_beta(e, kl, 2, 0.5)
         tfr = teacher_forcing_ratio(e, 1.0, 1, 0.25)
-        mse = 0.5 / (e + 1)
+        mse, kl_div = 0.5 / (e + 1), 2.0 + e
         psnr = psnrs[e] if psnrs else psnr0 + e
-        rows.append({"epoch": e + 1, "loss": mse + beta * 2.0, "mse": mse, "kl": 2.0,
+        rows.append({"epoch": e + 1, "loss": mse + beta * kl_div, "mse": mse, "kl": kl_div,
                      "beta": beta, "tfr": tfr, "lr": lr, "val_psnr": psnr,
                      "val_psnr_short": psnr0 + e + 0.5, "baseline_psnr": 20.0,
                      "baseline_psnr_short": 21.0, "seconds": 1.0})
@@ -68,8 +68,8 @@ def sweep(tmp_path) -> tuple[Path, dict[str, list[dict]]]:
     return root, logs
 
 
-FIGURES = ("loss_by_kl_strategy.png", "beta_by_kl_strategy.png", "tfr_vs_loss.png",
-           "best_psnr_per_frame.png")
+FIGURES = ("loss_by_kl_strategy.png", "beta_by_kl_strategy.png", "kl_by_kl_strategy.png",
+           "tfr_vs_loss.png", "best_psnr_per_frame.png")
 
 
 def test_report_data_is_the_trials_metrics(sweep):
@@ -99,6 +99,9 @@ def test_report_data_is_the_trials_metrics(sweep):
         beta = data["beta_by_kl_strategy"][label]
         assert beta["epoch"] == epochs
         assert beta["beta"] == pytest.approx([r["beta"] for r in rows], rel=1e-5)
+        kl = data["kl_by_kl_strategy"][label]
+        assert kl["trial_id"] == trial_id and kl["epoch"] == epochs
+        assert kl["kl"] == pytest.approx([r["kl"] for r in rows], rel=1e-5)
         tfr = data["tfr_vs_loss"][label]
         assert tfr["tfr"] == pytest.approx([r["tfr"] for r in rows], rel=1e-5)
         assert tfr["loss"] == pytest.approx([r["loss"] for r in rows], rel=1e-5)

@@ -120,7 +120,8 @@ def test_smoke_sweep_asha_results_best_and_tester(ray_cluster, tiny_lab, tmp_pat
     assert (best / "config.yaml").is_file()
     # The report was written from the trials' logs.
     for name in ("report.md", "loss_by_kl_strategy.png", "beta_by_kl_strategy.png",
-                 "tfr_vs_loss.png", "best_psnr_per_frame.png", "report_data.json"):
+                 "kl_by_kl_strategy.png", "tfr_vs_loss.png", "best_psnr_per_frame.png",
+                 "report_data.json"):
         assert (out / name).stat().st_size > 0, name
     assert json.loads((out / "report_data.json").read_text())["best"] == rows[0]["trial_id"]
 
