@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from cvae.config import KL_ANNEAL_TYPES
+
 
 def kl_beta(epoch: int, anneal_type: str, cycle: int, ratio: float, warmup: int = 0) -> float:
     """The KL weight at `epoch`.
@@ -18,7 +20,7 @@ def kl_beta(epoch: int, anneal_type: str, cycle: int, ratio: float, warmup: int 
     Cyclical: in each cycle of `cycle` epochs, rises over the first ratio*cycle epochs, then 1.
     None: always 1. A ramp of length 0 (ratio 0) means beta is 1 from the start.
     """
-    if anneal_type not in ("None", "Monotonic", "Cyclical"):
+    if anneal_type not in KL_ANNEAL_TYPES:
         raise ValueError(f"unknown kl_anneal_type {anneal_type!r}")
     if epoch < warmup:
         return 0.0
