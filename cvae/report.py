@@ -198,6 +198,12 @@ def _labels(rows: list[dict[str, Any]]) -> dict[str, str]:
     return labels
 
 
+def _series(trial_id: str, metrics: list[dict], *columns: str) -> dict[str, Any]:
+    """One trial's per-epoch values of `columns` from its metrics rows, beside the epochs."""
+    return {"trial_id": trial_id, "epoch": [r["epoch"] for r in metrics],
+            **{c: [r.get(c) for r in metrics] for c in columns}}
+
+
 def report_data(folder: str | Path, metric: str = DEFAULT_METRIC) -> dict[str, Any]:
     """Every series the report plots, keyed by figure, plus the results table (ranked by
     `metric`)."""
@@ -209,16 +215,10 @@ def report_data(folder: str | Path, metric: str = DEFAULT_METRIC) -> dict[str, A
     for row in sorted(rows, key=lambda r: r["trial_id"]):
         metrics = read_metrics(paths[row["trial_id"]])
         label = labels[row["trial_id"]]
-        epochs = [r["epoch"] for r in metrics]
-        loss[label] = {"trial_id": row["trial_id"], "epoch": epochs,
-                       "loss": [r.get("loss") for r in metrics]}
-        beta[label] = {"trial_id": row["trial_id"], "epoch": epochs,
-                       "beta": [r.get("beta") for r in metrics]}
-        kl[label] = {"trial_id": row["trial_id"], "epoch": epochs,
-                     "kl": [r.get("kl") for r in metrics]}
-        tfr_loss[label] = {"trial_id": row["trial_id"], "epoch": epochs,
-                           "tfr": [r.get("tfr") for r in metrics],
-                           "loss": [r.get("loss") for r in metrics]}
+        loss[label] = _series(row["trial_id"], metrics, "loss")
+        beta[label] = _series(row["trial_id"], metrics, "beta")
+        kl[label] = _series(row["trial_id"], metrics, "kl")
+        tfr_loss[label] = _series(row["trial_id"], metrics, "tfr", "loss")
     best = next((r for r in rows if r["val_psnr"] is not None), None)
     psnr = None
     if best is not None:
