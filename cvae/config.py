@@ -113,6 +113,16 @@ class ModelConfig:
     # from the same pixel of frame 0, which the dancer has left (cvae.appearance). Adds two
     # 1x1 projections of the pose features (2 x 17 x L weights); the fusion keeps its width.
     first_frame_attend: bool = False
+    # The decoder also sees frame 0's colours painted on the pose of the frame to predict: each
+    # skeleton pixel takes frame 0's colour where pose 0 has the same limb colour (pose images
+    # draw every limb in its own colour), a sharp picture of the dancer in its own look and
+    # in the pose it is to take (cvae.posed). Widens the decoder fusion's input by 4 channels.
+    first_frame_posed: bool = False
+    # With first_frame_posed and predict_change: the change is added to that painting (on the
+    # skeleton pixels it could paint; elsewhere to what the step keeps), not to the previous
+    # frame, so the dancer's colours come from frame 0 at every step and the generator learns
+    # only what the painting gets wrong. No parameters added.
+    posed_base: bool = False
 
 
 @dataclass
@@ -381,6 +391,9 @@ def _validate_model(m: ModelConfig) -> None:
            "model.first_frame_attend", m.first_frame_attend,
            "needs model.first_frame_skip: true and model.pose_region > 0 (it moves frame 0's "
            "features into the dancer's area)")
+    _check(not m.posed_base or (m.first_frame_posed and m.predict_change), "model.posed_base",
+           m.posed_base, "needs model.first_frame_posed: true and model.predict_change: true "
+           "(the change is added to the painted pose)")
 
 
 def _validate_train(t: TrainConfig) -> None:

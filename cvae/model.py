@@ -29,6 +29,7 @@ from cvae.blocks import (
     reparameterize,
 )
 from cvae.config import ModelConfig
+from cvae.posed import POSED_CHANNELS, paint, paint_steps
 from cvae.regions import Composite, composite_args
 from cvae.steps import in_chunks, stack_steps
 
@@ -70,7 +71,9 @@ class CVAE(nn.Module):
         self.pose_encoder = pose_encoder(L, 6 if cfg.prev_pose else 3)
         self.posterior = Posterior(F + L, N, cfg.latent_cell)
         self.first_frame_skip = cfg.first_frame_skip
-        self.decoder_fusion = DecoderFusion(F * (2 if cfg.first_frame_skip else 1) + L + N, D)
+        self.first_frame_posed, self.posed_base = cfg.first_frame_posed, cfg.posed_base
+        first_ch = F * cfg.first_frame_skip + POSED_CHANNELS * cfg.first_frame_posed
+        self.decoder_fusion = DecoderFusion(F + first_ch + L + N, D)
         # model.first_frame_attend: frame 0's features moved into the dancer's area now.
         self.attention = FirstFrameAttention(L) if cfg.first_frame_attend else None
         self.generator = generator(D, cfg.output_activation, 4 if cfg.blend_mask else 3)
@@ -92,28 +95,42 @@ class CVAE(nn.Module):
         """z's shape (N, h, w) for frames of height x width (model.latent_cell)."""
         return self.latent_channels, *latent_grid(self.latent_cell, height, width)
 
-    def generated_and_mask(self, prev, prev_feat, pose_feat, z):
+    def generated_and_mask(self, prev, prev_feat, pose_feat, z, ref=None):
         """The generator's frame [*,3,H,W] and, with blend_mask, the mask sigmoid(m) [*,1,H,W]
         in [0,1] (else None). prev [*,3,H,W]; features [*,C,H,W]; z [*,N,h,w], each value
-        spread over its cell's pixels."""
+        spread over its cell's pixels; ref [*,3,H,W] what predict_change's change is added to
+        (`change_reference`; None: prev)."""
         if z.shape[-2:] != prev.shape[-2:]:
             z = F_nn.interpolate(z, size=prev.shape[-2:], mode="nearest")  # [*,N,H,W]
         out = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))  # [*,3(+1),H,W]
         mask = None
         if self.blend_mask:
             out, mask = out[:, :3], torch.sigmoid(out[:, 3:])
-        return (prev + out if self.predict_change else out), mask
+        if not self.predict_change:
+            return out, mask
+        return (prev if ref is None else ref) + out, mask
 
-    def _step(self, prev, prev_feat, pose_feat, z, change=None, base=None):
+    def change_reference(self, prev, base=None, posed=None):
+        """What predict_change's change is added to [*,3,H,W]: the previous frame prev, or with
+        model.posed_base frame 0's colours where the step's pose was painted (posed [*,4,H,W],
+        cvae.posed) and elsewhere what the step keeps (`base`, pose_region's; else prev)."""
+        if posed is None:
+            return prev
+        keep = prev if base is None else base
+        return torch.where(posed[:, 3:] > 0, posed[:, :3].to(keep.dtype), keep)
+
+    def _step(self, prev, prev_feat, pose_feat, z, change=None, base=None, posed=None):
         """One step: (prediction [*,3,H,W], mask [*,1,H,W] or None).
 
         The mask is the learned one (blend_mask), limited to `change` [*,1,H,W] (pose_region)
         when given. The prediction is mask * generated + (1 - mask) * base, written as base +
         mask * (generated - base): where the mask is closed, `base` (pose_region: see
         Composite; else the previous frame) passes through exactly. Without a mask, the
-        prediction is the generated frame.
+        prediction is the generated frame. posed [*,4,H,W]: model.posed_base's painted pose
+        (change_reference), or None.
         """
-        generated, mask = self.generated_and_mask(prev, prev_feat, pose_feat, z)
+        ref = self.change_reference(prev, base, posed)
+        generated, mask = self.generated_and_mask(prev, prev_feat, pose_feat, z, ref)
         if change is not None:
             mask = change if mask is None else mask * change
         if mask is None:
@@ -131,6 +148,20 @@ class CVAE(nn.Module):
         frame 0's beside them ([*,2F,H,W]) with model.first_frame_skip. The previous frame's
         come first: init_copy_last's identity path keeps the leading channels."""
         return prev_feat if first_feat is None else torch.cat([prev_feat, first_feat], dim=1)
+
+    def posed_steps(self, first: torch.Tensor, poses: torch.Tensor) -> torch.Tensor | None:
+        """model.first_frame_posed: frame 0's colours on each step's pose (cvae.posed), first
+        [B,3,H,W], poses [B,T,3,H,W] -> [B,T-1,4,H,W]; None when off."""
+        return paint_steps(first, poses) if self.first_frame_posed else None
+
+    @staticmethod
+    def with_posed(first_feat: torch.Tensor | None, posed: torch.Tensor | None):
+        """The frame-0 input of a step's decoder: frame 0's features [*,F,H,W] (first_frame_skip)
+        and its colours on the step's pose [*,4,H,W] (first_frame_posed), whichever are on,
+        side by side; None when neither is."""
+        if posed is None or first_feat is None:
+            return first_feat if posed is None else posed
+        return torch.cat([first_feat, posed.to(first_feat.dtype)], dim=1)
 
     def first_look(self, pose0_feat, first_feat, comp: Composite | None) -> FirstFrameLook | None:
         """model.first_frame_attend's keys and values (None when off): pose0_feat [B,L,H,W],
@@ -201,6 +232,7 @@ class CVAE(nn.Module):
         k = self.chunk_frames
         batched = teacher_forced and not stepwise
         comp = self.composite(frames[:, 0], poses)
+        posed = self.posed_steps(frames[:, 0], poses)  # [B,S,4,H,W] or None
         # The pose encoder's BatchNorm sees all S*B poses of the clip as one batch on both
         # paths, which is what makes them equal.
         pose_feat, pose0_feat = self.encode_poses(poses)  # [B*S,L,H,W], [B,L,H,W] or None
@@ -218,27 +250,30 @@ class CVAE(nn.Module):
         mu, logvar = mu.unflatten(0, (B, S)), logvar.unflatten(0, (B, S))
         if batched:
             pred, mask, prior = self._teacher_forced(frames, prev_feat, pose_feat, z, comp,
-                                                     pose0_feat)
+                                                     pose0_feat, posed)
         else:
             pred, mask, prior = self._free_run(frames, pose_feat.unflatten(0, (B, S)),
                                                z.unflatten(0, (B, S)), comp, teacher_forced,
-                                               pose0_feat)
+                                               pose0_feat, posed)
         if prior is not None:
             mu, logvar = relative_to_prior(mu, logvar, *prior)
         return Prediction(pred, mu, logvar, mask)
 
     def _teacher_forced(self, frames, prev_feat, pose_feat, z, comp: Composite | None,
-                        pose0_feat=None):
+                        pose0_feat=None, posed=None):
         """Every step at once from the true previous frame, time folded into the batch.
 
         frames [B,T,3,H,W]; prev_feat [B*S,F,H,W], pose_feat [B*S,L,H,W], z [B*S,N,h,w],
-        pose0_feat [B,L,H,W] (model.first_frame_attend) or None ->
+        pose0_feat [B,L,H,W] (model.first_frame_attend) or None, posed [B,S,4,H,W]
+        (model.first_frame_posed) or None ->
         (pred [B,S,3,H,W], mask [B,S,1,H,W] or None, the learned prior's (mu, logvar)
         [B,S,N,h,w] or None).
         """
         B, S, k = frames.shape[0], frames.shape[1] - 1, self.chunk_frames
         prev = frames[:, :-1].flatten(0, 1)  # [B*S,3,H,W]
         extra = [x.flatten(0, 1) for x in composite_args(comp, slice(None), frames[:, :-1])]
+        if self.posed_base:  # [B*S,4,H,W] after change and base (None without pose_region)
+            extra = [*(extra or (None, None)), posed.flatten(0, 1)]
         first_feat = None
         if self.first_frame_skip:  # frame 0's features (step 0's prev_feat), for every step
             first = prev_feat.unflatten(0, (B, S))[:, 0]  # [B,F,H,W]
@@ -247,6 +282,7 @@ class CVAE(nn.Module):
             first_feat = self.step_first_features(
                 first_feat, None if look is None else look.per_step(S), pose_feat,
                 None if comp is None else comp.change.flatten(0, 1))
+        first_feat = self.with_posed(first_feat, None if posed is None else posed.flatten(0, 1))
         fusion_feat = self.fusion_features(prev_feat, first_feat)
         pred, mask = in_chunks(self._step, k, prev, fusion_feat, pose_feat, z, *extra)
         prior = None if self.prior is None else \
@@ -255,10 +291,11 @@ class CVAE(nn.Module):
         return fold(pred), fold(mask), None if prior is None else tuple(map(fold, prior))
 
     def _free_run(self, frames, pose_feat, z, comp: Composite | None, teacher_forced: bool,
-                  pose0_feat=None):
+                  pose0_feat=None, posed=None):
         """The per-frame loop: each step from the true previous frame (teacher_forced) or from
         the last prediction. frames [B,T,3,H,W], pose_feat [B,S,L,H,W], z [B,S,N,h,w],
-        pose0_feat [B,L,H,W] (model.first_frame_attend) or None ->
+        pose0_feat [B,L,H,W] (model.first_frame_attend) or None, posed [B,S,4,H,W]
+        (model.first_frame_posed) or None ->
         (pred [B,S,3,H,W], mask [B,S,1,H,W] or None, the learned prior's (mu, logvar)
         [B,S,N,h,w] at each step, from the frame the step was given, or None without one)."""
         steps = []
@@ -269,7 +306,8 @@ class CVAE(nn.Module):
             step_first = self.step_first_features(first_feat, look, pose_feat[:, t],
                                                   None if comp is None else comp.change[:, t])
             pred, mask, prior = self._next_frame(prev, pose_feat[:, t], comp, t, z=z[:, t],
-                                                 first_feat=step_first)
+                                                 first_feat=step_first,
+                                                 posed=None if posed is None else posed[:, t])
             steps.append((pred, mask, prior))
             # Fed back as a rollout feeds it (generate): clamped to the image range, so a
             # prediction that overshoots cannot compound (with predict_change it would).
@@ -279,7 +317,8 @@ class CVAE(nn.Module):
 
     def _next_frame(self, prev, pose_feat, comp: Composite | None, t: int, *,
                     z: torch.Tensor | None = None, eps: torch.Tensor | None = None,
-                    first_feat: torch.Tensor | None = None):
+                    first_feat: torch.Tensor | None = None,
+                    posed: torch.Tensor | None = None):
         """One step of the per-frame loop (training's free run, and the rollout): predict the
         frame after `prev`.
 
@@ -287,22 +326,26 @@ class CVAE(nn.Module):
         the frame to predict; comp the pose_region plan, t the step (0: predicting frame 1).
         z [B,N,h,w] (the posterior's draw, in training) or eps [B,N,h,w] (a rollout's draw of
         N(0, I), then z = eps, or z = mu + std * eps from the learned prior); first_feat
-        [B,F,H,W] frame 0's features (model.first_frame_skip) or None.
+        [B,F,H,W] frame 0's features (model.first_frame_skip) or None; posed [B,4,H,W] frame 0's
+        colours on this step's pose (model.first_frame_posed) or None.
         Returns (pred [B,3,H,W], not clamped; mask [B,1,H,W] or None; the learned prior's
         (mu, logvar) [B,N,h,w] given prev, or None without one).
         """
         frame = self.compiled_frame or self._frame
-        return frame(prev, pose_feat, z, eps, first_feat, *composite_args(comp, t, prev))
+        change, base = composite_args(comp, t, prev) or (None, None)
+        return frame(prev, pose_feat, z, eps, self.with_posed(first_feat, posed), change, base,
+                     posed if self.posed_base else None)
 
-    def _frame(self, prev, pose_feat, z, eps, first_feat, change=None, base=None):
-        """`_next_frame` on tensors alone (change, base: pose_region's, of this step), so that
-        torch.compile makes one graph of it whatever the step."""
+    def _frame(self, prev, pose_feat, z, eps, first_feat, change=None, base=None, posed=None):
+        """`_next_frame` on tensors alone (change, base: pose_region's, of this step; posed:
+        model.posed_base's painted pose), so that torch.compile makes one graph of it whatever
+        the step."""
         prev_feat = self.frame_encoder(prev)  # [B,F,H,W]
         prior = None if self.prior is None else self.prior.gaussian(prev_feat, pose_feat)
         if z is None:
             z = eps if prior is None else reparameterize(*prior, eps)
         pred, mask = self._step(prev, self.fusion_features(prev_feat, first_feat), pose_feat, z,
-                                change, base)
+                                change, base, posed)
         return pred, mask, prior
 
     def compile_frames(self) -> None:
@@ -345,8 +388,10 @@ class CVAE(nn.Module):
                 device="cpu" if rng is None else rng.device).to(first_frame)
             step_first = self.step_first_features(first_feat, look, pose_feat,
                                                   None if comp is None else comp.change[:, t - 1])
-            prev = self._next_frame(prev, pose_feat, comp, t - 1, eps=eps,
-                                    first_feat=step_first)[0].clamp(0.0, 1.0)
+            posed = paint(first_frame, poses[:, 0], poses[:, t]) if self.first_frame_posed \
+                else None  # [B,4,H,W]
+            prev = self._next_frame(prev, pose_feat, comp, t - 1, eps=eps, first_feat=step_first,
+                                    posed=posed)[0].clamp(0.0, 1.0)
             frames.append(prev)
             if progress is not None:
                 progress.update(B)
@@ -368,7 +413,10 @@ def init_copy_last(model: CVAE) -> None:
     count are unchanged. With `predict_change` the generator's last convolution starts at zero
     instead: no change. With `blend_mask` the mask channel's weights start at zero and its bias
     at `blend_mask_init` (e.g. -4: the mask starts almost closed, sigmoid(-4) = 0.018,
-    everywhere).
+    everywhere). With `posed_base` the (zero) change is added to the painted pose instead of
+    the previous frame (CVAE.change_reference): the untrained model predicts frame 0's colours
+    on the skeleton pixels it could paint and the previous frame (pose_region: what the step
+    keeps) elsewhere.
     """
     head = model.generator[-1] if isinstance(model.generator[-1], nn.Conv2d) \
         else model.generator[-2]

@@ -10,10 +10,12 @@ def in_chunks(fn, chunk: int, *tensors: torch.Tensor):
 
     Same math either way; on a CPU, chunks of a few frames keep each layer's activations in the
     caches, which the whole folded clip (B*T frames) overflows (BENCHMARKS.md, section 1).
+    A None among `tensors` (an optional input that is off) is passed to every call as None.
     """
     if chunk <= 0 or tensors[0].shape[0] <= chunk:
         return fn(*tensors)
-    outs = [fn(*parts) for parts in zip(*(t.split(chunk) for t in tensors), strict=True)]
+    parts = [None if t is None else t.split(chunk) for t in tensors]
+    outs = [fn(*(None if p is None else p[i] for p in parts)) for i in range(len(parts[0]))]
     if isinstance(outs[0], tuple):  # an output that is None (no mask) stays None
         return tuple(None if group[0] is None else torch.cat(group)
                      for group in zip(*outs, strict=True))
