@@ -123,6 +123,11 @@ class ModelConfig:
     # frame, so the dancer's colours come from frame 0 at every step and the generator learns
     # only what the painting gets wrong. No parameters added.
     posed_base: bool = False
+    # With posed_base: the change is added to the previous frame moved towards that painting
+    # by a learned per-pixel gate in [0, 1] (a 5th generator channel, starting at 1/2): a step
+    # given a true frame can keep it, a step given its own blurred prediction can take the
+    # painting. Adds the gate channel's weights (D/8 + 1 parameters).
+    posed_gate: bool = False
 
 
 @dataclass
@@ -394,6 +399,8 @@ def _validate_model(m: ModelConfig) -> None:
     _check(not m.posed_base or (m.first_frame_posed and m.predict_change), "model.posed_base",
            m.posed_base, "needs model.first_frame_posed: true and model.predict_change: true "
            "(the change is added to the painted pose)")
+    _check(not m.posed_gate or m.posed_base, "model.posed_gate", m.posed_gate,
+           "needs model.posed_base: true (it gates the painting the change is added to)")
 
 
 def _validate_train(t: TrainConfig) -> None:

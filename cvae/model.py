@@ -76,7 +76,9 @@ class CVAE(nn.Module):
         self.decoder_fusion = DecoderFusion(F + first_ch + L + N, D)
         # model.first_frame_attend: frame 0's features moved into the dancer's area now.
         self.attention = FirstFrameAttention(L) if cfg.first_frame_attend else None
-        self.generator = generator(D, cfg.output_activation, 4 if cfg.blend_mask else 3)
+        self.posed_gate = cfg.posed_gate
+        # RGB, then blend_mask's mask logit, then posed_gate's gate logit (those that are on).
+        self.generator = generator(D, cfg.output_activation, 3 + cfg.blend_mask + cfg.posed_gate)
         # model.prior=learned: p(z_t | frame t-1, pose t), the posterior's architecture fed the
         # previous frame's features instead of the current one's. None: z ~ N(0, I).
         self.prior = Posterior(F + L, N, cfg.latent_cell) if cfg.prior == "learned" else None
@@ -95,29 +97,31 @@ class CVAE(nn.Module):
         """z's shape (N, h, w) for frames of height x width (model.latent_cell)."""
         return self.latent_channels, *latent_grid(self.latent_cell, height, width)
 
-    def generated_and_mask(self, prev, prev_feat, pose_feat, z, ref=None):
+    def generated_and_mask(self, prev, prev_feat, pose_feat, z, base=None, posed=None):
         """The generator's frame [*,3,H,W] and, with blend_mask, the mask sigmoid(m) [*,1,H,W]
         in [0,1] (else None). prev [*,3,H,W]; features [*,C,H,W]; z [*,N,h,w], each value
-        spread over its cell's pixels; ref [*,3,H,W] what predict_change's change is added to
-        (`change_reference`; None: prev)."""
+        spread over its cell's pixels; base, posed: what `change_reference` takes."""
         if z.shape[-2:] != prev.shape[-2:]:
             z = F_nn.interpolate(z, size=prev.shape[-2:], mode="nearest")  # [*,N,H,W]
-        out = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))  # [*,3(+1),H,W]
-        mask = None
-        if self.blend_mask:
-            out, mask = out[:, :3], torch.sigmoid(out[:, 3:])
+        out = self.generator(self.decoder_fusion(prev_feat, pose_feat, z))  # [*,3(+2),H,W]
+        mask = torch.sigmoid(out[:, 3:4]) if self.blend_mask else None
+        gate = torch.sigmoid(out[:, -1:]) if self.posed_gate else None
         if not self.predict_change:
-            return out, mask
-        return (prev if ref is None else ref) + out, mask
+            return out[:, :3], mask
+        return self.change_reference(prev, base, posed, gate) + out[:, :3], mask
 
-    def change_reference(self, prev, base=None, posed=None):
+    @staticmethod
+    def change_reference(prev, base=None, posed=None, gate=None):
         """What predict_change's change is added to [*,3,H,W]: the previous frame prev, or with
-        model.posed_base frame 0's colours where the step's pose was painted (posed [*,4,H,W],
-        cvae.posed) and elsewhere what the step keeps (`base`, pose_region's; else prev)."""
+        model.posed_base the painting: frame 0's colours where the step's pose was painted
+        (posed [*,4,H,W], cvae.posed) and elsewhere what the step keeps (`base`, pose_region's;
+        else prev). With model.posed_gate, prev moved towards that painting by the learned
+        gate [*,1,H,W] in [0,1] (0: prev, as without posed_base; 1: the painting)."""
         if posed is None:
             return prev
         keep = prev if base is None else base
-        return torch.where(posed[:, 3:] > 0, posed[:, :3].to(keep.dtype), keep)
+        painting = torch.where(posed[:, 3:] > 0, posed[:, :3].to(keep.dtype), keep)
+        return painting if gate is None else prev + gate * (painting - prev)
 
     def _step(self, prev, prev_feat, pose_feat, z, change=None, base=None, posed=None):
         """One step: (prediction [*,3,H,W], mask [*,1,H,W] or None).
@@ -129,8 +133,7 @@ class CVAE(nn.Module):
         prediction is the generated frame. posed [*,4,H,W]: model.posed_base's painted pose
         (change_reference), or None.
         """
-        ref = self.change_reference(prev, base, posed)
-        generated, mask = self.generated_and_mask(prev, prev_feat, pose_feat, z, ref)
+        generated, mask = self.generated_and_mask(prev, prev_feat, pose_feat, z, base, posed)
         if change is not None:
             mask = change if mask is None else mask * change
         if mask is None:
@@ -416,7 +419,8 @@ def init_copy_last(model: CVAE) -> None:
     everywhere). With `posed_base` the (zero) change is added to the painted pose instead of
     the previous frame (CVAE.change_reference): the untrained model predicts frame 0's colours
     on the skeleton pixels it could paint and the previous frame (pose_region: what the step
-    keeps) elsewhere.
+    keeps) elsewhere; with `posed_gate` (its gate logit starts at 0 with the rest of the
+    head) halfway between that and the previous frame.
     """
     head = model.generator[-1] if isinstance(model.generator[-1], nn.Conv2d) \
         else model.generator[-2]
@@ -438,8 +442,8 @@ def init_copy_last(model: CVAE) -> None:
             conv.weight.zero_()
             conv.bias.zero_()
         if model.blend_mask:
-            head.weight[3:].zero_()
-            head.bias[3:].fill_(model.mask_init_logit)
+            head.weight[3:4].zero_()
+            head.bias[3:4].fill_(model.mask_init_logit)
 
 
 def parameter_table(model: CVAE) -> list[tuple[str, int]]:

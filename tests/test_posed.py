@@ -189,3 +189,34 @@ def test_posed_base_batched_equals_per_frame_and_the_rollout_takes_the_same_step
         free = model(frames, poses, False).pred.clamp(0.0, 1.0)
         rollout = model.generate(frames[:, 0], poses, noise=noise)
     torch.testing.assert_close(rollout[:, 1:], free, rtol=0, atol=1e-6)
+
+
+def test_posed_gate_starts_halfway_between_the_previous_frame_and_the_painting():
+    with pytest.raises(CvaeError, match="model.posed_gate"):
+        load_config(None, overrides=["model.posed_gate=true", "model.first_frame_posed=true",
+                                     "model.predict_change=true"])
+    torch.manual_seed(0)
+    cfg = load_config(None, preset="small", overrides=[
+        *(f"model.{k}={v}" for k, v in BASE.items()), "model.posed_gate=true"])
+    model = CVAE(cfg.model)
+    init_copy_last(model)
+    assert model.generator[-1].out_channels == 4  # RGB + the gate
+    frames, poses = _sparse_clip(h=32, w=64)
+    with torch.no_grad():
+        pred = model(frames, poses, True).pred
+    posed, prev = paint_steps(frames[:, 0], poses), frames[:, :-1]
+    painting = torch.where(posed[:, :, 3:] > 0, posed[:, :, :3], prev)
+    torch.testing.assert_close(pred, prev + 0.5 * (painting - prev), rtol=0, atol=1e-6)
+    assert not torch.allclose(pred, prev)
+
+
+def test_posed_gate_batched_equals_per_frame_and_the_gate_learns():
+    (pred_b, _, _, _, grads_b), (pred_s, _, _, _, grads_s) = \
+        float64_both_ways(*_sparse_clip(), **BASE, posed_gate=True, pose_region=1,
+                          blend_mask=True)
+    torch.testing.assert_close(pred_b, pred_s, rtol=1e-10, atol=1e-10)
+    for name, grad in grads_b.items():
+        torch.testing.assert_close(grad, grads_s[name], rtol=1e-8, atol=1e-10, msg=name)
+    head = [name for name in grads_b if name.startswith("generator.") and "weight" in name][-1]
+    assert grads_b[head].shape[0] == 5  # RGB, the blend mask, the gate
+    assert grads_b[head][4].abs().sum() > 0
