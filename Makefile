@@ -18,11 +18,15 @@ PRESET ?= small
 # 16 training videos' clips, drawn anew each epoch); the pose encoder sees pose t-1 beside pose t
 # (model.prev_pose: where the two agree the dancer stood still); the room frame 0's dancer hides
 # is filled once from the room around it (model.hidden_fill=surround) and the decoder sees frame
-# 0's features at every step (model.first_frame_skip). Validation (the 4 validation videos'
+# 0's features at every step (model.first_frame_skip); frame 0's colours painted on the pose to
+# predict, matched by each limb's pose colour (model.first_frame_posed), are what the change is
+# added to, through a learned per-pixel gate with the previous frame (model.posed_base,
+# model.posed_gate), so the dancer keeps frame 0's look. Validation (the 4 validation videos'
 # 630-frame rollouts, the best epoch's choice) every 2 epochs and after the last.
 # MODEL_SETTINGS is the architecture both stages share (make long loads make run's weights).
 MODEL_SETTINGS ?= --set model.predict_change=true --set model.pose_region=1 \
-	--set model.prev_pose=true --set model.hidden_fill=surround --set model.first_frame_skip=true
+	--set model.prev_pose=true --set model.hidden_fill=surround --set model.first_frame_skip=true \
+	--set model.first_frame_posed=true --set model.posed_base=true --set model.posed_gate=true
 TRAIN_SETTINGS ?= $(MODEL_SETTINGS) --set train.batch_size=1 --set validation.every=2 \
 	--set train.kl_anneal_type=None --set train.lr=5e-4 --set train.lr_milestones=[9,11] \
 	--set train.tfr_sde=3 --set train.tfr_d_step=0.1 --set train.max_steps_per_epoch=40
