@@ -856,12 +856,13 @@ def test_first_frame_skip_starts_as_copy_last():
 
 def test_compiled_frame_step_trains_and_rolls_out_as_eager():
     """run.compile: the compiled per-frame step gives eager's predictions and gradients on a
-    free-running clip (pose_region, first_frame_skip and the learned prior all inside the
-    step), and eager's rollout."""
+    free-running clip (pose_region, first_frame_skip, the pose painting with its gate and the
+    learned prior all inside the step), and eager's rollout."""
     frames, poses = clip(seed=3)
     noise = torch.randn(B, T - 1, N, H, W, generator=torch.Generator().manual_seed(4))
-    eager = tiny(pose_region=1, predict_change=True, first_frame_skip=True, prior="learned")
-    compiled = tiny(pose_region=1, predict_change=True, first_frame_skip=True, prior="learned")
+    options = dict(pose_region=1, predict_change=True, first_frame_skip=True, prior="learned",
+                   first_frame_posed=True, posed_base=True, posed_gate=True)
+    eager, compiled = tiny(**options), tiny(**options)
     compiled.compile_frames()
     results = []
     for model in (eager, compiled):
