@@ -15,7 +15,8 @@ the colours mix, and a limb hidden in frame 0 borrows the nearest colour it find
 sees how good the match was (the `cover` channel) and corrects the rest.
 
 Shapes: M pictures (clips, or clips x steps folded into the batch), H x W frame size,
-K = H*W // 4 slots (cvae.appearance.area_slots: a skeleton covers ~10% of a frame).
+K = H*W // 4 slots (cvae.appearance.area_slots: a skeleton covers ~10% of a frame; pixels past
+the first K of a larger one are left unpainted). Memory: an [M,K,K] match per call.
 """
 
 from __future__ import annotations
